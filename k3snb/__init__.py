@@ -1,0 +1,76 @@
+"""k3snb — a notebook research kit for running k3s inside restricted sandboxes.
+
+The flat cell API (one call per idea). Layers, bottom-up, match the sub-packages:
+
+* ``runners``    — where things run: ``Host`` (private namespaces) and ``GVisor`` (runsc).
+* ``probe``      — what an environment offers: ``probe(runner)``, ``diff(a, b)``.
+* ``trace``      — syscall tracing and interception: ``trace(cmd)``, ``intercept(cmd, rules)``.
+* ``workarounds``/``cni``/``signatures`` — fixes, the fake CNI plugin, blocker classification.
+* ``k3s``/``runtime`` — launching k3s with a profile; runc/containerd drivers.
+* ``experiments``/``report`` — papermill notebooks, verdicts, summaries.
+
+Heavy imports (pandas, kubernetes, papermill) wait until first use, so ``import k3snb`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    # runners
+    "get_runner": "k3snb.runners",
+    "Runner": "k3snb.runners",
+    "RunResult": "k3snb.runners",
+    "Host": "k3snb.runners.host",
+    "GVisor": "k3snb.runners.gvisor",
+    "runsc_versions": "k3snb.runners.runsc",
+    # probe
+    "probe": "k3snb.probe",
+    "diff": "k3snb.probe",
+    "EnvProbe": "k3snb.probe",
+    # tracing / interception
+    "trace": "k3snb.trace",
+    "intercept": "k3snb.trace",
+    "Trace": "k3snb.trace",
+    "Rule": "k3snb.trace",
+    "fake_procsys": "k3snb.trace",
+    # fixes and diagnosis
+    "workarounds": "k3snb.workarounds",
+    "get_workaround": "k3snb.workarounds",
+    "classify": "k3snb.signatures",
+    "signatures": "k3snb.signatures",
+    "install_cni": "k3snb.cni",
+    # k3s
+    "find_k3s": "k3snb.k3s",
+    "install_k3s": "k3snb.k3s",
+    "launch_k3s": "k3snb.k3s",
+    "profiles": "k3snb.k3s",
+    "K3sCluster": "k3snb.k3s",
+    # experiments / monitoring / display
+    "experiments": "k3snb.experiments",
+    "run_experiments": "k3snb.experiments",
+    "record": "k3snb.experiments",
+    "verdict": "k3snb.experiments",
+    "monitor": "k3snb.monitor",
+    "set_options": "k3snb.report",
+}
+
+__all__ = sorted(_API) + ["__version__", "errors"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "errors":
+        return importlib.import_module("k3snb.errors")
+    mod = _API.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'k3snb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,56 @@
+"""Where the kit keeps things: cache (downloads), state (tags for the reaper), temp dirs.
+
+Every directory the kit creates carries the ``k3snb`` tag in its name and a record in the state
+dir, so ``k3snb doctor --clean`` can remove exactly what a killed run left behind and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+TAG = "k3snb"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def cache_dir() -> Path:
+    """Downloads and extracted binaries (runsc 2024, k3s). ``K3SNB_CACHE`` overrides."""
+    env = os.environ.get("K3SNB_CACHE")
+    if env:
+        p = Path(env)
+    elif is_root():
+        p = Path("/var/cache/k3snb")
+    else:
+        p = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "k3snb"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def state_dir() -> Path:
+    """Records of live objects (sandboxes, processes, temp dirs); on tmpfs so a reboot clears it."""
+    env = os.environ.get("K3SNB_STATE")
+    if env:
+        p = Path(env)
+    elif is_root() and Path("/run").is_dir():
+        p = Path("/run/k3snb")
+    else:
+        p = Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / f"{TAG}-state-{os.getuid()}"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def tmp_root() -> Path:
+    """Parent of the kit's temp dirs. ``K3SNB_TMP`` overrides (tests point it into the run folder)."""
+    env = os.environ.get("K3SNB_TMP")
+    p = Path(env) if env else Path(os.environ.get("TMPDIR", "/tmp"))
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def kit_python() -> str:
+    """The interpreter of the kit's own environment (usable inside gVisor: the host root is mounted)."""
+    return sys.executable

@@ -1,0 +1,103 @@
+"""Tags for everything the kit starts, so that a killed run's leftovers can be found and reaped.
+
+A record is a small JSON file in :func:`k3snb._paths.state_dir` naming its owner (pid plus process
+start time, so pid reuse is not mistaken for a live owner) and what to clean: ``pids`` to kill,
+``mounts`` to unmount, ``paths`` to remove, ``sandboxes`` (runsc root + container id) to delete.
+Records whose owner is gone are *stale*; :func:`k3snb.runners.reaper.clean` removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ._paths import TAG, state_dir, tmp_root
+
+
+def _proc_start(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        # field 22 (starttime) counted after the ")" that ends comm, which may contain spaces
+        return float(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class Record:
+    kind: str
+    id: str
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_start: float | None = None
+    created: float = field(default_factory=time.time)
+    pids: list[int] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    sandboxes: list[dict] = field(default_factory=list)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.owner_start is None:
+            self.owner_start = _proc_start(self.owner_pid)
+
+    @property
+    def file(self) -> Path:
+        return state_dir() / f"{self.kind}-{self.id}.json"
+
+    def save(self) -> Record:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, self.file)
+        return self
+
+    def drop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.file.unlink()
+
+    def owner_alive(self) -> bool:
+        start = _proc_start(self.owner_pid)
+        return start is not None and start == self.owner_start
+
+
+def new_id(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def records() -> list[Record]:
+    out = []
+    for f in sorted(state_dir().glob("*.json")):
+        try:
+            out.append(Record(**json.loads(f.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue
+    return out
+
+
+def stale_records() -> list[Record]:
+    return [r for r in records() if not r.owner_alive()]
+
+
+def make_tempdir(purpose: str, parent: str | os.PathLike | None = None) -> Path:
+    """A temp dir tagged ``k3snb-<purpose>-*``; caller removes it (or the reaper does)."""
+    return Path(tempfile.mkdtemp(prefix=f"{TAG}-{purpose}-", dir=parent or tmp_root()))
+
+
+@contextlib.contextmanager
+def tracked_tempdir(purpose: str, parent: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A tagged temp dir with a state record; removed on any exit, including KeyboardInterrupt."""
+    path = make_tempdir(purpose, parent)
+    rec = Record(kind="tmp", id=path.name, paths=[str(path)]).save()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        rec.drop()

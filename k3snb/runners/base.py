@@ -1,0 +1,238 @@
+"""The one seam every experiment runs through: a Runner runs commands and Python callables
+somewhere (a private namespace on the host, a gVisor sandbox) and always cleans up after itself.
+
+Contract for implementations:
+* ``start()`` creates the environment; ``close()`` destroys it and everything started in it; both
+  are idempotent. ``with runner:`` calls them, including on exceptions and KeyboardInterrupt.
+* ``run(cmd)`` never raises for a non-zero exit: it returns a :class:`RunResult`. A dead sandbox
+  is a result too (``sandbox_died=True`` with ``crash`` text); ``check=True`` turns both into errors.
+* ``workdir`` is a directory that has the same path on the host and inside the runner and is
+  writable from both; ``copy_in``/``copy_out`` move files through it.
+* ``python`` is an interpreter inside the runner that can import ``k3snb``.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import pickle
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import CommandFailed, InvalidParameter, RemoteError, SandboxDied
+from ..report import Rich, render
+
+Cmd = str | Sequence[str]
+
+
+def _argv(cmd: Cmd) -> list[str]:
+    # A plain string is a shell command line, like subprocess(shell=True) but explicit.
+    return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(a) for a in cmd]
+
+
+@dataclass
+class RunResult(Rich):
+    """What one command did: modelled on ``subprocess.CompletedProcess``."""
+
+    args: list[str]
+    returncode: int | None
+    stdout: str = ""
+    stderr: str = ""
+    duration: float = 0.0
+    runner: str = ""
+    sandbox_died: bool = False
+    crash: str | None = None
+    timed_out: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _title_text = "command result"
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.sandbox_died and not self.timed_out
+
+    def check(self) -> RunResult:
+        """Return self when the command succeeded, else raise CommandFailed / SandboxDied."""
+        if self.sandbox_died:
+            raise SandboxDied(
+                "the sandbox died while running the command",
+                hint="see .crash for the panic text; rerun with a fresh sandbox",
+                runner=self.runner,
+                panic=(self.crash or "")[:2000],
+            )
+        if not self.ok:
+            tail = (self.stderr or self.stdout).strip().splitlines()[-5:]
+            raise CommandFailed(
+                f"command exited {self.returncode}" + (" (timed out)" if self.timed_out else "")
+                + f": {shlex.join(self.args)[:200]}" + ("\n  " + "\n  ".join(tail) if tail else ""),
+                runner=self.runner,
+            )
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "runner": self.runner,
+            "returncode": self.returncode,
+            "duration_s": round(self.duration, 3),
+            "sandbox_died": self.sandbox_died,
+        }
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"args": shlex.join(self.args), **self.summary()}])
+
+    def _repr_text(self) -> str:
+        state = "DIED" if self.sandbox_died else f"rc={self.returncode}"
+        return f"<RunResult {self.runner} {state} {self.duration:.3f}s {shlex.join(self.args)[:80]!r}>"
+
+    def _repr_html_(self) -> str:
+        sections = [("stdout", self.stdout or "(empty)"), ("stderr", self.stderr or "(empty)")]
+        if self.crash:
+            sections.append(("crash", self.crash))
+        return render(f"$ {shlex.join(self.args)}", self.summary(), sections, text=self._repr_text())
+
+
+class Runner(abc.ABC):
+    """Base class of execution environments. Subclasses register themselves by ``kind``."""
+
+    kind: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type[Runner]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            Runner.registry[cls.kind] = cls
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def start(self) -> Runner: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def run(
+        self,
+        cmd: Cmd,
+        *,
+        input: bytes | str | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        check: bool = False,
+    ) -> RunResult: ...
+
+    @property
+    @abc.abstractmethod
+    def workdir(self) -> Path: ...
+
+    @property
+    def python(self) -> str:
+        from .._paths import kit_python
+
+        return kit_python()
+
+    def alive(self) -> bool:
+        return True
+
+    def info(self) -> dict[str, Any]:
+        """Facts to record with every result (kind, runsc version, flags …)."""
+        return {"kind": self.kind}
+
+    # -- files -------------------------------------------------------------------------------
+    def copy_in(self, src: str | os.PathLike, dst: str) -> str:
+        """Copy a host file or directory to ``dst`` inside the runner; returns ``dst``."""
+        staged = self.workdir / ".xfer" / Path(src).name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        _copy(Path(src), staged)
+        self.run(["mkdir", "-p", str(Path(dst).parent)], check=True)
+        self.run(["cp", "-a", str(staged), dst], check=True)
+        _remove(staged)
+        return dst
+
+    def copy_out(self, src: str, dst: str | os.PathLike) -> Path:
+        """Copy ``src`` from inside the runner to the host path ``dst``; returns ``dst``."""
+        staged = self.workdir / ".xfer" / Path(src).name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        _remove(staged)
+        self.run(["cp", "-a", src, str(staged)], check=True)
+        _copy(staged, Path(dst))
+        _remove(staged)
+        return Path(dst)
+
+    # -- python ------------------------------------------------------------------------------
+    def run_python(self, func: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call an importable (module-level) function inside the runner and return its result.
+
+        Arguments and result travel by pickle through ``workdir``. An exception inside becomes
+        :class:`~k3snb.errors.RemoteError` carrying the remote traceback; a dead sandbox raises
+        :class:`~k3snb.errors.SandboxDied`.
+        """
+        job = self.workdir / f".call-{os.getpid()}-{time.monotonic_ns()}"
+        job.mkdir(parents=True)
+        try:
+            (job / "in.pkl").write_bytes(pickle.dumps((func, args, kwargs)))
+            env = {"PYTHONDONTWRITEBYTECODE": "1"}
+            res = self.run(
+                [self.python, "-m", "k3snb.runners._callable", str(job)], timeout=timeout, env=env
+            )
+            if res.sandbox_died:
+                res.check()
+            out = job / "out.pkl"
+            if not out.exists():
+                raise RemoteError(
+                    f"{getattr(func, '__qualname__', func)} produced no result (rc={res.returncode})",
+                    hint="see stderr",
+                    stderr=res.stderr[-2000:],
+                )
+            ok, value = pickle.loads(out.read_bytes())
+            if ok:
+                return value
+            raise RemoteError(f"{getattr(func, '__qualname__', func)} raised inside {self.kind}:\n{value}")
+        finally:
+            shutil.rmtree(job, ignore_errors=True)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def get_runner(runner: str | Runner | None = None, **options: Any) -> Runner:
+    """Return a Runner: pass one through, or build one by kind name ("host", "gvisor")."""
+    if isinstance(runner, Runner):
+        return runner
+    # import for registration side effects
+    from . import gvisor, host  # noqa: F401
+
+    name = runner or "host"
+    try:
+        cls = Runner.registry[name]
+    except KeyError:
+        raise InvalidParameter(
+            f"unknown runner {name!r}; valid: {', '.join(sorted(Runner.registry))}",
+            hint="pass runner='host' or runner='gvisor'",
+        ) from None
+    return cls(**options)

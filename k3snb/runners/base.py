@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ..errors import CommandFailed, InvalidParameter, RemoteError, SandboxDied
 from ..report import Rich, render
@@ -98,6 +98,24 @@ class RunResult(Rich):
         return render(f"$ {shlex.join(self.args)}", self.summary(), sections, text=self._repr_text())
 
 
+class Spawned(Protocol):
+    """Handle of a background process started by :meth:`Runner.spawn`."""
+
+    args: list[str]
+    stdout_path: Path
+    stderr_path: Path
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def terminate(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the whole process group, SIGKILL after ``grace`` seconds; returns the exit code."""
+        ...
+
+    def kill(self) -> None: ...
+
+
 class Runner(abc.ABC):
     """Base class of execution environments. Subclasses register themselves by ``kind``."""
 
@@ -133,6 +151,22 @@ class Runner(abc.ABC):
         cwd: str | None = None,
         check: bool = False,
     ) -> RunResult: ...
+
+    def spawn(
+        self,
+        cmd: Cmd,
+        *,
+        stdout: str | os.PathLike | None = None,
+        stderr: str | os.PathLike | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> Spawned:
+        """Start a long-running command in the background (k3s, containerd, a traced tree).
+
+        Output goes to host-visible files (default: under ``workdir``). The process group is
+        ended by ``Spawned.terminate()`` and, at the latest, by ``close()``.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.spawn")
 
     @property
     @abc.abstractmethod

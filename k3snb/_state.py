@@ -44,6 +44,8 @@ class Record:
     paths: list[str] = field(default_factory=list)
     sandboxes: list[dict] = field(default_factory=list)
     note: str = ""
+    # pid -> start time, so the reaper can tell a tagged pid from a reused one
+    pid_starts: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.owner_start is None:
@@ -62,6 +64,15 @@ class Record:
     def drop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.file.unlink()
+
+    def add_pid(self, pid: int) -> Record:
+        """Tag ``pid`` (with its start time) for reaping; call :meth:`save` afterwards."""
+        if pid not in self.pids:
+            self.pids.append(pid)
+        start = _proc_start(pid)
+        if start is not None:
+            self.pid_starts[str(pid)] = start
+        return self
 
     def owner_alive(self) -> bool:
         start = _proc_start(self.owner_pid)

@@ -35,7 +35,7 @@ def _argv(cmd: Cmd) -> list[str]:
     return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(a) for a in cmd]
 
 
-@dataclass
+@dataclass(repr=False)  # keep Rich.__repr__ (one line) instead of the dataclass dump
 class RunResult(Rich):
     """What one command did: modelled on ``subprocess.CompletedProcess``."""
 

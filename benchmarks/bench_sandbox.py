@@ -1,0 +1,252 @@
+"""Sandbox benchmarks for the GVisor runner.
+
+``lifecycle`` (default): create, first exec, exec, close through the kit versus raw runsc commands on
+the same bundle shape, interleaved in one run; writes data/benchmarks/sandbox-lifecycle.json.
+Two raw baselines: ``raw-detach`` (the usual ``run --detach`` … ``exec`` … ``delete --force``) and
+``raw-foreground`` (``runsc run`` kept as a child … ``exec`` … ``kill``, the mechanism the kit uses),
+so the ratio kit/raw-foreground is the kit's own overhead.
+
+``stability``: fresh sandboxes per runsc configuration doing a few execs each, counting deaths;
+writes data/benchmarks/runsc-2024-stability.json.
+
+Usage: python benchmarks/bench_sandbox.py [lifecycle|stability] [-n N] [--runsc 2022|2024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from k3snb.runners import _oci
+from k3snb.runners.gvisor import INIT_SCRIPT, READY, GVisor
+from k3snb.runners.runsc import find_runsc, runsc_version
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "benchmarks"
+
+
+def machine() -> dict:
+    return {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def _bundle(base: Path) -> Path:
+    work = base / "work"
+    (work / ".home").mkdir(parents=True)
+    cfg = _oci.spec(str(work), env={"HOME": str(work / ".home")})
+    cfg["process"]["args"] = ["/bin/sh", "-c", INIT_SCRIPT]
+    return _oci.write_bundle(base / "bundle", cfg)
+
+
+def raw_detach(runsc: str) -> dict:
+    base = Path(tempfile.mkdtemp(prefix="k3snb-bench-"))
+    try:
+        b = _bundle(base)
+        r = [runsc, f"--root={base / 'state'}"]
+        t0 = time.perf_counter()
+        # same init as the kit; --detach returns once the container runs, so no readiness wait
+        subprocess.run([*r, "--network=none", "run", "--detach", "--bundle", str(b), "c"], check=True,
+                       capture_output=True, timeout=60)
+        t1 = time.perf_counter()
+        subprocess.run([*r, "exec", "c", "/bin/true"], check=True, capture_output=True, timeout=60)
+        t2 = time.perf_counter()
+        subprocess.run([*r, "exec", "c", "/bin/true"], check=True, capture_output=True, timeout=60)
+        t3 = time.perf_counter()
+        subprocess.run([*r, "delete", "--force", "c"], check=True, capture_output=True, timeout=60)
+        t4 = time.perf_counter()
+        return {"create": t1 - t0, "first_exec": t2 - t1, "exec": t3 - t2, "close": t4 - t3}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def raw_foreground(runsc: str) -> dict:
+    base = Path(tempfile.mkdtemp(prefix="k3snb-bench-"))
+    try:
+        b = _bundle(base)
+        r = [runsc, f"--root={base / 'state'}"]
+        t0 = time.perf_counter()
+        p = subprocess.Popen([*r, "--network=none", "run", "--bundle", str(b), "c"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+        assert READY in p.stdout.readline().decode()
+        t1 = time.perf_counter()
+        subprocess.run([*r, "exec", "c", "/bin/true"], check=True, capture_output=True, timeout=60)
+        t2 = time.perf_counter()
+        subprocess.run([*r, "exec", "c", "/bin/true"], check=True, capture_output=True, timeout=60)
+        t3 = time.perf_counter()
+        subprocess.run([*r, "kill", "c", "KILL"], check=True, capture_output=True, timeout=60)
+        p.wait(30)
+        p.stdout.close()
+        t4 = time.perf_counter()
+        return {"create": t1 - t0, "first_exec": t2 - t1, "exec": t3 - t2, "close": t4 - t3}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def kit(runsc: str) -> dict:
+    t0 = time.perf_counter()
+    g = GVisor(runsc).start()
+    try:
+        t1 = time.perf_counter()
+        g.run(["/bin/true"], check=True)
+        t2 = time.perf_counter()
+        g.run(["/bin/true"], check=True)
+        t3 = time.perf_counter()
+    finally:
+        g.close()
+    t4 = time.perf_counter()
+    return {"create": t1 - t0, "first_exec": t2 - t1, "exec": t3 - t2, "close": t4 - t3}
+
+
+def lifecycle(n: int, build: str) -> dict:
+    runsc = str(find_runsc(build))
+    modes = {"kit": kit, "raw-foreground": raw_foreground, "raw-detach": raw_detach}
+    samples: dict[str, list[dict]] = {m: [] for m in modes}
+    for f in modes.values():  # warm-up (page cache, python imports), not recorded
+        f(runsc)
+    for i in range(n):
+        order = list(modes) if i % 2 == 0 else list(reversed(modes))  # interleave, alternate order
+        for m in order:
+            samples[m].append(modes[m](runsc))
+    phases = ["create", "first_exec", "exec", "close"]
+    med = {m: {ph: statistics.median(s[ph] for s in samples[m]) * 1000 for ph in phases} for m in modes}
+    for m in modes:
+        med[m]["total"] = sum(med[m][ph] for ph in phases)
+    ratios = {base: {ph: round(med["kit"][ph] / med[base][ph], 3) for ph in [*phases, "total"]}
+              for base in ("raw-foreground", "raw-detach")}
+    return {
+        "benchmark": "sandbox-lifecycle",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "runsc": runsc, "runsc_version": runsc_version(runsc), "n": n,
+        "medians_ms": {m: {k: round(v, 2) for k, v in d.items()} for m, d in med.items()},
+        "ratio_kit_over": ratios,
+        "samples_ms": {m: [{k: round(v * 1000, 2) for k, v in s.items()} for s in samples[m]] for m in modes},
+        "notes": "interleaved, alternating order, 1 warm-up each; exec = /bin/true; "
+                 "raw-detach close = `runsc delete --force` (waits for PID 1 to reap the orphaned sandbox)",
+    }
+
+
+# -- stability ----------------------------------------------------------------------------------
+
+CONFIGS_2024: dict[str, dict] = {
+    "default": {},
+    "directfs=false": {"runsc_flags": ["--directfs=false"]},
+    # shared file access is refused together with the default rootfs overlay, so drop the overlay
+    "file-access=shared": {"runsc_flags": ["--file-access=shared", "--overlay2=none"]},
+    "overlay2=root:memory": {"runsc_flags": ["--overlay2=root:memory"]},
+    "overlay2=none": {"runsc_flags": ["--overlay2=none"]},
+    "platform=ptrace": {"platform": "ptrace"},
+    "debug": {"debug": True},
+    "file-access=shared+directfs=false": {"runsc_flags": ["--file-access=shared", "--overlay2=none",
+                                                         "--directfs=false"]},
+}
+EXECS = [["python3", "-c", "import os; print(os.getpid())"], ["ls", "/proc/sys/vm"], ["cat", "/proc/mounts"]]
+
+
+def one_trial(build: str, opts: dict, rounds: int) -> dict:
+    t0 = time.perf_counter()
+    g = GVisor(build, start_retries=0, start_timeout=30, timeout=60, **opts)
+    rec: dict = {"created": False, "died": False, "execs_ok": 0, "failed_execs": 0}
+    try:
+        try:
+            g.start()
+            rec["created"] = True
+        except Exception as e:  # creation failure is a datum, not a crash of the study
+            rec["create_error"] = str(e).splitlines()[0][:300]
+            return rec
+        for _ in range(rounds):
+            for argv in EXECS:
+                r = g.run(argv)
+                if r.sandbox_died:
+                    rec["died"] = True
+                    rec["died_at_exec"] = rec["execs_ok"] + rec["failed_execs"] + 1
+                    rec["crash_head"] = "\n".join((r.crash or "").splitlines()[:8])[:800]
+                    rec["exec_stderr"] = r.stderr.strip()[-300:]
+                    return rec
+                if r.ok:
+                    rec["execs_ok"] += 1
+                else:
+                    rec["failed_execs"] += 1
+                    rec.setdefault("fail_example", f"{argv[0]} rc={r.returncode} {r.stderr.strip()[-200:]}")
+        return rec
+    finally:
+        g.close()
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+
+
+def stability(n: int, rounds: int, configs: list[str], budget_s: float, control_n: int) -> dict:
+    runsc = find_runsc("2024")
+    results: dict[str, list[dict]] = {c: [] for c in configs}
+    control: list[dict] = []
+    t_start = time.monotonic()
+    for i in range(n):
+        for c in configs:
+            results[c].append(one_trial("2024", CONFIGS_2024[c], rounds))
+        if i < control_n:
+            control.append(one_trial("2022", {}, rounds))
+        done = i + 1
+        print(f"trial {done}/{n}: " + ", ".join(
+            f"{c}={sum(r['died'] for r in results[c])}" for c in configs), file=sys.stderr, flush=True)
+        if time.monotonic() - t_start > budget_s:
+            break
+
+    def summarize(rs: list[dict]) -> dict:
+        created = [r for r in rs if r["created"]]
+        died = [r for r in created if r["died"]]
+        return {"trials": len(rs), "created": len(created), "create_failures": len(rs) - len(created),
+                "died": len(died), "death_rate": round(len(died) / len(created), 3) if created else None,
+                "execs_ok": sum(r["execs_ok"] for r in created),
+                "failed_execs": sum(r["failed_execs"] for r in created),
+                "median_trial_s": statistics.median(r["seconds"] for r in rs) if rs else None}
+
+    return {
+        "study": "runsc-2024-stability",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "runsc": str(runsc), "runsc_version": runsc_version(runsc),
+        "method": f"fresh GVisor sandbox per trial (start_retries=0), {rounds} rounds of "
+                  f"{[' '.join(a) for a in EXECS]}; configurations interleaved round-robin",
+        "summary": {c: summarize(rs) for c, rs in results.items()},
+        "control_2022": summarize(control) if control else None,
+        "trials": results,
+        "control_2022_trials": control,
+        "wall_s": round(time.monotonic() - t_start, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", nargs="?", default="lifecycle", choices=["lifecycle", "stability"])
+    ap.add_argument("-n", type=int, default=None)
+    ap.add_argument("--runsc", default="2022")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--configs", default=",".join(CONFIGS_2024))
+    ap.add_argument("--budget", type=float, default=900.0, help="stop adding trials after this many seconds")
+    ap.add_argument("--control", type=int, default=10, help="2022 control trials")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    DATA.mkdir(parents=True, exist_ok=True)
+    if a.mode == "lifecycle":
+        res = lifecycle(a.n or 15, a.runsc)
+        out = Path(a.out or DATA / "sandbox-lifecycle.json")
+        print(json.dumps({"medians_ms": res["medians_ms"], "ratio_kit_over": res["ratio_kit_over"]}, indent=1))
+    else:
+        res = stability(a.n or 30, a.rounds, a.configs.split(","), a.budget, a.control)
+        out = Path(a.out or DATA / "runsc-2024-stability.json")
+        print(json.dumps({"summary": res["summary"], "control_2022": res["control_2022"]}, indent=1))
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

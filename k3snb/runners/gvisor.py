@@ -1,0 +1,639 @@
+"""``GVisor``: run commands inside a gVisor (runsc) sandbox built from a kit-written OCI bundle.
+
+Lifecycle (measured, see docs/gvisor-stability.md and data/benchmarks/sandbox-lifecycle.json):
+
+* ``start()`` keeps ``runsc run`` (foreground, not ``--detach``) as a child of this process. runsc
+  then stays the parent of its sandbox and gofer, so on ``close()`` it reaps them at once and deletes
+  the container itself. The detached recipe (``run --detach`` … ``delete --force``) spends ~1.8 s in
+  ``delete`` waiting for the orphaned sandbox zombie to be reaped by PID 1, which here takes seconds.
+  The child also gives a free liveness check: it exits when the sandbox dies.
+* ``run()`` is one ``runsc exec`` per command; exec'd processes are session leaders, so a timeout
+  kills the whole process group inside the sandbox.
+* A dead sandbox (2024 sentry panics) is a result: ``RunResult(sandbox_died=True, crash=...)`` with
+  the panic text from the ``--panic-log``/``--debug-log`` files, which are always kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._paths import kit_python
+from .._state import Record, make_tempdir, new_id
+from ..errors import InvalidParameter, SandboxError
+from . import _oci
+from .base import Cmd, Runner, RunResult, _argv
+from .runsc import find_runsc, runsc_version
+
+READY = "k3snb-sandbox-ready"
+# The container init says when it runs and then reaps orphans (dash's `wait` collects any child),
+# so processes of timed-out or killed commands do not linger as zombies.
+INIT_SCRIPT = f"echo {READY}; while :; do /bin/sleep 3600 & wait; done"
+NETWORKS = ("none", "host", "sandbox")
+PLATFORMS = (None, "ptrace", "systrap", "kvm")
+
+# Flags used by default per build. The 2024 default comes from the stability study
+# (docs/gvisor-stability.md); an explicit ``runsc_flags`` entry for the same flag wins.
+BUILD_DEFAULTS: dict[str, list[str]] = {"2022": [], "2024": []}
+
+# Exec errors that mean the sandbox itself is gone (not the command failing).
+DEAD_PATTERNS = re.compile(
+    r"containerManager\.\w+\" failed|connecting to control server|urpc method .* failed"
+    r"|sandbox is not running|error getting processes for container",
+    re.I,
+)
+_PANIC_START = re.compile(r"^(panic: |fatal error: |Panic: |.*\bpanic\b.*goroutine|goroutine \d+ \[)")
+
+
+def _gist(text: str, n: int = 6) -> str:
+    """The telling lines of a runsc error output (it may append its whole usage text)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    key = [ln for ln in lines if re.search(r"(?i)error|fatal|flag provided|invalid|cannot|failed|panic|hung", ln)]
+    return "\n".join((key or lines)[:n] if key else lines[-n:])[:1200]
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return data[data.rindex(b")") + 2 :].split()[0].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    return bool(pid) and _proc_state(pid) not in (None, "Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    # every thread has its own children list (Go forks from any thread), so read them all
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            out += [int(x) for x in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+    return sorted(set(out))
+
+
+def pids_with_root(root: str) -> list[int]:
+    """Host pids of runsc processes started with ``--root=<root>`` (identity by the tagged path)."""
+    needles = (f"--root={root}\0".encode(), f"--root\0{root}\0".encode())
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if any(n in cmd for n in needles):
+            out.append(int(d))
+    return out
+
+
+def extract_panic(texts: Sequence[str], max_lines: int = 60) -> str | None:
+    """The panic report (``panic:`` line + goroutine stack head) out of runsc log texts."""
+    for text in texts:
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if _PANIC_START.match(line.strip()) or "panic:" in line:
+                return "\n".join(lines[max(0, i - 2) : i + max_lines])
+    return None
+
+
+class GVisorProcess:
+    """A background process inside the sandbox (see :meth:`GVisor.spawn`)."""
+
+    def __init__(self, runner: GVisor, args: list[str], client: subprocess.Popen, pidfile: Path,
+                 stdout_path: Path, stderr_path: Path) -> None:
+        self.runner = runner
+        self.args = args
+        self.client = client
+        self.pidfile = pidfile
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+
+    def __repr__(self) -> str:
+        return f"<GVisorProcess {self.args!r} rc={self.poll()}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id inside the sandbox (also its process-group id)."""
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self.pidfile.read_text().strip())
+            if self.client.poll() is not None:
+                return None
+            time.sleep(0.01)
+        return None
+
+    def poll(self) -> int | None:
+        return self.client.poll()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.client.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _signal_group(self, sig: str) -> None:
+        pid = self.pid
+        if pid and self.runner.alive():
+            self.runner._exec_quiet(["/bin/kill", f"-{sig}", "--", f"-{pid}"], timeout=10)
+
+    def terminate(self, grace: float = 10.0) -> int | None:
+        if self.client.poll() is None:
+            self._signal_group("TERM")
+            if self.wait(grace) is None:
+                self.kill()
+        return self.wait(5)
+
+    def kill(self) -> None:
+        if self.client.poll() is None:
+            self._signal_group("KILL")
+            if self.wait(3) is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.client.kill()
+                self.wait(3)
+
+
+class GVisor(Runner):
+    """A gVisor sandbox: host ``/`` read-only (9p), full caps, writable workdir at the same path.
+
+    Args:
+        runsc: ``"2022"`` (system), ``"2024"`` (kit cache), a path, or None (system default).
+        caps: True (all capabilities, default), False (none) or a list of names.
+        cgroupfs: pass ``--cgroupfs`` (tmpfs /sys/fs/cgroup with cpu and memory controllers).
+        net_raw: pass ``--net-raw`` (CAP_NET_RAW; needed for legacy iptables).
+        platform: ``"ptrace"``, ``"systrap"`` (2024 only) or ``"kvm"``; None = runsc's default.
+        network: ``"none"`` (default, netstack with lo), ``"host"`` (hostinet, shares the host's).
+        binds: extra mounts, ``"SRC[:DST[:ro|rw]]"`` or ``(src, dst, readonly)``.
+        debug: pass ``--debug`` (verbose logs); the log dir and panic log are kept either way.
+        runsc_flags: extra global runsc flags, e.g. ``["--directfs=false"]``.
+        timeout: default per-command timeout in seconds (``run(timeout=...)`` overrides).
+        start_retries: how many more times ``start()`` tries when sandbox creation fails.
+
+    Example:
+        >>> with GVisor() as g:
+        ...     g.run("uname -r").stdout
+        '4.4.0\\n'
+    """
+
+    kind = "gvisor"
+
+    def __init__(
+        self,
+        runsc: str | os.PathLike | None = None,
+        *,
+        caps: bool | Sequence[str] = True,
+        cgroupfs: bool = False,
+        net_raw: bool = False,
+        platform: str | None = None,
+        network: str = "none",
+        binds: Sequence[Any] = (),
+        debug: bool = False,
+        runsc_flags: Sequence[str] = (),
+        timeout: float = 600.0,
+        start_retries: int = 2,
+        start_timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            raise InvalidParameter(
+                f"unknown GVisor option(s) {sorted(unknown)}",
+                hint="valid options: runsc, caps, cgroupfs, net_raw, platform, network, binds, debug, "
+                "runsc_flags, timeout, start_retries, start_timeout, env",
+            )
+        if network not in NETWORKS:
+            raise InvalidParameter(f"unknown network {network!r}; valid: {', '.join(NETWORKS)}",
+                                   hint="pass network='none' (default) or network='host'")
+        if network == "sandbox":
+            raise InvalidParameter(
+                "network='sandbox' is not supported by this runner yet (runsc's root-netns check fails "
+                "on kernel 6.x; see gvisor-matrix §3 for the manual workaround)",
+                hint="use network='none' (netstack with lo) or network='host'",
+            )
+        if platform not in PLATFORMS:
+            raise InvalidParameter(f"unknown platform {platform!r}; valid: ptrace, systrap, kvm",
+                                   hint="pass platform='ptrace' (2022) or 'systrap' (2024), or leave it None")
+        if isinstance(runsc_flags, str) or not all(isinstance(f, str) and f.startswith("-") for f in runsc_flags):
+            raise InvalidParameter(f"runsc_flags must be a list of flags, got {runsc_flags!r}",
+                                   hint="pass e.g. runsc_flags=['--directfs=false']")
+        self.runsc_path = find_runsc(runsc)  # raises a UsageError for unknown names / missing paths
+        self.runsc_build = str(runsc) if runsc in ("2022", "2024") else None
+        self.caps = _oci.resolve_caps(caps)
+        self.binds = _oci.parse_binds(binds)
+        self.cgroupfs, self.net_raw, self.platform, self.network = cgroupfs, net_raw, platform, network
+        self.debug = debug
+        self.runsc_flags = list(runsc_flags)
+        self.timeout = float(timeout)
+        self.start_retries = int(start_retries)
+        self.start_timeout = float(start_timeout)
+        self.extra_env = dict(env or {})
+        self.id = new_id("k3snb-")
+        self._base: Path | None = None
+        self._proc: subprocess.Popen | None = None
+        self._record: Record | None = None
+        self._dead = False
+        self._crash: str | None = None
+        self._spawned: list[GVisorProcess] = []
+        self._nexec = 0
+        self._closed = False
+        self.start_attempts = 0
+
+    # -- layout ------------------------------------------------------------------------------
+    @property
+    def workdir(self) -> Path:
+        if self._base is None:
+            raise SandboxError("the sandbox is not started", hint="call .start() or use `with GVisor() as g:`")
+        return self._base / "work"
+
+    @property
+    def root_dir(self) -> Path:
+        assert self._base is not None
+        return self._base / "state"
+
+    @property
+    def log_dir(self) -> Path:
+        assert self._base is not None
+        return self._base / "logs"
+
+    @property
+    def python(self) -> str:
+        return kit_python()
+
+    @property
+    def version(self) -> str:
+        return runsc_version(self.runsc_path)
+
+    def _build_name(self) -> str:
+        if self.runsc_build:
+            return self.runsc_build
+        v = self.version
+        return "2024" if "2024" in v else "2022" if "2022" in v else "other"
+
+    def flags(self) -> list[str]:
+        """Global runsc flags this sandbox is started with (besides --root and the log paths)."""
+        extra = list(self.runsc_flags)
+        given = {f.split("=", 1)[0].lstrip("-") for f in extra}
+        defaults = [f for f in BUILD_DEFAULTS.get(self._build_name(), [])
+                    if f.split("=", 1)[0].lstrip("-") not in given]
+        out = [f"--network={self.network}"]
+        if self.platform:
+            out.append(f"--platform={self.platform}")
+        if self.cgroupfs:
+            out.append("--cgroupfs")
+        if self.net_raw:
+            out.append("--net-raw")
+        if self.debug:
+            out.append("--debug")
+        return out + defaults + extra
+
+    def _runsc(self, *, logs: bool = False) -> list[str]:
+        argv = [str(self.runsc_path), f"--root={self.root_dir}"]
+        if logs or self.debug:
+            argv += [f"--debug-log={self.log_dir}/", f"--panic-log={self.log_dir}/panic.log"]
+        return argv
+
+    def _guest_env(self) -> dict[str, str]:
+        home = str(self.workdir / ".home")
+        return {
+            "HOME": home, "TMPDIR": "/tmp", "IPYTHONDIR": f"{home}/.ipython", "MPLCONFIGDIR": f"{home}/.mpl",
+            "JUPYTER_CONFIG_DIR": f"{home}/.jupyter", "JUPYTER_DATA_DIR": f"{home}/.jupyter/data",
+            "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime", "JUPYTER_PLATFORM_DIRS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1", "K3SNB_IN_SANDBOX": "gvisor", **self.extra_env,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> GVisor:
+        if self._proc is not None:
+            return self
+        if self._closed:
+            raise SandboxError("this GVisor was closed", hint="create a new GVisor() for a fresh sandbox")
+        try:
+            self._base = make_tempdir("gvisor")
+            # record first: a kill -9 from here on leaves something the reaper can find
+            self._record = Record(kind="gvisor", id=self.id, paths=[str(self._base)], sandboxes=[
+                {"runsc": str(self.runsc_path), "root": str(self._base / "state"), "id": self.id}]).save()
+            for d in ("work/.home", "state", "logs", "bundle", "pids"):
+                (self._base / d).mkdir(parents=True)
+            config = _oci.spec(str(self.workdir), caps=self.caps, binds=self.binds, env=self._guest_env(),
+                               hostname=self.id[:60])
+            config["process"]["args"] = ["/bin/sh", "-c", INIT_SCRIPT]
+            _oci.write_bundle(self._base / "bundle", config)
+            last = ""
+            for attempt in range(self.start_retries + 1):
+                self.start_attempts = attempt + 1
+                ok, last = self._try_start(attempt)
+                if ok:
+                    break
+            else:
+                raise SandboxError(
+                    f"runsc could not create the sandbox ({self.start_attempts} attempts): {_gist(last)}",
+                    hint="check runsc flags/platform (info()), or try runsc='2022'", logs=str(self.log_dir),
+                )
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    def _try_start(self, attempt: int) -> tuple[bool, str]:
+        cid = self.id if attempt == 0 else f"{self.id}-r{attempt}"
+        self._cid = cid
+        self._stderr_file = self.log_dir / f"run-{attempt}.stderr"
+        argv = [*self._runsc(logs=True), *self.flags(), "run", "--bundle", str(self._base / "bundle"), cid]
+        with open(self._stderr_file, "wb") as err:
+            # own session: a terminal Ctrl-C must not reach runsc (it would kill the sandbox init)
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                          start_new_session=True)
+        self._record.add_pid(self._proc.pid)
+        self._record.sandboxes[0]["id"] = cid
+        self._record.save()
+        ready = False
+        sel = selectors.DefaultSelector()
+        sel.register(self._proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + self.start_timeout
+        buf = b""
+        try:
+            while time.monotonic() < deadline:
+                if sel.select(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
+                    chunk = os.read(self._proc.stdout.fileno(), 4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    if READY.encode() in buf:
+                        ready = True
+                        break
+                elif self._proc.poll() is not None:
+                    break
+        finally:
+            sel.close()
+        if ready:
+            for pid in _children(self._proc.pid):
+                self._record.add_pid(pid)
+            self._record.save()
+            return True, ""
+        text = self._stderr_file.read_text(errors="replace")
+        if self._proc.poll() is None and not text:
+            text = f"sandbox not ready after {self.start_timeout:.0f}s (runsc run hung)"
+        crash = extract_panic(self._log_texts())
+        self._destroy_container()
+        return False, text + (f"\n{crash}" if crash else "")
+
+    def alive(self) -> bool:
+        """True while the sandbox runs (its ``runsc run`` parent exits when the sandbox dies)."""
+        if self._proc is None or self._dead:
+            return False
+        if self._proc.poll() is not None:
+            return False
+        kids = _children(self._proc.pid)
+        return any(_pid_alive(p) for p in kids) if kids else True
+
+    def close(self) -> None:
+        """Destroy the sandbox and remove bundle, state, logs and workdir. Idempotent; works after a crash."""
+        self._teardown()
+
+    def _teardown(self) -> None:
+        try:
+            self._destroy_container()
+        finally:
+            for sp in self._spawned:
+                if sp.client.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        sp.client.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        sp.client.wait(3)
+            self._spawned.clear()
+            if self._base is not None:
+                for p in pids_with_root(str(self.root_dir)):
+                    # runsc failed to clean up its own processes; they carry our tagged root path
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
+                shutil.rmtree(self._base, ignore_errors=True)
+                if not self._base.exists():
+                    self._base = None
+            if self._base is None and self._record is not None:
+                self._record.drop()  # else keep it: `k3snb doctor --clean` finishes the job
+                self._record = None
+            self._closed = True
+
+    def _destroy_container(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                self._call([*self._runsc(), "kill", self._cid, "KILL"], timeout=10)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(5)
+            # runsc run deletes its container on exit; if it could not, force it
+            if (self.root_dir / self._cid).exists() or any(self.root_dir.glob(f"*{self._cid}*")):
+                self._call([*self._runsc(), "delete", "--force", self._cid], timeout=20)
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+
+    def _call(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return None
+
+    # -- commands ----------------------------------------------------------------------------
+    def _exec_argv(self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str | None,
+                   pidfile: Path | None) -> list[str]:
+        out = [*self._runsc(), "exec", "--cwd", cwd or str(self.workdir)]
+        if pidfile is not None:
+            out += ["--internal-pid-file", str(pidfile)]
+        for k, v in (env or {}).items():
+            out += ["--env", f"{k}={v}"]
+        return [*out, self._cid, *argv]
+
+    def _exec_quiet(self, argv: list[str], timeout: float) -> None:
+        if self._proc is not None:
+            self._call(self._exec_argv(argv, env=None, cwd="/", pidfile=None), timeout)
+
+    def _log_texts(self) -> list[str]:
+        texts = []
+        if self._base is None:
+            return texts
+        files = sorted(self.log_dir.glob("*"), key=lambda p: (p.name != "panic.log", "boot" not in p.name))
+        for f in files:
+            with contextlib.suppress(OSError):
+                if f.is_file():
+                    texts.append(f.read_text(errors="replace")[-400_000:])
+        return texts
+
+    def crash_text(self) -> str | None:
+        """The panic text of a dead sandbox (or a short explanation when there is none)."""
+        if self._crash is None and self._dead:
+            panic = extract_panic(self._log_texts())
+            if panic is None:
+                rc = None if self._proc is None else self._proc.poll()
+                tail = ""
+                with contextlib.suppress(OSError, AttributeError):
+                    tail = self._stderr_file.read_text(errors="replace").strip()[-800:]
+                panic = f"sandbox process gone (runsc run exit {rc}); no panic text in the runsc logs" + (
+                    f"\n{tail}" if tail else "")
+            self._crash = panic
+        return self._crash
+
+    def _died(self, argv: list[str], t0: float, stdout: str = "", stderr: str = "", rc: int | None = None,
+              timed_out: bool = False) -> RunResult:
+        self._dead = True
+        return RunResult(argv, rc, stdout, stderr, time.monotonic() - t0, self.kind, sandbox_died=True,
+                         crash=self.crash_text(), timed_out=timed_out)
+
+    def run(
+        self,
+        cmd: Cmd,
+        *,
+        input: bytes | str | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        check: bool = False,
+    ) -> RunResult:
+        self._require_started()
+        argv = _argv(cmd)
+        t0 = time.monotonic()
+        if self._dead or not self.alive():
+            return self._died(argv, t0).check() if check else self._died(argv, t0)
+        self._nexec += 1
+        pidfile = self._base / "pids" / f"run-{self._nexec}"
+        limit = self.timeout if timeout is None else float(timeout)
+        data = input.encode() if isinstance(input, str) else input
+        p = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile),
+                             stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        timed_out = died = False
+        out = err = b""
+        feed = data
+        try:
+            while True:
+                try:
+                    o, e = p.communicate(feed, timeout=min(0.5, max(0.01, t0 + limit - time.monotonic())))
+                    out, err = o or b"", e or b""
+                    break
+                except subprocess.TimeoutExpired:
+                    feed = None  # communicate keeps feeding what it already started writing
+                    if not self.alive():
+                        died = True
+                    elif time.monotonic() - t0 >= limit:
+                        timed_out = True
+                    else:
+                        continue
+                    self._kill_exec(p, pidfile, inside=not died)
+                    o, e = p.communicate()
+                    out, err = o or b"", e or b""
+                    break
+        except BaseException:  # KeyboardInterrupt: end the command inside too, then re-raise
+            self._kill_exec(p, pidfile, inside=True)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                pidfile.unlink()
+        so, se = out.decode(errors="replace"), err.decode(errors="replace")
+        rc = p.returncode
+        if died or (rc != 0 and not timed_out and self._looks_dead(se)):
+            res = self._died(argv, t0, so, se, rc, timed_out)
+        else:
+            res = RunResult(argv, None if timed_out else rc, so, se, time.monotonic() - t0, self.kind,
+                            timed_out=timed_out)
+        return res.check() if check else res
+
+    def _require_started(self) -> None:
+        if self._base is None or (self._proc is None and not self._dead):
+            raise SandboxError("the sandbox is not running (never started, or closed)",
+                               hint="use `with GVisor() as g:` or call .start() first")
+
+    def _looks_dead(self, stderr: str) -> bool:
+        if not self.alive():
+            return True
+        if DEAD_PATTERNS.search(stderr):
+            # the runsc run parent notices the sandbox died within moments; wait briefly to be sure
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    return True
+                time.sleep(0.05)
+            return True  # these messages come from runsc itself, never from the command
+        return False
+
+    def _kill_exec(self, p: subprocess.Popen, pidfile: Path, *, inside: bool) -> None:
+        if inside and self.alive():
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text().strip())
+                self._exec_quiet(["/bin/kill", "-KILL", "--", f"-{pid}"], timeout=10)
+        try:
+            p.wait(3)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(3)
+
+    def spawn(
+        self,
+        cmd: Cmd,
+        *,
+        stdout: str | os.PathLike | None = None,
+        stderr: str | os.PathLike | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> GVisorProcess:
+        self._require_started()
+        if not self.alive():
+            raise SandboxError("the sandbox is dead", hint="see .crash_text(); start a fresh GVisor()",
+                               crash=(self.crash_text() or "")[:2000])
+        argv = _argv(cmd)
+        self._nexec += 1
+        n = self._nexec
+        out_path = Path(stdout) if stdout else self.workdir / f"spawn-{n}.out"
+        err_path = Path(stderr) if stderr else self.workdir / f"spawn-{n}.err"
+        pidfile = self._base / "pids" / f"spawn-{n}"
+        # O_APPEND: the host fd is handed into the sandbox, which then writes through it
+        with open(out_path, "ab") as fo, open(err_path, "ab") as fe:
+            client = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile),
+                                      stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, start_new_session=True)
+        sp = GVisorProcess(self, argv, client, pidfile, out_path, err_path)
+        self._spawned.append(sp)
+        return sp
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "runsc": str(self.runsc_path),
+            "runsc_version": self.version,
+            "flags": self.flags(),
+            "platform": self.platform or ("systrap" if self._build_name() == "2024" else "ptrace"),
+            "network": self.network,
+            "caps": len(self.caps),
+            "binds": [f"{b.source}:{b.destination}:{'ro' if b.readonly else 'rw'}" for b in self.binds],
+            "id": getattr(self, "_cid", self.id),
+            "start_attempts": self.start_attempts,
+        }
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else ("dead" if self._dead else "stopped")
+        return f"<GVisor {self._build_name()} runsc {self.version} {state} {' '.join(self.flags())}>"

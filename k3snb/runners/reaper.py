@@ -1,0 +1,294 @@
+"""``doctor()`` — what the kit can use here and what a killed run left behind; ``clean()`` reaps it.
+
+Only things the kit tagged are touched: a stale :class:`k3snb._state.Record` (its owner process is
+gone) names its pids (checked against their recorded start time), runsc sandboxes (a tagged
+``--root`` dir plus container id), mounts and paths (whose names carry the ``k3snb`` tag).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._paths import TAG
+from .._state import Record, _proc_start, records
+from ..report import Rich, render
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CNI_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+
+
+def _first_line(argv: list[str]) -> str | None:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (r.stdout or r.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def _tool(name: str, version_args: list[str]) -> dict[str, Any]:
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}")
+                                       if os.access(p, os.X_OK)), None)
+    return {"item": name, "path": path, "version": _first_line([path, *version_args]) if path else None,
+            "available": path is not None}
+
+
+def installed() -> list[dict[str, Any]]:
+    """One row per component: runsc builds, runc, containerd, CNI plugins, k3s."""
+    from .runsc import runsc_versions
+
+    rows = [{"item": f"runsc {r['build']}", "path": r["path"], "version": r["version"], "available": r["available"]}
+            for r in runsc_versions().rows]
+    rows.append(_tool("runc", ["--version"]))
+    rows.append(_tool("containerd", ["--version"]))
+    cni = next((d for d in CNI_DIRS if Path(d).is_dir()), None)
+    plugins = sorted(p.name for p in Path(cni).iterdir()) if cni else []
+    rows.append({"item": "CNI plugins", "path": cni, "version": f"{len(plugins)} plugins" if cni else None,
+                 "available": bool(plugins)})
+    try:  # k3s discovery belongs to another layer; it may not exist yet in this build
+        from ..k3s.binary import find_k3s
+
+        try:
+            k = find_k3s()
+            rows.append({"item": "k3s", "path": str(getattr(k, "path", k)),
+                         "version": str(getattr(k, "version", "")) or None, "available": True})
+        except Exception as e:
+            rows.append({"item": "k3s", "path": None, "version": None, "available": False,
+                         "note": str(e).splitlines()[0][:120]})
+    except Exception:
+        rows.append({"item": "k3s", "path": None, "version": None, "available": False,
+                     "note": "k3snb.k3s not importable"})
+    return rows
+
+
+def _stale_cgroups(live_ids: set[str]) -> list[str]:
+    """runsc creates ``/sys/fs/cgroup/<ctrl>/<container id>``; ours carry the tag in the id."""
+    out = []
+    with contextlib.suppress(OSError):
+        for ctrl in CGROUP_ROOT.iterdir():
+            with contextlib.suppress(OSError):
+                for d in ctrl.glob(f"{TAG}-*"):
+                    if not d.is_dir() or any(d.name.startswith(i) for i in live_ids):
+                        continue
+                    # a cgroup with tasks belongs to a running sandbox (perhaps of another state dir)
+                    with contextlib.suppress(OSError):
+                        if not (d / "cgroup.procs").read_text().strip():
+                            out.append(str(d))
+    return sorted(out)
+
+
+def _record_row(r: Record) -> dict[str, Any]:
+    return {"record": f"{r.kind}-{r.id}", "owner_pid": r.owner_pid, "age_s": round(time.time() - r.created),
+            "pids": len(r.pids), "sandboxes": len(r.sandboxes), "mounts": len(r.mounts), "paths": len(r.paths),
+            "note": r.note}
+
+
+@dataclass(repr=False)
+class Doctor(Rich):
+    """What is installed and what is stale. ``clean()`` removes the stale part."""
+
+    installed: list[dict[str, Any]]
+    stale: list[dict[str, Any]]
+    stale_cgroups: list[str]
+    live: int
+    cleaned: list[dict[str, Any]] = field(default_factory=list)
+
+    _title_text = "k3snb doctor"
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.installed)
+
+    def summary(self) -> dict[str, Any]:
+        return {"available": sum(1 for r in self.installed if r["available"]), "components": len(self.installed),
+                "live_records": self.live, "stale_records": len(self.stale),
+                "stale_cgroups": len(self.stale_cgroups), "cleaned": len(self.cleaned)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "installed": self.installed, "stale": self.stale,
+                "stale_cgroups": self.stale_cgroups, "cleaned": self.cleaned}
+
+    def _repr_text(self) -> str:
+        lines = [f"<Doctor {', '.join(f'{k}={v}' for k, v in self.summary().items())}"]
+        for r in self.installed:
+            mark = "ok " if r["available"] else "-- "
+            lines.append(f"  {mark}{r['item']:14} {r['version'] or '':40} {r['path'] or r.get('note', '')}")
+        for s in self.stale:
+            lines.append(f"  stale {s['record']} (owner {s['owner_pid']} gone, {s['age_s']}s old)")
+        for c in self.stale_cgroups:
+            lines.append(f"  stale cgroup {c}")
+        for c in self.cleaned:
+            lines.append(f"  cleaned {c['record']}: {', '.join(c['actions']) or 'nothing left'}"
+                         + (f" (kept: {'; '.join(c['kept'])})" if c["kept"] else ""))
+        return "\n".join(lines) + ">"
+
+    def _repr_html_(self) -> str:
+        import pandas as pd
+
+        sections = [("installed", self.to_frame())]
+        if self.stale:
+            sections.append(("stale records", pd.DataFrame(self.stale)))
+        if self.stale_cgroups:
+            sections.append(("stale cgroups", "\n".join(self.stale_cgroups)))
+        if self.cleaned:
+            sections.append(("cleaned", pd.DataFrame(self.cleaned)))
+        return render(self._title_text, self.summary(), sections, text=self._repr_text())
+
+
+def doctor(clean: bool = False) -> Doctor:
+    """Report installed components and stale leftovers; with ``clean=True`` also reap them."""
+    recs = records()
+    stale = [r for r in recs if not r.owner_alive()]
+    live_ids = {r.id for r in recs if r.owner_alive()}
+    d = Doctor(installed(), [_record_row(r) for r in stale], _stale_cgroups(live_ids), len(recs) - len(stale))
+    if clean:
+        d.cleaned = clean_records(stale)
+        d.cleaned += _clean_cgroups(d.stale_cgroups)
+        d.stale = [_record_row(r) for r in records() if not r.owner_alive()]
+        d.stale_cgroups = _stale_cgroups({r.id for r in records() if r.owner_alive()})
+    return d
+
+
+def clean() -> Doctor:
+    """Reap everything stale (records whose owner died, orphan tagged cgroups); returns the report."""
+    return doctor(clean=True)
+
+
+# -- reaping ------------------------------------------------------------------------------------
+
+
+def _pid_matches(r: Record, pid: int) -> bool:
+    """Is ``pid`` still the process the record tagged? (pids are reused; start times are not.)"""
+    now = _proc_start(pid)
+    if now is None:
+        return False
+    recorded = r.pid_starts.get(str(pid))
+    if recorded is not None:
+        return now == recorded
+    # older records without a start time: accept only a process whose command line names the record
+    with contextlib.suppress(OSError):
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return r.id.encode() in cmd or any(p.encode() in cmd for p in r.paths if TAG in p)
+    return False
+
+
+def _wait_gone(pids: list[int], limit: float = 3.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and any(_proc_start(p) is not None and _state_of(p) != "Z" for p in pids):
+        time.sleep(0.05)
+
+
+def _state_of(pid: int) -> str | None:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+        return data[data.rindex(b")") + 2 :].split()[0].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _umount(path: str) -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.umount2(path.encode(), 2) == 0  # MNT_DETACH
+
+
+def _mounted(path: str) -> bool:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            if line.split()[4] == path:
+                return True
+    return False
+
+
+def _reap_sandbox(sb: dict, actions: list[str], kept: list[str]) -> None:
+    root, cid, runsc = sb.get("root"), sb.get("id"), sb.get("runsc")
+    if not root or TAG not in root or not cid:
+        kept.append(f"sandbox {sb!r}: not a tagged root, left alone")
+        return
+    if Path(root).is_dir() and runsc and os.access(runsc, os.X_OK):
+        ids = {cid}
+        with contextlib.suppress(Exception):
+            out = subprocess.run([runsc, f"--root={root}", "list", "-quiet"], capture_output=True, text=True,
+                                 timeout=20).stdout
+            ids |= set(out.split())  # the root dir is ours, so is every container in it
+        for c in sorted(ids):
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                r = subprocess.run([runsc, f"--root={root}", "delete", "--force", c], capture_output=True,
+                                   text=True, timeout=30)
+                if r.returncode == 0:
+                    actions.append(f"runsc delete {c}")
+    from .gvisor import pids_with_root
+
+    left = pids_with_root(root)
+    for p in left:  # identity: their command line carries our tagged --root path
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+            actions.append(f"kill {p} (runsc with our root)")
+    _wait_gone(left)
+    for ctrl in (CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []):
+        d = ctrl / cid
+        if cid.startswith(TAG) and d.is_dir():
+            with contextlib.suppress(OSError):
+                d.rmdir()
+                actions.append(f"rmdir {d}")
+
+
+def clean_records(recs: list[Record]) -> list[dict[str, Any]]:
+    """Reap the given (stale) records: sandboxes, then pids, mounts, paths; drop each record when done."""
+    report = []
+    for r in recs:
+        if r.owner_alive():
+            continue  # never reap what a live process still owns
+        actions: list[str] = []
+        kept: list[str] = []
+        for sb in r.sandboxes:
+            _reap_sandbox(sb, actions, kept)
+        killed = []
+        for pid in r.pids:
+            if _pid_matches(r, pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    actions.append(f"kill {pid}")
+        _wait_gone(killed)
+        for m in reversed(r.mounts):
+            if _mounted(m):
+                if TAG in m and _umount(m):
+                    actions.append(f"umount {m}")
+                else:
+                    kept.append(f"mount {m}")
+        for p in r.paths:
+            path = Path(p)
+            if not path.exists() and not path.is_symlink():
+                continue
+            if TAG not in path.name:
+                kept.append(f"path {p}: name lacks the {TAG!r} tag")
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            (kept if path.exists() else actions).append(f"rm {p}")
+        if not any(k.startswith(("rm ", "mount ")) for k in kept):
+            r.drop()
+        report.append({"record": f"{r.kind}-{r.id}", "actions": actions, "kept": kept})
+    return report
+
+
+def _clean_cgroups(paths: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            os.rmdir(p)  # only succeeds for an empty cgroup: nothing running is touched
+            out.append({"record": "cgroup", "actions": [f"rmdir {p}"], "kept": []})
+    return out

@@ -1,0 +1,88 @@
+"""``k3snb trace`` and ``k3snb intercept``: the tracer's options plus ``--runner``.
+
+Without ``--runner`` the tracer runs in this process (stdio passes straight through, exit status
+is the command's). With a runner the tracer runs inside it and its output is relayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from ._tracer import add_common
+
+
+def register(subparsers) -> None:
+    t = subparsers.add_parser("trace", help="trace a command's syscalls and process tree (ptrace)",
+                              description="Record syscalls and process events of CMD and its descendants "
+                                          "to an Arrow file; prints the failing syscalls.")
+    t.add_argument("--runner", "-r", default=None, help="host | gvisor (default: this machine, no namespaces)")
+    t.add_argument("--out", "-o", metavar="FILE", default="trace.arrow", help="Arrow IPC file (default trace.arrow)")
+    t.add_argument("--syscalls", "-e", metavar="LIST", help="syscall names or %%categories (default: all)")
+    t.add_argument("--attach", type=int, metavar="PID", help="attach to a running process instead")
+    t.add_argument("--duration", type=float, metavar="S", help="with --attach: detach after S seconds")
+    add_common(t)
+    t.set_defaults(func=_trace)
+    i = subparsers.add_parser("intercept", help="run a command with paths redirected / statfs spoofed (ptrace)",
+                              description="Run CMD with path redirection, fake files, statfs f_type "
+                                          "spoofing and forced errnos; exits with CMD's own status.")
+    i.add_argument("--runner", "-r", default=None, help="host | gvisor (default: this machine, no namespaces)")
+    add_common(i)
+    i.set_defaults(func=_intercept)
+
+
+def _exit_code(rc: int | None) -> int:
+    if rc is None:
+        return 124  # timed out / no status
+    return 128 - rc if rc < 0 else rc
+
+
+def _local(action: str, ns: argparse.Namespace) -> int:
+    from ._tracer import run
+
+    ns.action = action
+    return run(ns)
+
+
+def _trace(ns: argparse.Namespace) -> int:
+    if ns.runner is None:
+        return _local("trace", ns)
+    from . import trace
+    from ._tracer import collect_rules
+
+    res = trace(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, runner=ns.runner, syscalls=ns.syscalls,
+                follow=not ns.no_follow, rules=collect_rules(ns), seccomp=False if ns.no_seccomp else None,
+                pid=ns.attach, duration=ns.duration)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    if res.path.exists():
+        shutil.copyfile(res.path, ns.out)
+    print(f"k3snb trace: {res.meta.get('rows', 0)} rows -> {ns.out}", file=sys.stderr)
+    fails = res.failures().head(15)
+    if len(fails):
+        print(fails.to_string(index=False), file=sys.stderr)
+    if ns.meta:
+        import json
+
+        Path(ns.meta).write_text(json.dumps(res.meta))
+    return _exit_code(res.returncode)
+
+
+def _intercept(ns: argparse.Namespace) -> int:
+    if ns.runner is None:
+        return _local("intercept", ns)
+    from . import intercept
+    from ._tracer import collect_rules
+
+    res = intercept(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, collect_rules(ns), runner=ns.runner,
+                    seccomp=False if ns.no_seccomp else None, linger=ns.linger)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    if ns.log:
+        out = sys.stderr if ns.log == "-" else open(ns.log, "a")  # noqa: SIM115
+        out.write("".join(line + "\n" for line in res.log))
+        if out is not sys.stderr:
+            out.close()
+    return _exit_code(res.returncode)

@@ -1,0 +1,188 @@
+"""Syscall tables and decoding (x86_64): names, path arguments, categories, flag/errno names.
+
+Names come from python-ptrace's table (``ptrace.syscall.linux.x86_64``); the path-argument map
+below is ours: for every path-taking syscall, which argument holds a path and which argument is
+the directory fd it is relative to (``None`` = the cwd).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import signal as _signal
+
+from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _PP_NAMES
+
+SYSCALL_NAMES: dict[int, str] = {k: v for k, v in _PP_NAMES.items() if k < 512}
+# numbers newer than python-ptrace's table (linux/arch/x86/entry/syscalls/syscall_64.tbl)
+SYSCALL_NAMES.update({
+    424: "pidfd_send_signal", 425: "io_uring_setup", 426: "io_uring_enter", 427: "io_uring_register",
+    428: "open_tree", 429: "move_mount", 430: "fsopen", 431: "fsconfig", 432: "fsmount", 433: "fspick",
+    434: "pidfd_open", 435: "clone3", 436: "close_range", 437: "openat2", 438: "pidfd_getfd",
+    439: "faccessat2", 440: "process_madvise", 441: "epoll_pwait2", 442: "mount_setattr",
+    443: "quotactl_fd", 444: "landlock_create_ruleset", 445: "landlock_add_rule",
+    446: "landlock_restrict_self", 447: "memfd_secret", 448: "process_mrelease", 449: "futex_waitv",
+    450: "set_mempolicy_home_node", 451: "cachestat", 452: "fchmodat2",
+})
+SYSCALL_NUMBERS: dict[str, int] = {v: k for k, v in SYSCALL_NAMES.items()}
+
+AT_FDCWD = -100
+
+# nr -> ((path_arg, dirfd_arg or None), ...)
+PATH_ARGS: dict[int, tuple[tuple[int, int | None], ...]] = {}
+
+
+def _p(names: str, *spec: tuple[int, int | None]) -> None:
+    for n in names.split():
+        PATH_ARGS[SYSCALL_NUMBERS[n]] = spec
+
+
+_p("open creat stat lstat access readlink execve truncate chdir mkdir rmdir unlink chmod chown "
+   "lchown utime utimes mknod statfs chroot setxattr lsetxattr getxattr lgetxattr listxattr "
+   "llistxattr removexattr lremovexattr umount2 acct swapon swapoff uselib", (0, None))
+_p("rename link pivot_root", (0, None), (1, None))
+_p("symlink", (1, None))  # arg 0 is the link's content, not a path to resolve
+_p("mount", (0, None), (1, None))
+_p("inotify_add_watch", (1, None))
+_p("openat mkdirat mknodat fchownat futimesat newfstatat unlinkat readlinkat fchmodat faccessat "
+   "utimensat name_to_handle_at execveat statx open_tree fspick openat2 faccessat2 fchmodat2", (1, 0))
+_p("renameat linkat renameat2 move_mount", (1, 0), (3, 2))
+_p("symlinkat", (2, 1))
+_p("fanotify_mark", (4, 3))
+
+STATFS_NR = SYSCALL_NUMBERS["statfs"]
+FSTATFS_NR = SYSCALL_NUMBERS["fstatfs"]
+EXEC_NRS = {SYSCALL_NUMBERS["execve"], SYSCALL_NUMBERS["execveat"]}
+
+# fd-taking syscalls: first argument is an fd (decoded as "fd" in traces)
+_FD_FIRST = set(
+    "read write close fstat lseek ioctl pread64 pwrite64 readv writev fsync fdatasync ftruncate "
+    "getdents getdents64 fchdir fchmod fchown fstatfs flock fcntl dup dup2 dup3 sendfile connect "
+    "accept accept4 bind listen sendto recvfrom sendmsg recvmsg shutdown getsockname getpeername "
+    "setsockopt getsockopt fgetxattr fsetxattr flistxattr fremovexattr fadvise64 epoll_ctl "
+    "sync_file_range syncfs setns fallocate".split()
+)
+FD_FIRST_NRS = {SYSCALL_NUMBERS[n] for n in _FD_FIRST if n in SYSCALL_NUMBERS}
+
+# strace-like classes, usable as ``syscalls=["%file", "%process"]``
+CATEGORIES: dict[str, set[int]] = {
+    "file": set(PATH_ARGS),
+    "process": {SYSCALL_NUMBERS[n] for n in
+                "fork vfork clone clone3 execve execveat exit exit_group wait4 waitid kill tkill tgkill "
+                "unshare setns".split()},
+    "network": {SYSCALL_NUMBERS[n] for n in
+                "socket socketpair connect accept accept4 bind listen sendto recvfrom sendmsg recvmsg "
+                "shutdown getsockname getpeername setsockopt getsockopt sendmmsg recvmmsg".split()},
+    "desc": FD_FIRST_NRS | {SYSCALL_NUMBERS[n] for n in "open openat openat2 creat pipe pipe2 "
+                                                          "eventfd2 memfd_create".split()},
+    "mount": {SYSCALL_NUMBERS[n] for n in
+              "mount umount2 pivot_root chroot open_tree move_mount fsopen fsconfig fsmount fspick "
+              "mount_setattr".split()},
+    "statfs": {STATFS_NR, FSTATFS_NR},
+    "signal": {SYSCALL_NUMBERS[n] for n in
+               "rt_sigaction rt_sigprocmask rt_sigreturn kill tkill tgkill rt_sigqueueinfo "
+               "sigaltstack pause rt_sigsuspend".split()},
+}
+
+# kernel-internal restart codes a tracer sees at exit stops (include/linux/errno.h)
+ERRNO_NAMES = {**_errno.errorcode, 512: "ERESTARTSYS", 513: "ERESTARTNOINTR", 514: "ERESTARTNOHAND",
+               516: "ERESTART_RESTARTBLOCK"}
+FSTYPES = {  # statfs f_type magic numbers (linux/magic.h)
+    "ext4": 0xEF53, "ext2": 0xEF53, "ext3": 0xEF53, "9p": 0x01021997, "v9fs": 0x01021997,
+    "tmpfs": 0x01021994, "overlay": 0x794C7630, "proc": 0x9FA0, "sysfs": 0x62656572, "xfs": 0x58465342,
+    "btrfs": 0x9123683E, "fuse": 0x65735546, "nfs": 0x6969, "cgroup2": 0x63677270, "cgroup": 0x27E0EB,
+    "ramfs": 0x858458F6, "devpts": 0x1CD1, "squashfs": 0x73717368,
+}
+
+_OPEN_FLAGS = [(getattr(os, n), n) for n in (
+    "O_WRONLY", "O_RDWR", "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK",
+    "O_DSYNC", "O_DIRECT", "O_LARGEFILE", "O_DIRECTORY", "O_NOFOLLOW", "O_NOATIME", "O_CLOEXEC",
+    "O_PATH", "O_TMPFILE") if hasattr(os, n)]
+_OPEN_FLAGS = [(v, n) for v, n in _OPEN_FLAGS if n != "O_TMPFILE"]
+_OPEN_NRS = {SYSCALL_NUMBERS[n] for n in ("open", "openat", "creat")}
+_FLAG_ARG = {SYSCALL_NUMBERS["open"]: 1, SYSCALL_NUMBERS["openat"]: 2}
+
+
+def resolve_syscalls(spec) -> set[int] | None:
+    """``None`` -> None (all). Names, numbers and ``%category`` strings -> a set of numbers."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    out: set[int] = set()
+    for s in spec:
+        if isinstance(s, int):
+            out.add(s)
+            continue
+        name = s.lstrip("%")
+        if s.startswith("%") or (name in CATEGORIES and name not in SYSCALL_NUMBERS):
+            if name not in CATEGORIES:
+                from ..errors import InvalidParameter
+
+                raise InvalidParameter(
+                    f"unknown syscall category {s!r}; valid: {', '.join('%' + c for c in sorted(CATEGORIES))}",
+                    hint="use a category such as '%file' or plain syscall names",
+                )
+            out |= CATEGORIES[name]
+        elif name in SYSCALL_NUMBERS:
+            out.add(SYSCALL_NUMBERS[name])
+        else:
+            from ..errors import InvalidParameter
+
+            close = sorted(n for n in SYSCALL_NUMBERS if n.startswith(name[:3]))[:8]
+            raise InvalidParameter(
+                f"unknown syscall {s!r}" + (f"; similar: {', '.join(close)}" if close else ""),
+                hint="use x86_64 syscall names (openat, newfstatat, statx …) or '%file'",
+            )
+    return out
+
+
+def open_flags(v: int) -> str:
+    acc = v & 3
+    parts = ["O_RDONLY" if acc == 0 else "O_WRONLY" if acc == 1 else "O_RDWR" if acc == 2 else "O_ACC3"]
+    rest = v & ~3
+    for bit, name in _OPEN_FLAGS:
+        if bit > 2 and rest & bit:
+            parts.append(name)
+            rest &= ~bit
+    if rest:
+        parts.append(hex(rest))
+    return "|".join(parts)
+
+
+def flags_of(nr: int, args) -> str | None:
+    i = _FLAG_ARG.get(nr)
+    if i is None:
+        return None
+    return open_flags(args[i])
+
+
+def errno_name(ret: int) -> str | None:
+    if -4096 < ret < 0:
+        return ERRNO_NAMES.get(-ret, f"E{-ret}")
+    return None
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"
+
+
+def fd_arg(nr: int, args) -> int | None:
+    if nr in FD_FIRST_NRS:
+        return _s32(args[0])
+    spec = PATH_ARGS.get(nr)
+    if spec and spec[0][1] is not None:
+        return _s32(args[spec[0][1]])
+    return None
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def name(nr: int) -> str:
+    return SYSCALL_NAMES.get(nr, f"syscall_{nr}")

@@ -1,0 +1,384 @@
+"""The experiment layer: registry, record/verdict, and papermill batch runs on fixture notebooks.
+
+Fixture notebooks in tests/notebooks/ are named by behaviour (ok, broken, sleeps); their registry is
+tests/notebooks/experiments.yaml. Runs go through the real CLI in a subprocess, with the kit's state
+dir, temp dir and $HOME pointed at fresh folders so "nothing left behind" can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import k3snb
+from k3snb.errors import InvalidParameter, NotRoot, RunscMissing, UsageError
+from k3snb.experiments import _execute, _record
+from k3snb.experiments._registry import load_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "notebooks"
+REG = FIXTURES / "experiments.yaml"
+NOTEBOOKS = ROOT / "notebooks"
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+
+def test_packaged_registry_is_valid_and_covers_the_plan():
+    reg = load_registry()
+    planned = {"00-environment", "01-control-plane", "02-native-worker", "04-ptrace-interception", "05-fake-cni",
+               "06-statfs-spoof", "09-ld-preload-vs-static-go", "12-local-storage-flag", "13-ultimate",
+               "15-stability", "16-manifests", "24-runc-init-reach", "91-runsc-stability"}
+    assert planned <= set(reg.ids)
+    for e in reg:
+        assert e.notebook == f"{e.id}.ipynb"
+        assert e.claims and e.title and e.runners
+        assert e.path.parent == NOTEBOOKS
+
+
+def test_every_registry_entry_has_its_notebook():
+    missing = [e.notebook for e in load_registry() if not e.path.is_file()]
+    assert not missing, f"registry entries without a notebook in notebooks/: {missing}"
+
+
+def _notebooks() -> list[Path]:
+    return sorted(p for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("path", [*_notebooks(), NOTEBOOKS / "_template.ipynb"], ids=lambda p: p.name)
+def test_notebook_follows_conventions(path):
+    """parameters cell, a final verdict cell, the kit kernel, a registry entry and valid registry defaults."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert any("parameters" in c.metadata.get("tags", []) for c in code), "no cell tagged `parameters`"
+    assert "verdict(" in code[-1].source, "the last code cell must call k3snb.verdict(...)"
+    assert nb.metadata.kernelspec.name == _execute.KERNEL_NAME
+    if path.name.startswith("_"):
+        return
+    entry = load_registry()[path.stem]
+    declared = _execute.notebook_parameters(path)
+    assert set(entry.parameters) <= set(declared)
+
+
+def test_registry_lookup_by_prefix_and_unknown_id():
+    reg = load_registry(REG)
+    assert reg["02"].id == "02-broken"
+    assert reg.select(["01", "01-ok"]) == [reg["01"]]
+    with pytest.raises(InvalidParameter, match="unknown experiment 'nope'; valid: 01-ok"):
+        reg["nope"]
+
+
+def test_registry_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("experiments:\n  - {id: x, notebook: x.ipynb, requires: [rooot]}\n")
+    with pytest.raises(UsageError, match="unknown requirement"):
+        load_registry(bad)
+
+
+def test_experiments_is_callable_and_renders():
+    table = k3snb.experiments()
+    assert "00-environment" in repr(table)
+    html = table._repr_html_()
+    assert "k3snb-text-fallback" in html and "00-environment" in html
+    import k3snb.experiments as pkg  # the submodule import must not break the call
+
+    assert pkg().ids == table.ids
+
+
+def test_skip_reasons_follow_capabilities():
+    reg = load_registry(REG)
+    assert reg["04"].missing() == ["program 'k3snb-no-such-program' not on PATH"]
+    assert reg["01"].missing() == []
+
+
+# -- parameters ---------------------------------------------------------------------------------
+
+
+def test_param_values_are_typed_like_papermill():
+    assert _execute.parse_params(["a=1", "b=2.5", "c=True", "d=None", "e=x=y", "01:f=text"]) == {
+        "a": 1, "b": 2.5, "c": True, "d": None, "e": "x=y", "01:f": "text"}
+    with pytest.raises(InvalidParameter, match="malformed parameter 'foo'"):
+        _execute.parse_params(["foo"])
+
+
+# -- record / verdict ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_results(monkeypatch):
+    monkeypatch.delenv("K3SNB_RESULTS", raising=False)
+    _record.reset()
+    yield
+    _record.reset()
+
+
+def test_record_converts_dataframes_and_rich_results(memory_results):
+    import pandas as pd
+
+    df = pd.DataFrame({"key": ["a", "b"], "n": [1, float("nan")]})
+    assert k3snb.record("frame", df) is df
+    reg = load_registry(REG)
+    k3snb.record("registry", reg)
+    got = _record.results()
+    assert got["records"]["frame"] == [{"key": "a", "n": 1.0}, {"key": "b", "n": None}]
+    assert got["records"]["registry"]["rows"][0]["id"] == "01-ok"
+    assert got["environment"]["kit_version"] == k3snb.__version__
+    assert "runsc" in got["environment"] and "date" in got["environment"]
+    with pytest.raises(InvalidParameter, match="cannot record a value of type object"):
+        k3snb.record("x", object())
+
+
+def test_verdict_validates_and_persists(memory_results, tmp_path, monkeypatch):
+    with pytest.raises(InvalidParameter, match="unknown verdict status 'works'"):
+        k3snb.verdict("C4", "works", {"a": 1}, "r")
+    with pytest.raises(InvalidParameter, match="needs evidence"):
+        k3snb.verdict("C4", "reproduced", {}, "r")
+    with pytest.raises(InvalidParameter, match="needs a reason"):
+        k3snb.verdict("C4", "not-testable")
+    with pytest.raises(InvalidParameter, match="never recorded"):
+        k3snb.verdict("C4", "refuted", ["nope"], "r")
+
+    out = tmp_path / "results.json"
+    monkeypatch.setenv("K3SNB_RESULTS", str(out))
+    k3snb.record("children_traced", 3)
+    v = k3snb.verdict("C4 <ptrace>", "refuted", ["children_traced"], "descendants are traced")
+    assert repr(v) == ("<Verdict C4 <ptrace>: ✘ refuted — descendants are traced [evidence: children_traced]>")
+    assert "C4 &lt;ptrace&gt;" in v._repr_html_()
+    doc = json.loads(out.read_text())
+    assert doc["verdicts"] == [{"claim": "C4 <ptrace>", "status": "refuted", "reason": "descendants are traced",
+                                "evidence": {"children_traced": 3}, "experiment": None}]
+    k3snb.verdict("C4 <ptrace>", "inconclusive", {"extra": [1, 2]}, "second look")  # same claim: replaced
+    doc = json.loads(out.read_text())
+    assert [x["status"] for x in doc["verdicts"]] == ["inconclusive"]
+    assert doc["records"]["extra"] == [1, 2]
+
+
+# -- batch runs through the CLI -----------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox_env(tmp_path):
+    """Fresh state dir, temp dir and HOME: everything a run could leave behind lands where we can see it."""
+    dirs = {n: tmp_path / n for n in ("state", "tmp", "home", "runs")}
+    for n in ("state", "tmp", "home"):
+        dirs[n].mkdir()
+    env = {**os.environ, "K3SNB_STATE": str(dirs["state"]), "TMPDIR": str(dirs["tmp"]), "HOME": str(dirs["home"]),
+           "K3SNB_RUNS": str(dirs["runs"]), "K3SNB_TMP": str(dirs["tmp"])}
+    for var in ("IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "MPLCONFIGDIR",
+                "JUPYTER_PLATFORM_DIRS"):
+        env.pop(var, None)  # the run must set these itself
+    return env, dirs
+
+
+def kit(env, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "k3snb", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _left_behind(dirs) -> list[str]:
+    return [str(p) for n in ("state", "tmp", "home") for p in dirs[n].iterdir()]
+
+
+@pytest.mark.slow
+def test_batch_reports_passed_failed_skipped(sandbox_env, tmp_path):
+    env, dirs = sandbox_env
+    out = tmp_path / "run"
+    r = kit(env, "run", "--registry", str(REG), "01", "02", "03", "04", "--out", str(out))
+    assert r.returncode == 1, r.stderr
+    rows = {row["id"]: row for row in json.loads((out / "summary.json").read_text())["rows"]}
+    assert {k: v["status"] for k, v in rows.items()} == {
+        "01-ok": "passed", "02-broken": "failed", "03-sleeps": "passed", "04-needs-program": "skipped"}
+    assert rows["01-ok"]["reproduced"] == 1 and rows["03-sleeps"]["inconclusive"] == 1
+    assert "RuntimeError: fixture broken on purpose" in rows["02-broken"]["reason"]
+    assert rows["04-needs-program"]["reason"] == "program 'k3snb-no-such-program' not on PATH"
+    # evidence of each run: executed notebooks (the failed one with its error), logs, results, CSV
+    broken = nbformat.read(out / "02-broken" / "broken.ipynb", as_version=4)
+    assert any(o.get("ename") == "RuntimeError" for c in broken.cells if c.cell_type == "code" for o in c.outputs)
+    assert "fixture broken on purpose" in (out / "02-broken" / "log.txt").read_text()
+    res = json.loads((out / "01-ok" / "results.json").read_text())
+    assert res["records"]["squares"] == [0, 1, 4] and res["verdicts"][0]["claim"] == "fixture-ok"
+    assert res["environment"]["kit_version"] == k3snb.__version__
+    assert (out / "summary.csv").read_text().splitlines()[0].startswith("id,runner,status,reason")
+    assert "2 passed, 1 failed, 1 skipped" in r.stdout
+    assert not (out / ".kit").exists()
+    assert _left_behind(dirs) == []
+
+
+@pytest.mark.slow
+def test_params_runners_and_home_untouched(sandbox_env):
+    env, dirs = sandbox_env
+    r = kit(env, "run", "--registry", str(REG), "01", "--runner", "host", "--runner", "gvisor",
+            "-p", "n=5", "-p", "01:label=scoped")
+    assert r.returncode == 0, r.stderr
+    (run,) = dirs["runs"].iterdir()  # default folder: runs/<UTC timestamp>
+    assert f"results: {run}" in r.stdout
+    for runner in ("host", "gvisor"):
+        res = json.loads((run / f"01-ok-{runner}" / "results.json").read_text())
+        assert res["records"]["squares"] == [0, 1, 4, 9, 16]
+        assert res["verdicts"][0]["reason"] == f"label=scoped runner={runner}"
+        nb = nbformat.read(run / f"01-ok-{runner}" / "ok.ipynb", as_version=4)
+        assert nb.metadata.papermill.parameters == {"runner": runner, "n": 5, "label": "scoped"}
+        assert nb.metadata.kernelspec.name == "k3snb"
+    assert _left_behind(dirs) == [], "Jupyter/IPython/matplotlib wrote outside the run folder"
+
+
+@pytest.mark.slow
+def test_python_api_returns_a_rich_summary(tmp_path, monkeypatch):
+    monkeypatch.setenv("K3SNB_STATE", str(tmp_path / "state"))
+    s = k3snb.run_experiments(["01"], out=tmp_path / "run", registry=REG, progress=False)
+    assert s.exit_code == 0 and s.counts()["passed"] == 1 and s.counts()["reproduced"] == 1
+    assert "01-ok" in s._repr_html_() and "1 passed" in repr(s)
+    assert list((tmp_path / "state").iterdir()) == []
+
+
+def _wait_for(path: Path, limit: float = 60) -> str:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never appeared")
+
+
+def _processes_of_run(run_dir: Path) -> list[int]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("K3SNB_RUN_DIR") == str(run_dir):
+                found.append(p.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _alive(pids) -> list[int]:
+    import psutil
+
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_kernel_and_children(sandbox_env, tmp_path, sig):
+    env, dirs = sandbox_env
+    marker = tmp_path / "marker"
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "k3snb", "run", "--registry", str(REG), "03", "01", "--out", str(out),
+                          "-p", "seconds=600", "-p", f"marker={marker}"],
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = [int(x) for x in _wait_for(marker).split()]  # kernel pid, its `sleep` child
+        assert len(list(dirs["state"].iterdir())) == 1  # the run is tagged while it runs
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert _alive(pids) == []
+    assert _processes_of_run(out) == []
+    rows = {r["id"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    assert rows["03-sleeps"]["status"] == "failed" and rows["03-sleeps"]["reason"] == "interrupted"
+    assert rows["01-ok"] == {**rows["01-ok"], "status": "skipped", "reason": "run interrupted"}
+    assert not (out / ".kit").exists()
+    assert _left_behind(dirs) == []
+
+
+@pytest.mark.slow
+def test_timeout_fails_one_experiment_and_kills_its_processes(sandbox_env, tmp_path):
+    env, dirs = sandbox_env
+    marker = tmp_path / "marker"
+    out = tmp_path / "run"
+    r = kit(env, "run", "--registry", str(REG), "03", "01", "--timeout", "4", "--out", str(out),
+            "-p", "seconds=600", "-p", f"marker={marker}")
+    assert r.returncode == 1
+    rows = {row["id"]: row for row in json.loads((out / "summary.json").read_text())["rows"]}
+    assert rows["03-sleeps"]["status"] == "failed" and "Timeout" in rows["03-sleeps"]["reason"]
+    assert rows["01-ok"]["status"] == "passed"  # the next experiment gets a fresh kernel
+    assert _alive(int(x) for x in marker.read_text().split()) == []
+    assert _left_behind(dirs) == []
+
+
+# -- bad input: exit 2, one clear error, nothing left behind ----------------------------------
+
+
+BAD = {
+    "unknown id": (["nope"], "unknown experiment 'nope'"),
+    "unknown runner": (["01", "--runner", "docker"], "unknown runner(s) ['docker']"),
+    "malformed -p": (["01", "-p", "foo"], "malformed parameter 'foo'"),
+    "unknown parameter": (["01", "-p", "nosuch=1"], "unknown parameter 'nosuch'"),
+    "unknown scoped parameter": (["01", "02", "-p", "02:label=x"], "unknown parameter 'label' for 02-broken"),
+    "explicit runsc missing": (["05", "--runsc", "/nonexistent/runsc"], "runsc path '/nonexistent/runsc' does not exist"),
+    "bad runsc build": (["01", "--runsc", "1999"], "unknown runsc version '1999'"),
+    "out under a file": (["01", "--out", "{tmp}/afile/run"], "is not writable"),
+    "out in /proc": (["01", "--out", "/proc/k3snb-cannot-exist/run"], "is not writable"),
+    "out not empty": (["01", "--out", "{tmp}/full"], "is not empty"),
+    "missing registry": (["01", "--registry", "{tmp}/none.yaml"], "cannot read experiment registry"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_input_exits_2_and_leaves_nothing(sandbox_env, tmp_path, case):
+    env, dirs = sandbox_env
+    args, message = BAD[case]
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    reg = [] if "--registry" in args else ["--registry", str(REG)]
+    r = kit(env, "run", *reg, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.count("error:") == 1 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not dirs["runs"].exists()
+    assert _left_behind(dirs) == []
+    assert (tmp_path / "full" / "keep").exists()
+
+
+def test_argparse_usage_errors_exit_2(sandbox_env):
+    env, _ = sandbox_env
+    r = kit(env, "run", "--timeout", "soon")
+    assert r.returncode == 2 and "invalid float value" in r.stderr
+
+
+def test_explicit_requirement_errors_name_the_fix(monkeypatch):
+    reg = load_registry(REG)
+    from k3snb.experiments import _registry
+
+    monkeypatch.setattr(_registry, "_has", lambda cap, runsc: cap != "root")
+    with pytest.raises(NotRoot, match="experiment 06-needs-root needs root"):
+        reg["06"].check_explicit()
+    monkeypatch.setattr(_registry, "_has", lambda cap, runsc: cap != "runsc")
+    with pytest.raises(RunscMissing):
+        reg["05"].check_explicit()
+
+
+@pytest.mark.root
+def test_not_root_exits_2_when_root_experiment_named(sandbox_env, tmp_path):
+    """Run the CLI as `nobody`: naming a root-only experiment is a usage error, not a skip."""
+    env, dirs = sandbox_env
+    setpriv = shutil.which("setpriv")
+    drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if setpriv else None
+    if drop is None or subprocess.run([*drop, sys.executable, "-c", "import k3snb"], env=env,
+                                      capture_output=True).returncode != 0:
+        pytest.skip("the kit's Python is not usable by nobody here (venv under a private home)")
+    for d in dirs.values():
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o777)
+    r = subprocess.run([*drop, sys.executable, "-m", "k3snb", "run", "--registry", str(REG), "06"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "needs root" in r.stderr, r.stderr
+    assert list(dirs["runs"].iterdir()) == []

@@ -1,0 +1,314 @@
+"""Interception against real process trees on the host: redirects, fakes, statfs, errno, status,
+signals, cancellation, job control, static Go binaries, new namespaces, ERESTARTSYS restarts."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from k3snb.errors import InvalidParameter
+from k3snb.trace import Rule, intercept, load_rules, save_rules
+
+REAL = Path("/proc/sys/kernel/cap_last_cap").read_text().strip()
+FAKE = "38" if REAL != "38" else "37"
+KEY = "/proc/sys/kernel/cap_last_cap"
+MODES = [pytest.param(None, id="seccomp"), pytest.param(False, id="allstops")]
+
+
+@pytest.fixture
+def fake(tmp_path):
+    d = tmp_path / "fake"
+    (d / "kernel").mkdir(parents=True)
+    (d / "kernel" / "cap_last_cap").write_text(FAKE + "\n")
+    return d
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("seccomp", MODES)
+def test_redirect_through_shells_children_threads_and_vfork(fake, seccomp):
+    py = ("import threading,subprocess,os;"
+          f"r=[];ts=[threading.Thread(target=lambda: r.append(open('{KEY}').read().strip())) for _ in range(4)];"
+          "[t.start() for t in ts];[t.join() for t in ts];print('threads', *r);"
+          f"print('spawn', subprocess.run(['cat','{KEY}'],capture_output=True,text=True).stdout.strip());"
+          f"pid=os.posix_spawn('/bin/cat',['cat','{KEY}'],os.environ);os.waitpid(pid,0)")
+    cmd = (f"cat {KEY}; sh -c 'cat {KEY}'; (cat {KEY}) & wait; "
+           f"{sys.executable} -c \"{py}\"")
+    untraced = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True).stdout.split()
+    r = intercept(cmd, [Rule.redirect(KEY, str(fake / "kernel" / "cap_last_cap"))], seccomp=seccomp)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    assert REAL in untraced and FAKE not in untraced  # the test can tell the two apart
+    assert out == [FAKE, FAKE, FAKE, "threads", FAKE, FAKE, FAKE, FAKE, "spawn", FAKE, FAKE], out
+    assert r.stats["rewrites"] == 9
+    assert r.meta["seccomp"] is (seccomp is None)
+
+
+def test_prefix_redirect_relative_paths_and_dirfds(fake):
+    # relative to the cwd and to an O_DIRECTORY fd: the tracer resolves both before matching
+    py = (f"import os; d=os.open('/proc/sys/kernel', os.O_RDONLY|os.O_DIRECTORY);"
+          f"print(os.read(os.open('cap_last_cap', os.O_RDONLY, dir_fd=d), 10).decode().strip())")
+    r = intercept(f"cd /proc/sys/kernel && cat cap_last_cap && cat ../kernel/./cap_last_cap && "
+                  f"{sys.executable} -c \"{py}\"", [Rule.redirect("/proc/sys/", str(fake) + "/")])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [FAKE, FAKE, FAKE]
+
+
+def test_path_syscall_families_are_redirected(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "bin").mkdir()
+    os.symlink("/bin/echo", real / "bin" / "hello")
+    v = "/k3snb-virtual-dir"
+    assert not os.path.exists(v)
+    cmd = (f"mkdir {v}/d && echo data > {v}/d/f && mv {v}/d/f {v}/d/g && ln -s g {v}/d/l && "
+           f"readlink {v}/d/l && stat -c %s {v}/d/g && test -e {v}/d/g && ls {v}/d && "
+           f"{v}/bin/hello exec-ok && touch {v}/d/gone && rm {v}/d/gone && ln {v}/d/g {v}/d/hard && "
+           f"chmod 600 {v}/d/hard && stat -f -c %T {v}/d >/dev/null")
+    r = intercept(cmd, [Rule.redirect(v + "/", str(real) + "/")])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["g", "5", "g", "l", "exec-ok"]
+    # the effects landed in the redirect target on the host
+    assert (real / "d" / "g").read_text() == "data\n"
+    assert os.readlink(real / "d" / "l") == "g"
+    assert not (real / "d" / "gone").exists() and oct((real / "d" / "hard").stat().st_mode)[-3:] == "600"
+    assert not os.path.exists(v)
+    names = {line.split()[3] for line in r.log}
+    assert {"mkdir", "openat", "rename", "renameat2", "symlink", "symlinkat", "readlink", "readlinkat",
+            "execve", "statx", "newfstatat", "unlink", "unlinkat", "link", "linkat", "chmod", "fchmodat",
+            "statfs"} & names >= {"mkdir", "openat", "execve", "statfs"}
+    assert {"renameat2", "rename"} & names and {"unlinkat", "unlink"} & names
+    assert {"symlinkat", "symlink"} & names and {"readlink", "readlinkat"} & names
+
+
+def _statfs_type(path: str) -> int:
+    buf = ctypes.create_string_buffer(120)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.statfs(path.encode(), buf) == 0
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+def test_statfs_spoof_seen_by_stat_and_python(tmp_path):
+    real = _statfs_type("/")
+    py = ("import ctypes;b=ctypes.create_string_buffer(120);ctypes.CDLL(None).statfs(b'/',b);"
+          "print(hex(int.from_bytes(b.raw[:8],'little')))")
+    cmd = f"stat -f -c %t /; {sys.executable} -c \"{py}\"; stat -f -c %t {tmp_path}; stat -f -c %t /proc"
+    r = intercept(cmd, [Rule.statfs("9p", from_type=real), Rule.statfs("0x5346414f", path=str(tmp_path))])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert lines[0] == "1021997" and lines[1] == "0x1021997"
+    assert lines[2] == "5346414f"
+    assert lines[3] == "9fa0"  # proc is neither the spoofed type nor under the path
+    assert r.stats["statfs_spoofed"] >= 3
+    assert hex(real) != "0x1021997"
+
+
+def test_fake_file_contents_and_forced_errno(tmp_path):
+    target = tmp_path / "secret"
+    target.write_text("visible\n")
+    rules = [Rule.fake("/proc/sys/kernel/panic", "10"), Rule.fail("EACCES", path=str(target)),
+             Rule.fail("EPERM", syscalls=["unshare"])]
+    r = intercept(f"cat /proc/sys/kernel/panic; cat {target}; echo rc=$?; unshare -U true; echo rc=$?", rules)
+    assert r.stdout.split() == ["10", "rc=1", "rc=1"], r.stdout
+    assert "Permission denied" in r.stderr and "Operation not permitted" in r.stderr
+    assert r.stats["errno_forced"] == 2
+    untraced = subprocess.run(["sh", "-c", f"cat {target}; unshare -U true; echo rc=$?"], capture_output=True, text=True)
+    assert untraced.stdout.split() == ["visible", "rc=0"]
+
+
+@pytest.mark.parametrize("seccomp", MODES)
+def test_exit_codes_and_signals_propagate(seccomp):
+    assert intercept("exit 42", seccomp=seccomp).returncode == 42
+    assert intercept("kill -KILL $$", seccomp=seccomp).returncode == -9
+    assert intercept("kill -TERM $$", seccomp=seccomp).returncode == -15
+    assert intercept("sh -c 'kill -USR1 $$'; echo $?", seccomp=seccomp).stdout.strip() == str(128 + 10)
+    # a handled signal inside the tree is delivered, not swallowed
+    assert intercept("trap 'exit 7' USR1; kill -USR1 $$; sleep 5", seccomp=seccomp).returncode == 7
+
+
+def _tracer(args: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "k3snb.trace", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait_file(p: Path, limit: float = 10) -> str:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if p.exists() and p.read_text().strip():
+            return p.read_text().strip()
+        time.sleep(0.02)
+    raise AssertionError(f"{p} not written")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 7), (signal.SIGINT, 8)])
+def test_cli_forwards_sigterm_sigint_and_exits_with_command_status(tmp_path, sig, code):
+    ready = tmp_path / "ready"
+    script = f"trap 'exit 7' TERM; trap 'exit 8' INT; echo $$ > {ready}; while :; do sleep 0.05; done"
+    p = _tracer(["intercept", "--redirect", "/nonexistent-a=/nonexistent-b", "--", "sh", "-c", script])
+    try:
+        _wait_file(ready)
+        p.send_signal(sig)
+        assert p.wait(10) == code
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_tracer_death_kills_the_tree(tmp_path):
+    pidf = tmp_path / "pid"
+    p = _tracer(["intercept", "--statfs", "9p=ext4", "--", "sh", "-c", f"sleep 60 & echo $! > {pidf}; wait"])
+    try:
+        child = int(_wait_file(pidf))
+        assert _alive(child)
+        p.kill()  # SIGKILL: no cleanup code runs in the tracer, EXITKILL must do it
+        p.wait()
+        end = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert not _alive(child)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_keyboard_interrupt_in_a_cell_kills_the_tree(tmp_path):
+    pidf = tmp_path / "pid"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            intercept(f"sh -c 'echo $$ > {pidf}; exec sleep 60'")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pid = int(pidf.read_text())
+    end = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.02)
+    assert not _alive(pid)
+
+
+def test_timeout_kills_the_tree(tmp_path):
+    pidf = tmp_path / "pid"
+    r = intercept(f"echo $$ > {pidf}; exec sleep 60", timeout=1)
+    assert r.timed_out and r.returncode != 0
+    pid = int(pidf.read_text())
+    time.sleep(0.2)
+    assert not _alive(pid)
+
+
+def test_job_control_keeps_a_stopped_child_stopped():
+    # SEIZE + PTRACE_LISTEN: a SIGSTOPped child stays stopped (state T/t), not silently running (S)
+    r = intercept("sleep 5 & p=$!; sleep 0.2; kill -STOP $p; sleep 0.3; "
+                  "awk '/^State/{print $2}' /proc/$p/status; kill -CONT $p; sleep 0.2; "
+                  "awk '/^State/{print $2}' /proc/$p/status; kill $p")
+    states = r.stdout.split()
+    assert states[0] in ("T", "t"), states
+    assert states[1] in ("S", "R"), states
+
+
+def test_static_go_binary_is_redirected(tmp_path, fake):
+    from k3snb.trace._demo import build_static_go, is_static
+
+    try:
+        goread = build_static_go(tmp_path / "go")
+    except Exception as e:  # no toolchain on this machine
+        pytest.skip(f"no Go toolchain: {e}")
+    assert is_static(goread)
+    r = intercept([str(goread), KEY], [Rule.redirect("/proc/sys/", str(fake) + "/")])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == FAKE
+    assert r.stats["tasks"] > 1  # Go threads were followed
+
+
+def test_new_namespaces_are_followed(fake):
+    r = intercept(f"unshare -m -p -f -U -r sh -c \"sh -c 'echo pid=$$; cat {KEY}'\"",
+                  [Rule.redirect(KEY, str(fake / "kernel" / "cap_last_cap"))])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["pid=2", FAKE] or r.stdout.split()[-1] == FAKE
+    assert r.stats["rewrites"] == 1
+
+
+RESTART_C = r"""
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static volatile int hits;
+static void h(int s) { char junk[4096]; memset(junk, 0x5a, sizeof junk); hits += junk[100] == 0x5a; }
+int main(int argc, char **argv) {
+    struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = h; sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, 0);
+    int fd = open(argv[1], O_RDONLY);  /* blocks on the FIFO while signals arrive */
+    if (fd < 0) { perror("open"); return 1; }
+    char b[16] = {0}; read(fd, b, sizeof b - 1); printf("%s hits=%d\n", b, hits); return 0;
+}
+"""
+
+
+def test_erestartsys_restart_sees_the_rewritten_path(tmp_path):
+    # a signal interrupts open() on a redirected FIFO; SA_RESTART re-executes it: the argument
+    # register must hold the *original* pointer again (restored at the exit stop), or the restarted
+    # call reads whatever the signal frame wrote over our scratch string
+    import shutil
+
+    if not shutil.which("gcc"):
+        pytest.skip("gcc missing")
+    (tmp_path / "r.c").write_text(RESTART_C)
+    subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "r"), str(tmp_path / "r.c")], check=True)
+    fifo = tmp_path / "real-fifo"
+    os.mkfifo(fifo)
+    cmd = (f"{tmp_path}/r /k3snb-virtual-fifo & p=$!; sleep 0.3; for i in 1 2 3 4 5; do kill -USR1 $p; "
+           f"sleep 0.05; done; echo payload > {fifo}; wait $p")
+    r = intercept(cmd, [Rule.redirect("/k3snb-virtual-fifo", str(fifo))])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("payload") and "hits=5" in r.stdout
+    assert r.stats["rewrites"] >= 2  # rewritten again at each restart
+
+
+def test_rules_json_roundtrip_and_bad_input(tmp_path):
+    rules = [Rule.redirect("/proc/sys/", "/tmp/x/"), Rule.fake("/proc/sys/kernel/panic", "10"),
+             Rule.statfs("ext4", from_type="9p"), Rule.fail("EPERM", syscalls=["unshare"])]
+    p = save_rules(tmp_path / "rules.json", rules)
+    assert load_rules(p) == rules
+    with pytest.raises(InvalidParameter, match="absolute"):
+        Rule.redirect("proc/sys", "/x")
+    with pytest.raises(InvalidParameter, match="unknown errno"):
+        Rule.fail("ENOPE", path="/x")
+    with pytest.raises(InvalidParameter, match="unknown syscall"):
+        Rule.fail("EPERM", syscalls=["unshar"])
+    with pytest.raises(InvalidParameter, match="filesystem type"):
+        Rule.statfs("zfsx", from_type="9p")
+    with pytest.raises(InvalidParameter, match="not a Rule"):
+        intercept("true", ["/a=/b"])
+    r = subprocess.run([sys.executable, "-m", "k3snb.trace", "intercept", "--", "/nonexistent/cmd"],
+                       capture_output=True, text=True)
+    assert r.returncode == 125 and "not executable" in r.stderr
+
+
+def test_cli_intercept_with_rules_file_and_log(tmp_path, fake):
+    rules = save_rules(tmp_path / "r.json", [Rule.redirect("/proc/sys/", str(fake) + "/")])
+    log = tmp_path / "icept.log"
+    r = subprocess.run([sys.executable, "-m", "k3snb.cli", "intercept", "--rules", str(rules), "--log", str(log),
+                        "--", "sh", "-c", f"cat {KEY}; exit 3"], capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.strip() == FAKE
+    assert f"{KEY} -> {fake}/kernel/cap_last_cap" in log.read_text()

@@ -1,0 +1,253 @@
+"""GVisor runner against real runsc builds: the sandbox looks like the target, dies visibly, cleans up."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import k3snb
+from k3snb._state import records
+from k3snb.errors import InvalidParameter, RemoteError, RunscMissing, SandboxDied, UsageError
+from k3snb.runners import runsc as runsc_mod
+from k3snb.runners.gvisor import GVisor, _children, extract_panic, pids_with_root
+
+pytestmark = [pytest.mark.root, pytest.mark.runsc]
+BUILDS = ["2022", pytest.param("2024", marks=pytest.mark.runsc2024)]
+
+
+def _snapshot() -> tuple[set, set, set]:
+    """What the kit could leave behind: temp dirs, state records, runsc processes of our temp root."""
+    tmp = {p.name for p in k3snb._paths.tmp_root().iterdir() if p.name.startswith("k3snb-gvisor-")}
+    root = str(k3snb._paths.tmp_root())
+    # only records of this test session (a study may run alongside with the default temp root)
+    recs = {r.id for r in records() if r.kind == "gvisor" and any(p.startswith(root) for p in r.paths)}
+    procs = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"runsc") and str(k3snb._paths.tmp_root()).encode() in cmd:
+                procs.add(int(d))
+    return tmp, recs, procs
+
+
+def _assert_gone(g: GVisor, base: Path) -> None:
+    assert not base.exists()
+    assert not pids_with_root(str(base / "state"))
+    assert g.id not in {r.id for r in records()}
+    assert not any(Path("/sys/fs/cgroup").glob(f"*/{g.id}*"))
+
+
+@pytest.fixture(scope="module", params=BUILDS)
+def sandbox(request):
+    with GVisor(request.param) as g:
+        yield g
+
+
+def test_looks_like_the_target(sandbox):
+    assert sandbox.run("uname -r").stdout.strip() == "4.4.0"
+    # statfs magic of / : V9FS_MAGIC (busybox stat, coreutils trips over gVisor's statx)
+    assert sandbox.run("busybox stat -f -c %t /").stdout.strip() == "1021997"
+    assert sandbox.run(["busybox", "stat", "-f", "-c", "%t", "/tmp"]).stdout.strip() == "1021994"  # tmpfs
+    assert os.path.exists("/dev/kmsg") and os.path.exists("/proc/sys/kernel/panic")  # the host has them
+    assert sandbox.run_python(os.path.exists, "/dev/kmsg") is False
+    assert sandbox.run_python(os.path.exists, "/proc/sys/kernel/panic") is False
+    assert sandbox.run_python(platform.release) == "4.4.0"
+
+
+def test_exit_codes_are_results(sandbox):
+    r = sandbox.run("echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr, r.sandbox_died) == (7, "out\n", "err\n", False)
+    assert sandbox.run(["false"]).returncode == 1
+    assert sandbox.run("cat", input=b"\x00bytes").stdout == "\x00bytes"
+    assert sandbox.run("echo $K3SNB_X", env={"K3SNB_X": "1"}).stdout == "1\n"
+    assert sandbox.run("pwd", cwd="/usr").stdout == "/usr\n"
+    with pytest.raises(k3snb.errors.CommandFailed):
+        sandbox.run("exit 2", check=True)
+
+
+def test_writable_places_and_shared_workdir(sandbox):
+    assert sandbox.run("touch /usr/k3snb-ro-probe").returncode != 0  # host root is read-only
+    (sandbox.workdir / "from-host").write_text("h\n")
+    r = sandbox.run(f"cat {sandbox.workdir}/from-host && echo g > {sandbox.workdir}/from-guest && echo $HOME")
+    assert r.stdout.startswith("h") and (sandbox.workdir / "from-guest").read_text() == "g\n"
+    home = r.stdout.splitlines()[-1]
+    assert sandbox.run(f"touch {home}/x /tmp/x && echo ok").stdout == "ok\n"
+
+
+def test_run_python_and_remote_error(sandbox):
+    assert sandbox.run_python(os.getpid) < 100  # inside the sandbox's pid namespace
+    with pytest.raises(RemoteError, match="FileNotFoundError"):
+        sandbox.run_python(os.listdir, "/definitely-not-here")
+
+
+def test_timeout_kills_command_and_does_not_hang(sandbox):
+    t = time.monotonic()
+    r = sandbox.run("echo started; sleep 300", timeout=1)
+    assert r.timed_out and not r.sandbox_died and time.monotonic() - t < 6
+    ps = sandbox.run("busybox ps -o stat,args").stdout
+    assert "sleep 300" not in ps  # killed, and reaped by the init (no zombie)
+    assert sandbox.run("echo still-usable").stdout == "still-usable\n"
+
+
+def test_spawn_and_terminate(sandbox):
+    sp = sandbox.spawn("echo up; exec sleep 4545")
+    deadline = time.monotonic() + 10
+    while "up" not in sp.stdout_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sp.stdout_path.read_text() == "up\n" and sp.poll() is None
+    assert "sleep 4545" in sandbox.run("busybox ps -o args").stdout
+    assert sp.terminate(grace=5) is not None
+    assert "sleep 4545" not in sandbox.run("busybox ps -o args").stdout
+
+
+def test_info_records_version(sandbox):
+    info = sandbox.info()
+    assert info["kind"] == "gvisor" and info["runsc_version"].startswith("0.0~20")
+    assert Path(info["runsc"]).is_file() and "--network=none" in info["flags"]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_killed_sandbox_is_reported_and_closable(build):
+    g = GVisor(build).start()
+    base = g.workdir.parent
+    try:
+        assert g.run("true").ok
+        sandbox_pid = next(p for p in _children(g._proc.pid)
+                           if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"runsc-sandbox"))
+        os.kill(sandbox_pid, signal.SIGKILL)
+        t = time.monotonic()
+        r = g.run("echo hi")
+        assert r.sandbox_died and not r.ok and r.crash
+        assert time.monotonic() - t < 5
+        assert not g.alive()
+        with pytest.raises(SandboxDied):
+            g.run("true", check=True)
+    finally:
+        g.close()
+    _assert_gone(g, base)
+
+
+def test_dead_while_running_is_detected():
+    with GVisor() as g:
+        victim = next(p for p in _children(g._proc.pid)
+                      if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"runsc-sandbox"))
+        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+        t = time.monotonic()
+        r = g.run("sleep 60", timeout=30)
+        assert r.sandbox_died and time.monotonic() - t < 5
+
+
+def test_cleanup_after_with_exception_and_keyboardinterrupt():
+    before = _snapshot()
+    with GVisor() as g:
+        base = g.workdir.parent
+        g.spawn("exec sleep 4646")
+        assert g.run("true").ok
+    _assert_gone(g, base)
+    with pytest.raises(RuntimeError), GVisor() as g:
+        base = g.workdir.parent
+        raise RuntimeError("boom")
+    _assert_gone(g, base)
+    with pytest.raises(KeyboardInterrupt), GVisor() as g:
+        base = g.workdir.parent
+        # Ctrl-C in the middle of a command: SIGINT to this (main) thread while run() waits
+        threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+        g.run("sleep 60")
+    _assert_gone(g, base)
+    assert _snapshot() == before
+
+
+def test_caps_option():
+    with GVisor(caps=False) as g:
+        assert g.run("grep CapEff /proc/self/status").stdout.split()[1] == "0000000000000000"
+        assert g.run("mount -t tmpfs none /mnt").returncode != 0
+    with GVisor(caps=["SYS_ADMIN"], net_raw=True) as g:
+        assert g.run("mount -t tmpfs none /mnt && echo mounted").stdout == "mounted\n"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "text"),
+    [
+        ({"runsc": "2023"}, InvalidParameter, "unknown runsc version '2023'"),
+        ({"runsc": "/nonexistent/runsc"}, RunscMissing, "does not exist"),
+        ({"bogus": 1}, InvalidParameter, "unknown GVisor option"),
+        ({"network": "bridge"}, InvalidParameter, "unknown network"),
+        ({"network": "sandbox"}, InvalidParameter, "network='sandbox'"),
+        ({"platform": "kvmm"}, InvalidParameter, "unknown platform"),
+        ({"binds": ["relative:/x"]}, InvalidParameter, "absolute"),
+        ({"runsc_flags": "--debug"}, InvalidParameter, "list of flags"),
+        ({"caps": ["SYS_NOPE"]}, InvalidParameter, "unknown capability"),
+    ],
+)
+def test_bad_input_is_one_usage_error(kwargs, exc, text):
+    before = _snapshot()
+    with pytest.raises(exc, match=text) as e:
+        GVisor(**kwargs)
+    assert isinstance(e.value, UsageError) and e.value.hint
+    assert _snapshot() == before
+
+
+def test_bad_runsc_flag_fails_start_cleanly():
+    before = _snapshot()
+    with pytest.raises(k3snb.errors.SandboxError, match="could not create") as e:
+        GVisor(runsc_flags=["--no-such-flag"], start_retries=1).start()
+    assert "no-such-flag" in str(e.value)
+    assert _snapshot() == before
+
+
+# -- runsc discovery ------------------------------------------------------------------------------
+
+
+def test_find_runsc_and_version():
+    p = runsc_mod.find_runsc("2022")
+    assert p == runsc_mod.find_runsc(None) and runsc_mod.runsc_version(p).startswith("0.0~2022")
+    assert runsc_mod.find_runsc(str(p)) == p
+    table = runsc_mod.runsc_versions()
+    assert table.rows[0]["build"] == "2022" and table.rows[0]["available"]
+    assert "runsc builds" in table._repr_html_()
+
+
+@pytest.mark.runsc2024
+def test_runsc_2024_in_cache():
+    p = runsc_mod.find_runsc("2024")
+    assert p == runsc_mod.cached_runsc_path("2024") and runsc_mod.runsc_version(p) == "0.0~20240729.0"
+    # fetch is idempotent: present -> returns at once without apt
+    t = time.monotonic()
+    assert runsc_mod.fetch_runsc_2024(quiet=True) == p and time.monotonic() - t < 2
+
+
+def test_apt_source_parsing(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "a.sources").write_text(
+        "Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        "Enabled: no\nTypes: deb\nURIs: http://off.invalid/\nSuites: trixie\nComponents: main\n")
+    (tmp_path / "sources.list").write_text("deb [arch=amd64 signed-by=/k.gpg] http://one.invalid/d bookworm main\n")
+    srcs = runsc_mod.apt_sources(tmp_path)
+    assert [s.uri for s in srcs] == ["http://mirror.invalid/debian-security", "http://mirror.invalid/debian",
+                                     "http://one.invalid/d"]
+    m = runsc_mod.debian_mirror(tmp_path)
+    assert m.uri == "http://mirror.invalid/debian" and m.signed_by.endswith("debian-archive-keyring.gpg")
+    assert runsc_mod.debian_mirror(tmp_path / "nowhere") is None
+    # the machine's real configuration has one (fetch relies on it)
+    assert runsc_mod.debian_mirror() is not None
+
+
+def test_extract_panic_from_log_text():
+    log = ("I1128 boot.go:1] starting\n"
+           "panic: running on goroutine 77 (task goroutine for kernel.Task 0xc000 is 12)\n\n"
+           "goroutine 77 [running]:\ngvisor.dev/gvisor/pkg/sentry/kernel.(*Task).assertTaskGoroutine(...)\n")
+    text = extract_panic(["nothing here\n", log])
+    assert text.splitlines()[1].startswith("panic: running on goroutine 77")
+    assert "assertTaskGoroutine" in text
+    assert extract_panic(["I1128 all fine\n"]) is None

@@ -1,0 +1,151 @@
+"""Host runner against the real kernel: private mount/uts/pid namespaces that never leak."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import k3snb
+from k3snb.errors import InvalidParameter, RemoteError, SandboxError
+from k3snb.runners.host import Host
+
+pytestmark = pytest.mark.root
+
+
+def _host_mounts() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+def _procs_with(marker: str) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{d}/cmdline").read_bytes():
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def host():
+    with Host() as h:
+        yield h
+
+
+def test_mount_persists_inside_but_not_on_host(host):
+    mnt = host.workdir / "mnt-persist"
+    mnt.mkdir()
+    assert host.run(f"mount -t tmpfs k3snb-probe-tmpfs {mnt} && echo hello > {mnt}/f").returncode == 0
+    later = host.run(f"cat {mnt}/f; grep -c k3snb-probe-tmpfs /proc/self/mountinfo")
+    assert later.stdout.split() == ["hello", "1"]
+    assert "k3snb-probe-tmpfs" not in _host_mounts()
+    assert not (mnt / "f").exists()  # the host sees the empty directory under the mount
+
+
+def test_hostname_stays_inside(host):
+    before = os.uname().nodename
+    assert host.run("hostname k3snb-inner-host").ok
+    assert host.run("hostname").stdout.strip() == "k3snb-inner-host"
+    assert os.uname().nodename == before
+
+
+def test_pid_namespace(host):
+    # pid-ns: the command sees itself with a small pid, pid 1 is the holder's init
+    r = host.run("echo $$; cat /proc/1/cmdline | tr '\\0' ' '")
+    pid, init = r.stdout.splitlines()
+    assert int(pid) < 100 and "k3snb-host-ready" in init
+
+
+def test_exit_codes_stdin_env_cwd(host):
+    assert host.run("exit 7").returncode == 7
+    assert host.run(["false"]).returncode == 1
+    assert host.run("cat", input="piped").stdout == "piped"
+    assert host.run("echo $K3SNB_X", env={"K3SNB_X": "y"}).stdout == "y\n"
+    assert host.run("pwd", cwd="/usr").stdout == "/usr\n"
+    assert host.run("pwd").stdout.strip() == str(host.workdir)
+    with pytest.raises(k3snb.errors.CommandFailed, match="exited 3"):
+        host.run("echo boom >&2; exit 3", check=True)
+
+
+def test_timeout_returns(host):
+    t = time.monotonic()
+    r = host.run("sleep 30", timeout=0.5)
+    assert r.timed_out and r.returncode is None and not r.ok
+    assert time.monotonic() - t < 5
+
+
+def test_run_python_value_and_remote_error(host):
+    assert host.run_python(os.getpid) < 100  # ran inside the pid namespace
+    assert host.run_python(os.path.join, "a", "b") == "a/b"
+    with pytest.raises(RemoteError) as e:
+        host.run_python(os.listdir, "/definitely-not-here")
+    assert "FileNotFoundError" in str(e.value) and "Traceback" in str(e.value)
+
+
+def test_copy_in_out(host, tmp_path):
+    src = tmp_path / "d"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "x.txt").write_text("payload")
+    host.copy_in(src, "/tmp/k3snb-copy-test/d")  # /tmp inside is the host's /tmp: clean it up
+    try:
+        assert host.run("cat /tmp/k3snb-copy-test/d/sub/x.txt").stdout == "payload"
+        out = host.copy_out("/tmp/k3snb-copy-test/d", tmp_path / "back")
+        assert (out / "sub" / "x.txt").read_text() == "payload"
+    finally:
+        host.run("rm -rf /tmp/k3snb-copy-test")
+
+
+def test_spawn_and_terminate(host):
+    sp = host.spawn("echo started; exec sleep 4242")
+    deadline = time.monotonic() + 5
+    while "started" not in sp.stdout_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sp.poll() is None and _procs_with("sleep\x004242")
+    rc = sp.terminate(grace=5)
+    assert rc is not None and sp.poll() is not None
+    assert not _procs_with("sleep\x004242")
+
+
+def test_close_kills_everything_and_removes_workdir():
+    h = Host().start()
+    work = h.workdir
+    h.spawn("exec sleep 4343")
+    h.run("sleep 4344 >/dev/null 2>&1 &")  # a daemon-like orphan inside the pid namespace
+    time.sleep(0.2)
+    assert _procs_with("sleep\x004343") and _procs_with("sleep\x004344")
+    h.close()
+    h.close()  # idempotent
+    assert not work.exists()
+    deadline = time.monotonic() + 3
+    while (_procs_with("sleep\x004343") or _procs_with("sleep\x004344")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _procs_with("sleep\x004343") and not _procs_with("sleep\x004344")
+    with pytest.raises(SandboxError):
+        h.run("true")
+
+
+def test_cleanup_on_exception():
+    with pytest.raises(KeyboardInterrupt), Host() as h:
+        work = h.workdir
+        raise KeyboardInterrupt
+    assert not work.exists() and not h.alive()
+
+
+def test_user_namespace_mode():
+    with Host(userns=True) as h:
+        r = h.run("cat /proc/self/uid_map; mount -t tmpfs k3snb-userns-tmpfs /mnt && grep -c k3snb-userns /proc/self/mountinfo")
+        assert r.ok, r.stderr
+        assert r.stdout.split()[-1] == "1"
+    assert "k3snb-userns-tmpfs" not in _host_mounts()
+
+
+def test_bad_option_is_usage_error():
+    with pytest.raises(InvalidParameter, match="unknown Host option") as e:
+        Host(pidns=False)
+    assert "valid options" in str(e.value)
+    assert k3snb.get_runner("host").kind == "host"

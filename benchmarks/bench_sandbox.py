@@ -54,8 +54,9 @@ def raw_detach(runsc: str) -> dict:
         r = [runsc, f"--root={base / 'state'}"]
         t0 = time.perf_counter()
         # same init as the kit; --detach returns once the container runs, so no readiness wait
+        # the detached sandbox inherits stdio: never hand it a pipe we would wait on
         subprocess.run([*r, "--network=none", "run", "--detach", "--bundle", str(b), "c"], check=True,
-                       capture_output=True, timeout=60)
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         t1 = time.perf_counter()
         subprocess.run([*r, "exec", "c", "/bin/true"], check=True, capture_output=True, timeout=60)
         t2 = time.perf_counter()
@@ -146,6 +147,8 @@ CONFIGS_2024: dict[str, dict] = {
     "overlay2=none": {"runsc_flags": ["--overlay2=none"]},
     "platform=ptrace": {"platform": "ptrace"},
     "debug": {"debug": True},
+    # not the kit: the notes' recipe (run --detach, init sleep, delete --force), default flags
+    "raw-detach": {},
     "file-access=shared+directfs=false": {"runsc_flags": ["--file-access=shared", "--overlay2=none",
                                                          "--directfs=false"]},
 }
@@ -183,14 +186,78 @@ def one_trial(build: str, opts: dict, rounds: int) -> dict:
         rec["seconds"] = round(time.perf_counter() - t0, 3)
 
 
-def stability(n: int, rounds: int, configs: list[str], budget_s: float, control_n: int) -> dict:
+def raw_detach_trial(build: str, flags: list[str], rounds: int) -> dict:
+    """The research notes' recipe verbatim: ``runsc run --detach`` + ``runsc exec``, init ``sleep``.
+
+    Kept next to the kit's trials to tell apart "the 2024 build dies" from "the detach recipe dies".
+    """
+    from k3snb.runners.gvisor import extract_panic
+
+    runsc = str(find_runsc(build))
+    base = Path(tempfile.mkdtemp(prefix="k3snb-bench-"))
+    t0 = time.perf_counter()
+    rec: dict = {"created": False, "died": False, "execs_ok": 0, "failed_execs": 0}
+    try:
+        work = base / "work"
+        work.mkdir()
+        b = _oci.write_bundle(base / "bundle", _oci.spec(str(work), env={"HOME": "/tmp"}))
+        r = [runsc, f"--root={base / 'state'}"]
+        logs = [f"--debug-log={base}/logs/", f"--panic-log={base}/logs/panic.log"]
+        (base / "logs").mkdir()
+        with open(base / "logs" / "run.stderr", "w") as err:  # a pipe would be inherited by the sandbox
+            c = subprocess.run([*r, *logs, "--network=none", *flags, "run", "--detach", "--bundle", str(b), "c"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+        if c.returncode != 0:
+            rec["create_error"] = (base / "logs" / "run.stderr").read_text()[-300:]
+            return rec
+        rec["created"] = True
+        for _ in range(rounds):
+            for argv in EXECS:
+                try:
+                    e = subprocess.run([*r, "exec", "c", *argv], capture_output=True, text=True, timeout=60)
+                    rc, err = e.returncode, e.stderr
+                except subprocess.TimeoutExpired:
+                    rc, err = None, "timeout"
+                st = subprocess.run([*r, "state", "c"], capture_output=True, text=True, timeout=30)
+                if '"running"' not in st.stdout or "urpc" in err or "control server" in err:
+                    texts = [p.read_text(errors="replace") for p in sorted((base / "logs").glob("*"))]
+                    rec.update(died=True, died_at_exec=rec["execs_ok"] + rec["failed_execs"] + 1,
+                               crash_head="\n".join((extract_panic(texts) or "").splitlines()[:8])[:800],
+                               exec_stderr=err.strip()[-300:])
+                    return rec
+                if rc == 0:
+                    rec["execs_ok"] += 1
+                else:
+                    rec["failed_execs"] += 1
+        return rec
+    finally:
+        subprocess.run([runsc, f"--root={base / 'state'}", "delete", "--force", "c"], capture_output=True,
+                       timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+
+
+def _trial(c: str, rounds: int) -> dict:
+    if c.startswith("raw-detach"):
+        return raw_detach_trial("2024", CONFIGS_2024[c].get("runsc_flags", []), rounds)
+    return one_trial("2024", CONFIGS_2024[c], rounds)
+
+
+def stability(n: int, rounds: int, configs: list[str], budget_s: float, control_n: int,
+              parallel: int = 1) -> dict:
     runsc = find_runsc("2024")
     results: dict[str, list[dict]] = {c: [] for c in configs}
     control: list[dict] = []
     t_start = time.monotonic()
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(parallel) if parallel > 1 else None
     for i in range(n):
         for c in configs:
-            results[c].append(one_trial("2024", CONFIGS_2024[c], rounds))
+            if pool:  # several sandboxes at once on 2 CPUs: contention as a stressor
+                results[c] += list(pool.map(lambda _, c=c: _trial(c, rounds), range(parallel)))
+            else:
+                results[c].append(_trial(c, rounds))
         if i < control_n:
             control.append(one_trial("2022", {}, rounds))
         done = i + 1
@@ -213,13 +280,15 @@ def stability(n: int, rounds: int, configs: list[str], budget_s: float, control_
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "runsc": str(runsc), "runsc_version": runsc_version(runsc),
-        "method": f"fresh GVisor sandbox per trial (start_retries=0), {rounds} rounds of "
+        "method": f"fresh sandbox per trial (kit: GVisor, start_retries=0; raw-detach: run --detach + exec), "
+                  f"{parallel} at a time, {rounds} rounds of "
                   f"{[' '.join(a) for a in EXECS]}; configurations interleaved round-robin",
         "summary": {c: summarize(rs) for c, rs in results.items()},
         "control_2022": summarize(control) if control else None,
         "trials": results,
         "control_2022_trials": control,
         "wall_s": round(time.monotonic() - t_start, 1),
+        "parallel": parallel,
     }
 
 
@@ -232,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default=",".join(CONFIGS_2024))
     ap.add_argument("--budget", type=float, default=900.0, help="stop adding trials after this many seconds")
     ap.add_argument("--control", type=int, default=10, help="2022 control trials")
+    ap.add_argument("--parallel", type=int, default=1, help="stability: sandboxes at once per configuration")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -240,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(a.out or DATA / "sandbox-lifecycle.json")
         print(json.dumps({"medians_ms": res["medians_ms"], "ratio_kit_over": res["ratio_kit_over"]}, indent=1))
     else:
-        res = stability(a.n or 30, a.rounds, a.configs.split(","), a.budget, a.control)
+        res = stability(a.n or 30, a.rounds, a.configs.split(","), a.budget, a.control, a.parallel)
         out = Path(a.out or DATA / "runsc-2024-stability.json")
         print(json.dumps({"summary": res["summary"], "control_2022": res["control_2022"]}, indent=1))
     out.write_text(json.dumps(res, indent=1) + "\n")

@@ -207,7 +207,7 @@ def test_install_layout_and_refuses_foreign_files(tmp_path):
 
 
 @pytest.mark.parametrize("kw", [{"subnet": "10.0.0.0/99"}, {"subnet": "10.0.0.1/32"}, {"names": ()},
-                                {"aliases": ("../x",)}, {"cni_version": "0.2.0"}])
+                                {"aliases": ("../x",)}, {"cni_version": "0.2.0"}, {"python": "/opt/my env/python"}])
 def test_install_bad_input(tmp_path, kw):
     with pytest.raises(InvalidParameter) as e:
         install_cni(tmp_path / "b", tmp_path / "c", **kw)
@@ -232,3 +232,23 @@ def test_cli_install(tmp_path, capsys):
     with pytest.raises(InvalidParameter):
         _cli(["cni", "install", "--bin-dir", str(tmp_path / "b"), "--conf-dir", str(tmp_path / "c"),
               "--subnet", "nonsense"])
+
+
+def test_changed_range_reallocates(inst):
+    old = add(inst, "mover").addresses[0]
+    conf = plugin_conf(inst)
+    conf["ipam"]["ranges"] = [[{"subnet": "10.123.0.0/24"}]]
+    new = add(inst, "mover", conf=conf).addresses[0]
+    assert old.startswith("10.99.0.") and new == "10.123.0.2/24"
+    assert inst.allocations()["mover/eth0"]["ips"][0]["address"] == new
+
+
+def test_chained_after_another_plugin_keeps_prev_result(inst):
+    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "lo", "sandbox": "/run/netns/t"}],
+            "ips": [{"address": "127.0.0.1/8", "interface": 0}], "dns": {"nameservers": ["10.43.0.10"]}}
+    r = add(inst, "chained", conf=plugin_conf(inst, prevResult=prev))
+    assert r.ok, r.reply
+    assert [i["name"] for i in r.reply["interfaces"]] == ["lo", "eth0"]
+    assert r.reply["ips"][0]["address"] == "127.0.0.1/8"
+    assert r.reply["ips"][1]["interface"] == 1 and r.reply["ips"][1]["address"].startswith("10.99.0.")
+    assert r.reply["dns"] == {"nameservers": ["10.43.0.10"]}

@@ -60,17 +60,17 @@ def podman(tmp_path):
                 raise AssertionError(f"podman {' '.join(args)} failed: {p.stderr}")
             return p.stdout.strip()
 
-        info = json.loads(run("info", "--format", "json"))
-        if info["host"].get("networkBackend") != "cni":
-            pytest.skip(f"podman network backend is {info['host'].get('networkBackend')!r}, not cni")
-        rootfs = d / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-        for applet in ("sh", "sleep", "cat"):
-            (rootfs / "bin" / applet).symlink_to("busybox")
-        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(d / "bb.tar"), "."], check=True)
-        run("import", str(d / "bb.tar"), "localhost/k3snb-busybox:test")
-        try:
+        try:  # containers go before the temp dir (tracked_tempdir removes it on any exit)
+            info = json.loads(run("info", "--format", "json"))
+            if info["host"].get("networkBackend") != "cni":
+                pytest.skip(f"podman network backend is {info['host'].get('networkBackend')!r}, not cni")
+            rootfs = d / "rootfs"
+            (rootfs / "bin").mkdir(parents=True)
+            shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+            for applet in ("sh", "sleep", "cat"):
+                (rootfs / "bin" / applet).symlink_to("busybox")
+            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(d / "bb.tar"), "."], check=True)
+            run("import", str(d / "bb.tar"), "localhost/k3snb-busybox:test")
             yield run, inst
         finally:
             run("rm", "-af", "-t", "0", check=False)

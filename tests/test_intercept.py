@@ -253,7 +253,7 @@ RESTART_C = r"""
 #include <string.h>
 #include <unistd.h>
 static volatile int hits;
-static void h(int s) { char junk[4096]; memset(junk, 0x5a, sizeof junk); hits += junk[100] == 0x5a; }
+static void h(int s) { volatile char junk[8192]; for (int i = 0; i < 8192; i++) junk[i] = 0x5a; hits += junk[100] == 0x5a; }
 int main(int argc, char **argv) {
     struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = h; sa.sa_flags = SA_RESTART;
     sigaction(SIGUSR1, &sa, 0);
@@ -282,6 +282,33 @@ def test_erestartsys_restart_sees_the_rewritten_path(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("payload") and "hits=5" in r.stdout
     assert r.stats["rewrites"] >= 2  # rewritten again at each restart
+
+
+REGS_C = r"""
+#include <stdio.h>
+int main(int argc, char **argv) {
+    const char *path = argv[1], *after; long ret;
+    /* openat(AT_FDCWD, path, O_RDONLY): the kernel preserves rsi, so compiled code may reuse it */
+    __asm__ volatile ("syscall" : "=a"(ret), "=S"(after)
+                      : "a"(257), "D"(-100), "S"(path), "d"(0) : "rcx", "r11", "memory");
+    printf("fd_ok=%d same_rsi=%d\n", ret >= 0, after == path);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("seccomp", MODES)
+def test_argument_register_is_restored_after_rewrite(tmp_path, fake, seccomp):
+    import shutil
+
+    if not shutil.which("gcc"):
+        pytest.skip("gcc missing")
+    (tmp_path / "regs.c").write_text(REGS_C)
+    subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "regs"), str(tmp_path / "regs.c")], check=True)
+    r = intercept([str(tmp_path / "regs"), "/k3snb-virtual/kernel/cap_last_cap"],
+                  [Rule.redirect("/k3snb-virtual/", str(fake) + "/")], seccomp=seccomp)
+    assert r.stdout.strip() == "fd_ok=1 same_rsi=1", r.stdout + r.stderr
+    assert r.stats["rewrites"] == 1
 
 
 def test_rules_json_roundtrip_and_bad_input(tmp_path):

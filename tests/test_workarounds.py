@@ -10,7 +10,7 @@ import pytest
 
 import k3snb
 from k3snb.errors import InvalidParameter, UsageError, WorkaroundFailed
-from k3snb.workarounds import LaunchPlan, Workaround, get_workaround, ids, workarounds
+from k3snb.workarounds import LaunchPlan, Workaround, _ops, get_workaround, ids, workarounds
 from k3snb.workarounds._base import metadata, research_only
 
 RUNNER_WORKAROUNDS = sorted(w for w, m in metadata().items() if m["kind"] == "runner")
@@ -37,20 +37,15 @@ def test_catalogue_covers_every_research_workaround():
 
 
 def test_metadata_fields_and_classes():
-    sig_ids = None
-    try:
-        sig_ids = [s["id"] for s in k3snb.signatures().to_frame().to_dict(orient="records")]
-    except Exception:  # noqa: BLE001 - classifier catalogue optional for this check
-        pass
+    sig_ids = list(k3snb.signatures().to_frame()["id"])
     assert set(ids()) == set(metadata())
     for wid, m in metadata().items():
         assert {"id", "title", "kind", "research", "signatures", "description"} <= set(m), wid
         assert m["kind"] in ("runner", "flag")
         assert all(re.fullmatch(r"W\d+", w) for w in m["research"]), wid
         assert all(re.fullmatch(r"S\d+[a-z]?", s) for s in m["signatures"]), wid
-        if sig_ids:
-            for s in m["signatures"]:
-                assert any(x.startswith(s) for x in sig_ids), f"{wid}: signature {s} not in the classifier"
+        for s in m["signatures"]:
+            assert any(x.startswith(s) for x in sig_ids), f"{wid}: signature {s} not in the classifier"
         w = get_workaround(wid)
         assert isinstance(w, Workaround) and w.id == wid
         if m["kind"] == "flag":
@@ -171,10 +166,10 @@ def test_runner_workaround_cycle_in_gvisor(gvisor_runner, wid):
 @pytest.mark.runsc
 def test_cgroup_unsupported_controller_fails_cleanly_in_gvisor(gvisor_runner):
     w = get_workaround("cgroup-v1", controllers=("cpu", "devices"))
-    before = gvisor_runner.run_python(_mountpoints)
+    before = gvisor_runner.run_python(_ops.mountpoints)
     with pytest.raises(WorkaroundFailed, match="devices"):
         w.apply(gvisor_runner)
-    assert gvisor_runner.run_python(_mountpoints) == before  # partial mounts rolled back
+    assert gvisor_runner.run_python(_ops.mountpoints) == before  # partial mounts rolled back
 
 
 @pytest.mark.root
@@ -183,12 +178,6 @@ def test_fake_tmpfs_cgroup_layout_is_not_cgroupfs(gvisor_runner):
     out = _cycle(gvisor_runner, "cgroup-v1", layout="fake-tmpfs")
     rows = out["check"].detail["controllers"]
     assert all(r["f_type"] == "0x1021994" for r in rows.values())  # tmpfs: what runc rejects (S21)
-
-
-def _mountpoints() -> list[str]:
-    from k3snb.workarounds import _ops
-
-    return sorted(m["mountpoint"] for m in _ops.mountinfo())
 
 
 @pytest.mark.root

@@ -68,11 +68,12 @@ class CniInstall(Rich):
         rows += [{"kind": "conflist", "path": str(self.conflist)}, {"kind": "data_dir", "path": str(self.data_dir)}]
         return pd.DataFrame(rows)
 
-    def allocations(self) -> dict[str, dict]:
-        """Current address allocations (``"<container id>/<ifname>" -> {...}``) of this network."""
+    def allocations(self, network: str | None = None) -> dict[str, dict]:
+        """Current address allocations (``"<container id>/<ifname>" -> {...}``) of ``network``
+        (default: the installed conflist's network)."""
         from ._ipam import Store
 
-        p = Store(self.data_dir, self.network).path
+        p = Store(self.data_dir, network or self.network).path
         return json.loads(p.read_text()).get("allocations", {}) if p.exists() else {}
 
     def calls(self) -> list[dict]:
@@ -125,7 +126,12 @@ def install_cni(
                 hint="choose another bin_dir, remove the file, or pass force=True (--force) to replace it",
             )
     bdir.mkdir(parents=True, exist_ok=True)
-    text = _script(python or sys.executable)
+    py = python or sys.executable
+    if not py or any(c.isspace() for c in py):
+        # a shebang line cannot carry an interpreter path with spaces
+        raise InvalidParameter(f"interpreter path {py!r} is empty or has whitespace",
+                               hint="pass python=/path/without/spaces (e.g. a venv symlink)")
+    text = _script(py)
     for t in targets:
         tmp = t.with_name(f".{t.name}.k3snb-tmp")
         tmp.write_text(text)

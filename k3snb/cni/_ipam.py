@@ -160,8 +160,9 @@ def allocate(store: Store, sets: list[list[Range]], container_id: str, ifname: s
     """Addresses for one attachment: the stored ones if present (stable), else the lowest free ones."""
     k = key(container_id, ifname)
     have = store.allocations.get(k)
-    if have:
+    if have and _still_valid(have["ips"], sets):
         return have["ips"]
+    store.allocations.pop(k, None)  # config changed under a live attachment: allocate afresh
     used = {ip["address"].split("/")[0] for a in store.allocations.values() for ip in a["ips"]}
     ips = []
     for rs in sets:
@@ -190,6 +191,16 @@ def allocate(store: Store, sets: list[list[Range]], container_id: str, ifname: s
         used.add(str(ip))
     store.allocations[k] = {"ips": ips, "container_id": container_id, "ifname": ifname, "created": time.time()}
     return ips
+
+
+def _still_valid(ips: list[dict], sets: list[list[Range]]) -> bool:
+    if len(ips) != len(sets):
+        return False
+    for ip, rs in zip(ips, sets, strict=True):
+        addr = ipaddress.ip_interface(ip["address"]).ip
+        if not any(int(r.start) <= int(addr) <= int(r.end) and addr in r.subnet for r in rs):
+            return False
+    return True
 
 
 def release(store: Store, container_id: str, ifname: str) -> bool:

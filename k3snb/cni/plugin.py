@@ -77,6 +77,21 @@ def _result(version: str, ips: list[dict], conf: dict, iface: dict | None) -> di
     return res
 
 
+def _chain(prev: dict, ours: dict) -> dict:
+    """Not first in the chain: keep the previous plugins' interfaces/ips/routes, append ours."""
+    out = dict(prev, cniVersion=ours["cniVersion"])
+    ifaces = list(prev.get("interfaces") or [])
+    for ip in ours["ips"]:
+        if "interface" in ip:
+            ip["interface"] = len(ifaces)
+    out["interfaces"] = ifaces + ours.get("interfaces", [])
+    out["ips"] = list(prev.get("ips") or []) + ours["ips"]
+    if ours.get("routes"):
+        out["routes"] = list(prev.get("routes") or []) + ours["routes"]
+    out["dns"] = prev.get("dns") or ours["dns"]
+    return out
+
+
 class Plugin:
     def __init__(self, name: str, env: dict[str, str], conf: dict) -> None:
         self.name, self.env, self.conf = name, env, conf
@@ -121,7 +136,9 @@ class Plugin:
             ips = allocate(st, sets, cid, ifname)
             st.allocations[key(cid, ifname)]["netns"] = self.env.get("CNI_NETNS", "")
             st.save()
-        return _result(self.version, ips, self.conf, self.iface(cid, ifname))
+        res = _result(self.version, ips, self.conf, self.iface(cid, ifname))
+        prev = self.conf.get("prevResult")
+        return _chain(prev, res) if isinstance(prev, dict) and not self.ipam_mode else res
 
     def delete(self) -> None:
         # DEL must succeed for unknown containers and repeated calls (idempotent); no netns needed

@@ -1,6 +1,6 @@
 """Batch execution of experiment notebooks with papermill.
 
-Each experiment runs in its own worker process (``python -m k3snb.experiments._execute``) with its own
+Each experiment runs in its own worker process (``python -m k3snb.experiments._worker``) with its own
 kernel, so a dead kernel, a crashed gVisor sandbox or a hung cell costs one experiment, not the batch.
 Every process the worker starts inherits ``K3SNB_RUN_TAG``; whatever still carries the tag when the
 experiment ends (timeout, Ctrl-C, a notebook that forgot to stop k3s) is killed. Jupyter, IPython and
@@ -144,7 +144,7 @@ def _plan(
     declared: dict[str, dict | None] = {}
     for e in selected:
         declared[e.id] = notebook_parameters(e.path) if e.path.is_file() else None
-        unknown = set(e.parameters) - set(declared[e.id] or e.parameters)
+        unknown = set(e.parameters) - set(declared[e.id]) if declared[e.id] is not None else set()
         if unknown:
             raise UsageError(f"registry defaults {sorted(unknown)} of {e.id} are not parameters of {e.notebook}")
 
@@ -434,8 +434,10 @@ def _row(u: _Unit, status: str, reason: str | None, duration: float | None, run_
 def _execute_all(units, run_dir, env_base, run_id, record, summary, kernel, timeout, in_place, progress):
     from tqdm.auto import tqdm
 
-    # disable=None: a bar on a terminal or in a notebook; plain lines in CI logs (see _done)
-    bar = tqdm(total=len(units), desc="experiments", unit="nb", disable=None if progress else True, file=sys.stderr)
+    # a bar on a terminal or in a notebook; plain lines in CI logs (disable=None means "if not a tty")
+    in_kernel = "ipykernel" in sys.modules
+    disable = True if not progress else (False if in_kernel else None)
+    bar = tqdm(total=len(units), desc="experiments", unit="nb", disable=disable, file=sys.stderr)
     try:
         for u in units:
             bar.set_postfix_str(u.name)
@@ -481,7 +483,7 @@ def _execute_one(u: _Unit, run_dir: Path, env_base: dict, run_id: str, record: _
     status, reason = "failed", ""
     with open(d / "log.txt", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "k3snb.experiments._execute", json.dumps(spec)],
+            [sys.executable, "-m", "k3snb.experiments._worker", json.dumps(spec)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(d),
             start_new_session=True,  # Ctrl-C reaches the parent only; it decides how to stop the worker
         )
@@ -525,41 +527,3 @@ def _execute_one(u: _Unit, run_dir: Path, env_base: dict, run_id: str, record: _
     if status == "passed" and in_place:
         shutil.copyfile(d / u.exp.notebook, u.exp.path)
     return _row(u, status, reason, time.monotonic() - t0, run_dir)
-
-
-# -- worker ------------------------------------------------------------------------------------
-
-
-def _worker(spec: dict[str, Any]) -> int:
-    import logging
-
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import nbformat
-    import papermill
-
-    result: dict[str, Any]
-    try:
-        papermill.execute_notebook(
-            spec["input"], spec["output"], parameters=spec["parameters"], kernel_name=spec["kernel"],
-            start_timeout=spec["start_timeout"], execution_timeout=spec["execution_timeout"],
-            log_output=True, progress_bar=False, cwd=spec["cwd"],
-        )
-        result = {"status": "passed"}
-    except papermill.PapermillExecutionError as e:
-        result = {"status": "failed", "reason": f"cell {e.exec_count}: {e.ename}: {e.evalue}"[:400]}
-    except KeyboardInterrupt:
-        result = {"status": "failed", "reason": "interrupted"}
-    except Exception as e:  # dead kernel, no such kernel, timeout: one row, not a crashed batch
-        result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:400]}
-    # papermill keeps the source kernelspec; pin ours so nbval re-executes with the same kernel
-    with contextlib.suppress(OSError, ValueError):
-        nb = nbformat.read(spec["output"], as_version=4)
-        nb.metadata["kernelspec"] = {"name": spec["kernel"], "display_name": KERNEL_DISPLAY, "language": "python"}
-        nbformat.write(nb, spec["output"])
-    Path(spec["status"]).write_text(json.dumps(result))
-    return 0 if result["status"] == "passed" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(json.loads(sys.argv[1])))

@@ -264,6 +264,17 @@ class Classification(Rich):
     def blocked(self) -> bool:
         return self.first_fatal is not None
 
+    @property
+    def blocked_at(self) -> str | None:
+        """The lifecycle stage the first fatal failure stops (None when nothing fatal matched)."""
+        ff = self.first_fatal
+        return ff["stage"] if ff else None
+
+    @property
+    def workarounds(self) -> list[str]:
+        """W ids suggested by the failures, in order of first appearance."""
+        return list(dict.fromkeys(w for m in self.matches if m["kind"] == "failure" for w in m["workarounds"]))
+
     def blockers(self):
         """Failures aggregated per signature: count, first/last line, workarounds."""
         import pandas as pd
@@ -288,6 +299,8 @@ class Classification(Rich):
             "blockers": ",".join(self.ids) or "none",
             "furthest_stage": self.catalog.label(self.furthest_stage) or "none",
             "first_fatal": f"{ff['id']} (line {ff['line']})" if ff else "none",
+            "blocked_at": self.catalog.label(self.blocked_at) or "none",
+            "workarounds": ",".join(self.workarounds) or "none",
         }
 
     def _repr_text(self) -> str:

@@ -30,7 +30,7 @@ from . import _seccomp as S
 from ._rules import Rule
 
 ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
-RED_ZONE_GAP = 1024  # bytes kept free below rsp: the 128-byte ABI red zone plus margin
+RED_ZONE_GAP = 256  # bytes kept free below rsp: the 128-byte ABI red zone plus margin
 GROUP_STOP_SIGS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 EXPECT_NONE, EXPECT_ENTER, EXPECT_EXIT = 0, 1, 2
@@ -433,7 +433,10 @@ class Engine:
     def on_exit(self, t: Task, regs) -> None:
         changed = False
         if t.restore:
+            for reg, val in t.restore:
+                setattr(regs, reg, val)
             t.restore = None
+            changed = True
         if t.force_errno:
             regs.rax = P.to_unsigned(-t.force_errno)
             changed = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -173,6 +174,7 @@ def run(ns: argparse.Namespace) -> int:
                 "stats": eng.stats if eng else {}, "features": eng.features.to_dict() if eng else {},
                 "seccomp": eng.use_seccomp if eng else None, "rules": [r.to_json() for r in rules],
                 "tracer_pid": os.getpid(),
+                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             }
             Path(ns.meta).write_text(json.dumps(meta))
         if logf is not None and logf is not sys.stderr:

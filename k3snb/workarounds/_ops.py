@@ -455,3 +455,7 @@ def _zombie(pid: int) -> bool:
         return s[s.rindex(b")") + 2 : s.rindex(b")") + 3] == b"Z"
     except (OSError, ValueError):
         return True
+
+
+def mountpoints() -> list[str]:
+    return sorted(m["mountpoint"] for m in mountinfo())

@@ -1,0 +1,149 @@
+"""Tracing real process trees on the host: rows from grandchildren, threads and new namespaces,
+process events, failure views, syscall filters, attach/detach, diff, bounded memory, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from k3snb.errors import InvalidParameter
+from k3snb.trace import Rule, Trace, diff, trace
+
+
+def test_grandchildren_rows_tree_and_exit_events():
+    t = trace("sh -c \"sh -c 'cat /etc/hostname /k3snb-missing-file'\"; exit 3")
+    assert t.returncode == 3
+    tree = t.tree()
+    cat = tree[tree.exe == "/usr/bin/cat"]
+    assert len(cat) == 1
+    inner = tree[tree.pid == int(cat.parent.iloc[0])]
+    outer = tree[tree.pid == int(inner.parent.iloc[0])]
+    assert inner.exe.iloc[0].endswith("dash") and outer.exe.iloc[0].endswith("dash")
+    assert int(cat.exit.iloc[0]) == 1 and int(outer.exit.iloc[0]) == 3
+    d = t.df
+    rows = d[(d.syscall == "openat") & (d.path == "/k3snb-missing-file")]
+    assert len(rows) == 1 and rows.errno.iloc[0] == "ENOENT" and rows.ret.iloc[0] == -2
+    assert rows.flags.iloc[0].startswith("O_RDONLY")
+    ev = t.events()
+    assert {"fork", "exec", "exit"} <= set(ev.event)
+    f = t.failures()
+    hit = f[(f.path == "/k3snb-missing-file")]
+    assert hit.errno.tolist() == ["ENOENT"] and hit.syscall.tolist() == ["openat"]
+    files = t.files()
+    assert "/etc/hostname" in set(files.path)
+    assert set(d.columns) >= {"time", "pid", "tid", "parent", "exe", "syscall", "args", "path", "fd", "flags",
+                              "ret", "errno", "duration"}
+
+
+def test_threads_and_new_namespaces_have_rows():
+    py = ("import threading;ts=[threading.Thread(target=lambda: open('/etc/hostname').read()) for _ in range(3)];"
+          "[t.start() for t in ts];[t.join() for t in ts]")
+    t = trace(f"{sys.executable} -c \"{py}\"; unshare -m -p -f -U -r sh -c 'cat /etc/hostname'",
+              syscalls=["openat", "%process"])
+    d = t.df
+    reads = d[(d.syscall == "openat") & (d.path == "/etc/hostname")]
+    py_rows = reads[reads.exe == os.path.realpath(sys.executable)]
+    assert len(py_rows) == 3 and py_rows.tid.nunique() == 3 and py_rows.pid.nunique() == 1
+    ns_rows = reads[reads.exe == "/usr/bin/cat"]
+    assert len(ns_rows) == 1  # the cat inside new user, mount and pid namespaces
+    unshare = d[d.syscall == "unshare"]
+    assert len(unshare) == 1 and unshare.ret.iloc[0] == 0
+    assert t.meta["seccomp"] is True  # a syscall subset uses the BPF filter
+    assert set(d[d.event == "syscall"].syscall) <= {"openat"} | {
+        "fork", "vfork", "clone", "clone3", "execve", "execveat", "exit", "exit_group", "wait4", "waitid",
+        "kill", "tkill", "tgkill", "unshare", "setns"}
+
+
+def test_killed_by_signal_is_an_event_and_the_returncode():
+    t = trace("kill -USR1 $$")
+    assert t.returncode == -10
+    k = t.events()
+    k = k[k.event == "killed"]
+    assert k.detail.tolist() == ["SIGUSR1"]
+
+
+def test_attach_to_running_process_and_detach(tmp_path):
+    p = subprocess.Popen(["sh", "-c", "while :; do cat /etc/hostname >/dev/null; sleep 0.05; done"])
+    try:
+        time.sleep(0.2)
+        t = trace(pid=p.pid, duration=1.0)
+        d = t.df
+        assert (d.path == "/etc/hostname").sum() >= 3
+        assert p.poll() is None  # detached, still running
+        time.sleep(0.2)
+        with open(f"/proc/{p.pid}/status") as f:
+            assert "TracerPid:\t0" in f.read()
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_diff_names_what_fails_only_in_one_run(tmp_path):
+    (tmp_path / "here").write_text("x\n")
+    cmd = "cat /k3snb-diff-probe; cat /etc/hostname >/dev/null"
+    a = trace(cmd, syscalls="%file", rules=[Rule.redirect("/k3snb-diff-probe", str(tmp_path / "here"))])
+    b = trace(cmd, syscalls="%file")
+    assert a.returncode == 0 and b.returncode == 1
+    dd = diff(a, b, names=("fixed", "plain"))
+    assert len(dd.only_a) == 0
+    row = dd.only_b[dd.only_b.path == "/k3snb-diff-probe"]
+    assert row.errno.tolist() == ["ENOENT"] and row.exe.tolist() == ["cat"]
+    fd = dd.first_divergence
+    assert fd["syscall"] == "openat" and fd["path"] == "/k3snb-diff-probe"
+    assert fd["fixed"] == "ok" and fd["plain"] == "ENOENT"
+    # the rewrite shows up in the traced row
+    rw = a.rewrites()
+    assert rw.detail.str.contains(str(tmp_path / "here")).any()
+    assert "<table" in dd._repr_html_() and "fail only" in repr(dd.summary())
+
+
+def test_large_trace_streams_in_batches_with_bounded_memory(tmp_path):
+    t = trace("find /usr/share -maxdepth 4 | wc -l", syscalls="%file", out=tmp_path)
+    rows = t.meta["rows"]
+    assert rows > 60_000, rows  # more than one 50k-row batch was written
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(t.path)) as src:
+        assert ipc.open_file(src).num_record_batches >= 2
+    assert t.meta["maxrss_kb"] < 400_000  # the tracer never held the whole trace
+    few = t.to_frame(["syscall", "errno"])
+    assert list(few.columns) == ["syscall", "errno"] and len(few) == rows
+
+
+def test_bad_input_gives_one_clear_error():
+    with pytest.raises(InvalidParameter, match="unknown syscall 'opnat'"):
+        trace("true", syscalls=["opnat"])
+    with pytest.raises(InvalidParameter, match="category"):
+        trace("true", syscalls="%nosuch")
+    with pytest.raises(InvalidParameter, match="exactly one"):
+        trace()
+    with pytest.raises(InvalidParameter, match="empty command"):
+        trace("")
+
+
+def test_html_repr_and_summary():
+    t = trace("ls /k3snb-nope", syscalls="%file")
+    assert isinstance(t, Trace)
+    html = t._repr_html_()
+    assert "failing syscalls" in html and "k3snb-nope" in html
+    assert t.summary()["returncode"] == 2
+    assert "Trace" in repr(t)
+
+
+def test_cli_trace_writes_arrow_and_exits_with_command_status(tmp_path):
+    out = tmp_path / "t.arrow"
+    meta = tmp_path / "m.json"
+    r = subprocess.run([sys.executable, "-m", "k3snb.cli", "trace", "--out", str(out), "--meta", str(meta),
+                        "-e", "%file", "--", "sh", "-c", "cat /k3snb-cli-missing; exit 4"],
+                       capture_output=True, text=True)
+    assert r.returncode == 4, r.stderr
+    m = json.loads(meta.read_text())
+    assert m["rows"] > 0 and m["returncode"] == 4
+    t = Trace(path=out, command=[], returncode=4)
+    assert "/k3snb-cli-missing" in set(t.df.path.dropna())

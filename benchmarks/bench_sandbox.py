@@ -153,6 +153,9 @@ CONFIGS_2024: dict[str, dict] = {
                                                          "--directfs=false"]},
 }
 EXECS = [["python3", "-c", "import os; print(os.getpid())"], ["ls", "/proc/sys/vm"], ["cat", "/proc/mounts"]]
+# heavier: the kit's own env (hundreds of mmapped .so/.py files read through the gofer/9p root)
+EXECS_HEAVY = [[sys.executable, "-c", "import pandas, psutil, kubernetes; print(len(psutil.pids()))"],
+               ["ls", "/proc/sys/vm"], ["cat", "/proc/mounts"]]
 
 
 def one_trial(build: str, opts: dict, rounds: int) -> dict:
@@ -280,6 +283,7 @@ def stability(n: int, rounds: int, configs: list[str], budget_s: float, control_
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "runsc": str(runsc), "runsc_version": runsc_version(runsc),
+        "workload": [" ".join(x) for x in EXECS],
         "method": f"fresh sandbox per trial (kit: GVisor, start_retries=0; raw-detach: run --detach + exec), "
                   f"{parallel} at a time, {rounds} rounds of "
                   f"{[' '.join(a) for a in EXECS]}; configurations interleaved round-robin",
@@ -301,10 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default=",".join(CONFIGS_2024))
     ap.add_argument("--budget", type=float, default=900.0, help="stop adding trials after this many seconds")
     ap.add_argument("--control", type=int, default=10, help="2022 control trials")
+    ap.add_argument("--workload", choices=["light", "heavy"], default="light",
+                    help="stability: light = python3/ls/cat (the notes' execs); heavy = import pandas etc.")
     ap.add_argument("--parallel", type=int, default=1, help="stability: sandboxes at once per configuration")
+    ap.add_argument("--append", action="store_true", help="stability: add this run to the file's list of runs")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
+    if a.workload == "heavy":
+        EXECS[:] = EXECS_HEAVY
     if a.mode == "lifecycle":
         res = lifecycle(a.n or 15, a.runsc)
         out = Path(a.out or DATA / "sandbox-lifecycle.json")
@@ -313,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         res = stability(a.n or 30, a.rounds, a.configs.split(","), a.budget, a.control, a.parallel)
         out = Path(a.out or DATA / "runsc-2024-stability.json")
         print(json.dumps({"summary": res["summary"], "control_2022": res["control_2022"]}, indent=1))
+        runs = []
+        if a.append and out.exists():
+            old = json.loads(out.read_text())
+            runs = old.get("runs", [old])
+        res = {"study": "runsc-2024-stability", "runs": [*runs, res]}
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ gVisor the host-side runsc sandbox processes — the sentry's resource use *is* 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,7 +40,7 @@ def _roots_of(target: Any) -> Callable[[], list[int]]:
                            hint="pass a pid, a list of pids, a psutil.Process, a spawned process or a K3sCluster")
 
 
-@dataclass
+@dataclass(repr=False)
 class Monitor(Rich):
     """A running (or finished) sampler. ``stop()`` ends it; ``to_frame()`` has one row per process per sample."""
 
@@ -178,3 +179,12 @@ class Monitor(Rich):
 def monitor(target: Any, interval: float = 2.0, duration: float | None = None) -> Monitor:
     """Start sampling ``target``'s process tree every ``interval`` s (for ``duration`` s, or until stop())."""
     return Monitor(_roots_of(target), interval=interval, duration=duration)
+
+
+class _CallableModule(sys.modules[__name__].__class__):
+    # ``k3snb.monitor`` is both this module and the flat-API function (see k3snb/__init__.py)
+    def __call__(self, target: Any, interval: float = 2.0, duration: float | None = None) -> Monitor:
+        return monitor(target, interval, duration)
+
+
+sys.modules[__name__].__class__ = _CallableModule

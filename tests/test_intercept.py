@@ -59,12 +59,16 @@ def test_redirect_through_shells_children_threads_and_vfork(fake, seccomp):
 
 def test_prefix_redirect_relative_paths_and_dirfds(fake):
     # relative to the cwd and to an O_DIRECTORY fd: the tracer resolves both before matching
-    py = (f"import os; d=os.open('/proc/sys/kernel', os.O_RDONLY|os.O_DIRECTORY);"
-          f"print(os.read(os.open('cap_last_cap', os.O_RDONLY, dir_fd=d), 10).decode().strip())")
+    py = ("import os; d=os.open('/proc/sys/kernel', os.O_RDONLY|os.O_DIRECTORY);"
+          "print(os.read(os.open('cap_last_cap', os.O_RDONLY, dir_fd=d), 10).decode().strip())")
     r = intercept(f"cd /proc/sys/kernel && cat cap_last_cap && cat ../kernel/./cap_last_cap && "
                   f"{sys.executable} -c \"{py}\"", [Rule.redirect("/proc/sys/", str(fake) + "/")])
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [FAKE, FAKE, FAKE]
+    # exact-file rules take the last-component shortcut for relative paths; still redirected
+    r = intercept("cd /proc/sys/kernel && cat cap_last_cap && cat ./../kernel/cap_last_cap && cat osrelease",
+                  [Rule.redirect(KEY, str(fake / "kernel" / "cap_last_cap"))])
+    assert r.stdout.split() == [FAKE, FAKE, os.uname().release], r.stdout + r.stderr
 
 
 def test_path_syscall_families_are_redirected(tmp_path):

@@ -168,6 +168,19 @@ def test_launch_validates_before_starting_anything(isolated, kwargs, exc):
     assert _snapshot(isolated) == before
 
 
+def _procs_mentioning(needle: str) -> list[int]:
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if needle in " ".join(p.info["cmdline"] or []):
+                out.append(p.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "k3snb.k3s._cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)
@@ -176,12 +189,11 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_cli_start_without_k3s_fails_and_leaves_nothing(isolated):
     env = dict(os.environ)
     before = _snapshot(isolated)
-    tmp_before = set(os.listdir("/tmp"))
     res = _cli(["start", "--profile", "control-plane", "--runner", "host"], env)
     assert res.returncode != 0
     assert "no k3s binary found" in res.stderr and "K3SNB_K3S" in res.stderr and "install" in res.stderr
     assert _snapshot(isolated) == before  # no state record, no temp dir, no cache entry
-    assert not {n for n in set(os.listdir("/tmp")) - tmp_before if n.startswith("k3snb")}
+    assert not _procs_mentioning(str(isolated))  # no daemon (its argv would name a file in K3SNB_TMP)
     st = _cli(["status"], env)
     assert st.returncode == 0 and "no k3s clusters running" in st.stdout
     # the installed console script too, when the lead's CLI has wired the subcommand in
@@ -206,3 +218,38 @@ def test_host_runner_refuses_an_agent_without_host_true(isolated, monkeypatch):
         launch_k3s("worker-stable", runner="host")
     assert "host=True" in e.value.hint
     assert _snapshot(isolated) == before
+
+
+# -- notebook helpers (what the k3s notebooks compute) ---------------------------------------------
+def test_notebook_helpers_without_k3s(isolated):
+    from k3snb.k3s import notebook as nbk
+
+    st = nbk.k3s_status()
+    assert st["available"] is False and "K3SNB_K3S" in st["reason"]
+    for exp in nbk.CLAIMS:
+        claim, status, evidence, reason = nbk.judge(exp, st, None)
+        assert status == "not-testable" and "no k3s binary" in reason and "k3s" in evidence
+    # the research's own quoted lines carry the signatures each experiment is about
+    expect = {"01": "S11", "02": "S03", "05": "S10", "12": "S03", "13": "S18", "15": "S19", "16": "S20"}
+    for exp, sig in expect.items():
+        assert sig in nbk.classify_quotes(exp).ids, exp
+    assert list(nbk.manifest_summary()["kind"]) == ["ConfigMap", "Deployment", "Service"]
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_failed_workaround_during_launch_undoes_everything(isolated, monkeypatch):
+    """fake-diskstats cannot work in gVisor: the launch must fail before k3s is spawned and undo
+    the scratch mounts, the workarounds applied so far, the state record and the sandbox. The
+    version-printing script only passes discovery; it is never executed as k3s."""
+    from k3snb.errors import WorkaroundFailed
+
+    exe = _fake_version_exe(isolated / "bin" / "k3s", "v1.33.5+k3s1")
+    with open("/proc/self/mountinfo") as f:
+        mounts_before = sorted(" ".join(line.split()[4:6]) for line in f)
+    before = _snapshot(isolated)
+    with pytest.raises(WorkaroundFailed, match="diskstats"):
+        launch_k3s("control-plane", runner="gvisor", add=["kmsg", "fake-diskstats"], binary=str(exe), wait=False)
+    with open("/proc/self/mountinfo") as f:
+        assert sorted(" ".join(line.split()[4:6]) for line in f) == mounts_before
+    assert _snapshot(isolated) == before  # no record, no sandbox dir left in K3SNB_TMP/K3SNB_STATE

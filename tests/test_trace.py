@@ -20,23 +20,27 @@ def test_grandchildren_rows_tree_and_exit_events():
     assert t.returncode == 3
     tree = t.tree()
     cat = tree[tree.exe == "/usr/bin/cat"]
-    assert len(cat) == 1
-    inner = tree[tree.pid == int(cat.parent.iloc[0])]
-    outer = tree[tree.pid == int(inner.parent.iloc[0])]
-    assert inner.exe.iloc[0].endswith("dash") and outer.exe.iloc[0].endswith("dash")
-    assert int(cat.exit.iloc[0]) == 1 and int(outer.exit.iloc[0]) == 3
+    assert len(cat) == 1 and int(cat.exit.iloc[0]) == 1
+    chain, row = [], cat.iloc[0]
+    by_pid = tree.set_index("pid")
+    while int(row.parent) in by_pid.index:  # walk up to the root of the traced tree
+        chain.append(int(row.parent))
+        row = by_pid.loc[int(row.parent)]
+    assert len(chain) >= 2  # cat is at least a grandchild
+    assert all(by_pid.loc[p].exe.endswith("dash") for p in chain)
+    assert by_pid.loc[chain[-1]].exit == 3
     d = t.df
     rows = d[(d.syscall == "openat") & (d.path == "/k3snb-missing-file")]
     assert len(rows) == 1 and rows.errno.iloc[0] == "ENOENT" and rows.ret.iloc[0] == -2
-    assert rows.flags.iloc[0].startswith("O_RDONLY")
+    assert rows.open_flags.iloc[0].startswith("O_RDONLY")
     ev = t.events()
-    assert {"fork", "exec", "exit"} <= set(ev.event)
+    assert {"exec", "exit"} <= set(ev.event) and {"fork", "vfork", "clone"} & set(ev.event)
     f = t.failures()
     hit = f[(f.path == "/k3snb-missing-file")]
     assert hit.errno.tolist() == ["ENOENT"] and hit.syscall.tolist() == ["openat"]
     files = t.files()
     assert "/etc/hostname" in set(files.path)
-    assert set(d.columns) >= {"time", "pid", "tid", "parent", "exe", "syscall", "args", "path", "fd", "flags",
+    assert set(d.columns) >= {"time", "pid", "tid", "parent", "exe", "syscall", "args", "path", "fd", "open_flags",
                               "ret", "errno", "duration"}
 
 
@@ -85,7 +89,7 @@ def test_attach_to_running_process_and_detach(tmp_path):
 
 def test_diff_names_what_fails_only_in_one_run(tmp_path):
     (tmp_path / "here").write_text("x\n")
-    cmd = "cat /k3snb-diff-probe; cat /etc/hostname >/dev/null"
+    cmd = "cat /etc/hostname >/dev/null; cat /k3snb-diff-probe"
     a = trace(cmd, syscalls="%file", rules=[Rule.redirect("/k3snb-diff-probe", str(tmp_path / "here"))])
     b = trace(cmd, syscalls="%file")
     assert a.returncode == 0 and b.returncode == 1
@@ -103,15 +107,18 @@ def test_diff_names_what_fails_only_in_one_run(tmp_path):
 
 
 def test_large_trace_streams_in_batches_with_bounded_memory(tmp_path):
-    t = trace("find /usr/share -maxdepth 4 | wc -l", syscalls="%file", out=tmp_path)
+    small = trace("ls -l /usr/share >/dev/null", syscalls="%file", batch=2_000)
+    t = trace("ls -lR /usr/share/doc >/dev/null", syscalls="%file", out=tmp_path, batch=2_000)
     rows = t.meta["rows"]
-    assert rows > 60_000, rows  # more than one 50k-row batch was written
+    assert rows > 5 * 2_000, rows  # several batches were written
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
     with pa.memory_map(str(t.path)) as src:
-        assert ipc.open_file(src).num_record_batches >= 2
-    assert t.meta["maxrss_kb"] < 400_000  # the tracer never held the whole trace
+        assert ipc.open_file(src).num_record_batches >= 5
+    # the tracer's peak memory does not grow with the trace (one batch is held at a time)
+    grew = t.meta["maxrss_kb"] - small.meta["maxrss_kb"]
+    assert small.meta["rows"] < 2_000 and grew < 20_000, (grew, small.meta["rows"])
     few = t.to_frame(["syscall", "errno"])
     assert list(few.columns) == ["syscall", "errno"] and len(few) == rows
 

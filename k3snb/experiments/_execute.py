@@ -99,10 +99,32 @@ def parse_params(items: Iterable[str]) -> dict[str, Any]:
 
 
 def notebook_parameters(path: Path) -> dict[str, dict]:
-    """The parameters a notebook declares in its ``parameters`` cell (papermill's inference)."""
+    """The parameters a notebook declares in its ``parameters`` cell.
+
+    papermill's inference (line regexes) drops lines it cannot parse, e.g. a comment containing
+    ``=``; names assigned in the cell according to ``ast`` are added so they are not "unknown".
+    """
+    import ast
+
+    import nbformat
     import papermill
 
-    return dict(papermill.inspect_notebook(str(path)))
+    params = dict(papermill.inspect_notebook(str(path)))
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "parameters" not in cell.metadata.get("tags", []):
+            continue
+        try:
+            body = ast.parse(cell.source).body
+        except SyntaxError:
+            continue
+        for node in body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id not in params:
+                    params[t.id] = {"name": t.id, "inferred_type_name": "None",
+                                    "default": ast.get_source_segment(cell.source, node.value), "help": ""}
+    return params
 
 
 # -- planning (all validation happens here, before anything is created) -------------------------

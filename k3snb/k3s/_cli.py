@@ -114,9 +114,12 @@ def _start(a: argparse.Namespace) -> int:
         state = {"state": "failed", "error": "timed out waiting for the daemon"}
     if state.get("state") == "running":
         c = state.get("cluster", {})
-        print(f"k3s started: daemon {did} profile {a.profile} runner {a.runner} reached={c.get('reached')}")
+        ok = state.get("readiness", {}).get("summary", {}).get("ok")
+        print(f"k3s started: daemon {did} profile {a.profile} runner {a.runner} reached={c.get('reached')}"
+              + ("" if ok else f" (target {c.get('target')} NOT reached; still running — inspect with "
+                 f"`k3snb k3s logs`, end with `k3snb k3s stop {did}`)"))
         print(f"  kubeconfig {c.get('kubeconfig')}\n  log {c.get('log')}")
-        return 0 if state.get("readiness", {}).get("summary", {}).get("ok") else 1
+        return 0 if ok else 1
     print(f"k3snb: k3s start failed: {state.get('error') or state}", file=sys.stderr)
     if state.get("log_tail"):
         print(state["log_tail"], file=sys.stderr)

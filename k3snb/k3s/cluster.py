@@ -40,7 +40,7 @@ class StageResult:
     detail: str = ""
 
 
-@dataclass
+@dataclass(repr=False)
 class Readiness(Rich):
     """Which readiness stage was reached and how long each took (seconds since spawn)."""
 
@@ -374,6 +374,16 @@ class K3sCluster(Rich):
         rows = self.runner.run_python(_inrunner.apply_manifests, str(self.kubeconfig), list(docs), namespace,
                                       timeout=120)
         return pd.DataFrame(rows)
+
+    def client(self):
+        """A ``kubernetes`` ApiClient for this cluster, usable where the API is reachable from this
+        process (the Host runner shares the host's network); gVisor keeps it inside the sandbox."""
+        if self.runner.kind != "host":
+            raise K3sError("the API server listens inside the sandbox's network namespace",
+                           hint="use cluster.objects() / cluster.apply_manifests(), which run inside the runner")
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
 
     def objects(self, namespace: str = "default") -> dict[str, Any]:
         return self.runner.run_python(_inrunner.list_objects, str(self.kubeconfig), namespace, timeout=60)

@@ -94,7 +94,7 @@ def workaround_cycle(runner: str, ids: list[str], runsc: str | None = None, para
 
 def run_profile(profile: str, runner: str, runsc: str | None = None, *, timeout: float = 240,
                 observe: float = 0.0, monitor_interval: float = 2.0, manifests: str | None = None,
-                **launch: Any) -> dict[str, Any]:
+                helm: bool = False, **launch: Any) -> dict[str, Any]:
     """Launch a profile, optionally observe it for ``observe`` s with resource sampling, apply
     manifests, classify the log, stop; returns plain data for ``k3snb.record`` and ``judge``."""
     from .cluster import launch_k3s
@@ -115,6 +115,8 @@ def run_profile(profile: str, runner: str, runsc: str | None = None, *, timeout:
         if manifests and c.readiness.stages["readyz"].reached:
             out["manifests"] = c.apply_manifests(manifests).to_dict(orient="records")
             out["objects"] = c.objects()
+        if helm and shutil.which("helm") and c.readiness.stages["readyz"].reached:
+            out["helm"] = helm_install(c)
         m.stop()
         out["samples"] = m.totals().to_dict(orient="records")
         out["monitor"] = m.summary()
@@ -227,6 +229,17 @@ def manifest_summary(text: str = EXAMPLE_MANIFESTS):
     docs = [d for d in yaml.safe_load_all(text) if d]
     return pd.DataFrame([{"apiVersion": d["apiVersion"], "kind": d["kind"], "name": d["metadata"]["name"]}
                          for d in docs])
+
+
+def helm_install(cluster, name: str = "k3snb-demo") -> dict[str, Any]:
+    """``helm create`` a chart in the cluster's work dir and ``helm install`` it inside the runner."""
+    helm = shutil.which("helm")
+    chart = f"{cluster.dir}/{name}"
+    env = {"KUBECONFIG": str(cluster.kubeconfig), "HOME": str(cluster.dir), "HELM_CACHE_HOME": f"{cluster.dir}/.helm"}
+    made = cluster.runner.run([helm, "create", chart], env=env, timeout=120)
+    inst = cluster.runner.run([helm, "install", name, chart, "--wait=false"], env=env, timeout=300)
+    return {"create_rc": made.returncode, "install_rc": inst.returncode,
+            "output": (inst.stdout + inst.stderr)[-1500:], "deployed": "STATUS: deployed" in inst.stdout}
 
 
 def helm_status() -> dict[str, Any]:

@@ -25,7 +25,7 @@ FLAG_PREFIXES = ("etcd-", "datastore-", "kine-", "cluster-", "secrets-encryption
 RESERVED = frozenset({"data-dir", "write-kubeconfig", "log"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Profile(Rich):
     name: str
     title: str
@@ -109,7 +109,7 @@ def get_profile(name: str | Profile) -> Profile:
     return p
 
 
-@dataclass
+@dataclass(repr=False)
 class ProfileTable(Rich):
     rows: list[dict[str, Any]]
     _title_text = "k3s launch profiles"

@@ -29,12 +29,23 @@ from typing import Any
 
 from .._paths import kit_python
 from .._state import Record, make_tempdir, new_id
-from ..errors import InvalidParameter, SandboxError
+from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
 from . import _oci
 from .base import Cmd, Runner, RunResult, _argv
 from .runsc import find_runsc, runsc_version
 
 READY = "k3snb-sandbox-ready"
+# network='sandbox' (gvisor-matrix §3): runsc's root-netns test looks for /proc/sys/net/core/rmem_default,
+# which kernel 6.x shows in every netns. So runsc runs in a private mount+net namespace whose
+# /proc/sys is a tmpfs holding only vm, kernel and fs; the spec points at that netns.
+NETNS_SCRIPT = """set -e
+ip link set lo up
+mount --bind /proc/sys "$1"
+mount -t tmpfs k3snb-procsys /proc/sys
+for d in vm kernel fs; do mkdir /proc/sys/$d; mount --bind "$1/$d" /proc/sys/$d; done
+shift
+exec "$@"
+"""
 # The container init says when it runs and then reaps orphans (dash's `wait` collects any child),
 # so processes of timed-out or killed commands do not linger as zombies.
 INIT_SCRIPT = f"echo {READY}; while :; do /bin/sleep 3600 & wait; done"
@@ -180,7 +191,8 @@ class GVisor(Runner):
         cgroupfs: pass ``--cgroupfs`` (tmpfs /sys/fs/cgroup with cpu and memory controllers).
         net_raw: pass ``--net-raw`` (CAP_NET_RAW; needed for legacy iptables).
         platform: ``"ptrace"``, ``"systrap"`` (2024 only) or ``"kvm"``; None = runsc's default.
-        network: ``"none"`` (default, netstack with lo), ``"host"`` (hostinet, shares the host's).
+        network: ``"none"`` (default, netstack with lo), ``"host"`` (hostinet, shares the host's),
+            ``"sandbox"`` (netstack on a private netns with lo; needs root, see NETNS_SCRIPT).
         binds: extra mounts, ``"SRC[:DST[:ro|rw]]"`` or ``(src, dst, readonly)``.
         debug: pass ``--debug`` (verbose logs); the log dir and panic log are kept either way.
         runsc_flags: extra global runsc flags, e.g. ``["--directfs=false"]``.
@@ -223,11 +235,12 @@ class GVisor(Runner):
             raise InvalidParameter(f"unknown network {network!r}; valid: {', '.join(NETWORKS)}",
                                    hint="pass network='none' (default) or network='host'")
         if network == "sandbox":
-            raise InvalidParameter(
-                "network='sandbox' is not supported by this runner yet (runsc's root-netns check fails "
-                "on kernel 6.x; see gvisor-matrix §3 for the manual workaround)",
-                hint="use network='none' (netstack with lo) or network='host'",
-            )
+            if os.geteuid() != 0:
+                raise NotRoot("network='sandbox' needs root (it mounts inside a private namespace)")
+            missing = [p for p in ("unshare", "nsenter", "ip") if shutil.which(p) is None]
+            if missing:
+                raise MissingDependency(f"network='sandbox' needs {', '.join(missing)}",
+                                        hint="apt-get install util-linux iproute2")
         if platform not in PLATFORMS:
             raise InvalidParameter(f"unknown platform {platform!r}; valid: ptrace, systrap, kvm",
                                    hint="pass platform='ptrace' (2022) or 'systrap' (2024), or leave it None")
@@ -304,8 +317,11 @@ class GVisor(Runner):
             out.append("--debug")
         return out + defaults + extra
 
-    def _runsc(self, *, logs: bool = False) -> list[str]:
+    def _runsc(self, *, logs: bool = False, enter: bool = True) -> list[str]:
         argv = [str(self.runsc_path), f"--root={self.root_dir}"]
+        if enter and self.network == "sandbox" and self._proc is not None and self._proc.poll() is None:
+            # the sandbox's control socket lives in its network namespace
+            argv = ["nsenter", "-t", str(self._proc.pid), "--net", "--", *argv]
         if logs or self.debug:
             argv += [f"--debug-log={self.log_dir}/", f"--panic-log={self.log_dir}/panic.log"]
         return argv
@@ -333,7 +349,8 @@ class GVisor(Runner):
             for d in ("work/.home", "state", "logs", "bundle", "pids"):
                 (self._base / d).mkdir(parents=True)
             config = _oci.spec(str(self.workdir), caps=self.caps, binds=self.binds, env=self._guest_env(),
-                               hostname=self.id[:60])
+                               hostname=self.id[:60],
+                               netns_path="/proc/self/ns/net" if self.network == "sandbox" else None)
             config["process"]["args"] = ["/bin/sh", "-c", INIT_SCRIPT]
             _oci.write_bundle(self._base / "bundle", config)
             last = ""
@@ -356,7 +373,13 @@ class GVisor(Runner):
         cid = self.id if attempt == 0 else f"{self.id}-r{attempt}"
         self._cid = cid
         self._stderr_file = self.log_dir / f"run-{attempt}.stderr"
-        argv = [*self._runsc(logs=True), *self.flags(), "run", "--bundle", str(self._base / "bundle"), cid]
+        argv = [*self._runsc(logs=True, enter=False), *self.flags(), "run", "--bundle",
+                str(self._base / "bundle"), cid]
+        if self.network == "sandbox":
+            realsys = self._base / f"procsys-{attempt}"
+            realsys.mkdir()
+            argv = ["unshare", "--mount", "--net", "--propagation", "private", "/bin/sh", "-c", NETNS_SCRIPT, "sh",
+                    str(realsys), *argv]
         with open(self._stderr_file, "wb") as err:
             # own session: a terminal Ctrl-C must not reach runsc (it would kill the sandbox init)
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
@@ -433,12 +456,13 @@ class GVisor(Runner):
             self._closed = True
 
     def _destroy_container(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
+        if self._proc is None:
             return
+        kill = [*self._runsc(), "kill", self._cid, "KILL"]  # (entering the sandbox netns if needed)
+        proc, self._proc = self._proc, None
         try:
             if proc.poll() is None:
-                self._call([*self._runsc(), "kill", self._cid, "KILL"], timeout=10)
+                self._call(kill, timeout=10)
                 try:
                     proc.wait(5)
                 except subprocess.TimeoutExpired:
@@ -448,7 +472,7 @@ class GVisor(Runner):
                         proc.wait(5)
             # runsc run deletes its container on exit; if it could not, force it
             if (self.root_dir / self._cid).exists() or any(self.root_dir.glob(f"*{self._cid}*")):
-                self._call([*self._runsc(), "delete", "--force", self._cid], timeout=20)
+                self._call([*self._runsc(enter=False), "delete", "--force", self._cid], timeout=20)
         finally:
             if proc.stdout:
                 proc.stdout.close()
@@ -502,7 +526,7 @@ class GVisor(Runner):
               timed_out: bool = False) -> RunResult:
         self._dead = True
         return RunResult(argv, rc, stdout, stderr, time.monotonic() - t0, self.kind, sandbox_died=True,
-                         crash=self.crash_text(), timed_out=timed_out)
+                         crash=self.crash_text(), timed_out=timed_out, extra={"runsc_version": self.version})
 
     def run(
         self,
@@ -559,7 +583,7 @@ class GVisor(Runner):
             res = self._died(argv, t0, so, se, rc, timed_out)
         else:
             res = RunResult(argv, None if timed_out else rc, so, se, time.monotonic() - t0, self.kind,
-                            timed_out=timed_out)
+                            timed_out=timed_out, extra={"runsc_version": self.version})
         return res.check() if check else res
 
     def _require_started(self) -> None:

@@ -74,7 +74,7 @@ def write_bundle(dest: str | os.PathLike, args: list[str], *, cgroup_ns: bool = 
     return d
 
 
-@dataclass
+@dataclass(repr=False)
 class RuntimeResult(Rich):
     """One ``runc run`` of a bundle: exit code, output, and blocker signatures in the error text."""
 

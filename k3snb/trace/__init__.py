@@ -6,10 +6,30 @@ Cell API: :func:`trace` (a :class:`Trace` with a lazily loaded DataFrame), :func
 The tracer itself runs as ``python -m k3snb.trace`` (also for long-running k3s).
 """
 
-from ._rules import Rule, load_rules, save_rules
-from .intercept import InterceptResult, intercept
-from .procsys import fake_procsys
-from .trace import Trace, TraceDiff, diff, trace
+import importlib
+from typing import Any
 
-__all__ = ["Rule", "save_rules", "load_rules", "trace", "Trace", "TraceDiff", "diff", "intercept",
-           "InterceptResult", "fake_procsys"]
+# name -> submodule; loaded on first use so ``python -m k3snb.trace`` (the tracer) stays light
+_API = {
+    "Rule": "._rules", "save_rules": "._rules", "load_rules": "._rules",
+    "trace": ".trace", "Trace": ".trace", "TraceDiff": ".trace", "diff": ".trace",
+    "intercept": ".intercept", "InterceptResult": ".intercept", "fake_procsys": ".procsys",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _API.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'k3snb.trace' has no attribute {name!r}")
+    module = importlib.import_module(mod, __name__)
+    # bind every name of that submodule now: importing ``.trace``/``.intercept`` sets the package
+    # attribute of the same name to the *module*, which must not shadow the function
+    for n, m in _API.items():
+        if m == mod:
+            globals()[n] = getattr(module, n)
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return __all__

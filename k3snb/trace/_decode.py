@@ -11,7 +11,20 @@ import errno as _errno
 import os
 import signal as _signal
 
-from ptrace.syscall.linux.x86_64 import SYSCALL_NAMES as _PP_NAMES
+
+def _pp_table() -> dict[int, str]:
+    # load python-ptrace's x86_64 name table without running ``ptrace.syscall/__init__`` (which
+    # imports the whole debugger layer: ~0.1 s on the host, far more over gVisor's 9p)
+    import importlib.util
+
+    root = importlib.util.find_spec("ptrace").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("_k3snb_pp_x86_64", os.path.join(root, "syscall/linux/x86_64.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.SYSCALL_NAMES
+
+
+_PP_NAMES = _pp_table()
 
 SYSCALL_NAMES: dict[int, str] = {k: v for k, v in _PP_NAMES.items() if k < 512}
 # numbers newer than python-ptrace's table (linux/arch/x86/entry/syscalls/syscall_64.tbl)
@@ -56,11 +69,7 @@ EXEC_NRS = {SYSCALL_NUMBERS["execve"], SYSCALL_NUMBERS["execveat"]}
 
 # fd-taking syscalls: first argument is an fd (decoded as "fd" in traces)
 _FD_FIRST = set(
-    "read write close fstat lseek ioctl pread64 pwrite64 readv writev fsync fdatasync ftruncate "
-    "getdents getdents64 fchdir fchmod fchown fstatfs flock fcntl dup dup2 dup3 sendfile connect "
-    "accept accept4 bind listen sendto recvfrom sendmsg recvmsg shutdown getsockname getpeername "
-    "setsockopt getsockopt fgetxattr fsetxattr flistxattr fremovexattr fadvise64 epoll_ctl "
-    "sync_file_range syncfs setns fallocate".split()
+    ["read", "write", "close", "fstat", "lseek", "ioctl", "pread64", "pwrite64", "readv", "writev", "fsync", "fdatasync", "ftruncate", "getdents", "getdents64", "fchdir", "fchmod", "fchown", "fstatfs", "flock", "fcntl", "dup", "dup2", "dup3", "sendfile", "connect", "accept", "accept4", "bind", "listen", "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockname", "getpeername", "setsockopt", "getsockopt", "fgetxattr", "fsetxattr", "flistxattr", "fremovexattr", "fadvise64", "epoll_ctl", "sync_file_range", "syncfs", "setns", "fallocate"]
 )
 FD_FIRST_NRS = {SYSCALL_NUMBERS[n] for n in _FD_FIRST if n in SYSCALL_NUMBERS}
 
@@ -68,20 +77,15 @@ FD_FIRST_NRS = {SYSCALL_NUMBERS[n] for n in _FD_FIRST if n in SYSCALL_NUMBERS}
 CATEGORIES: dict[str, set[int]] = {
     "file": set(PATH_ARGS),
     "process": {SYSCALL_NUMBERS[n] for n in
-                "fork vfork clone clone3 execve execveat exit exit_group wait4 waitid kill tkill tgkill "
-                "unshare setns".split()},
+                ["fork", "vfork", "clone", "clone3", "execve", "execveat", "exit", "exit_group", "wait4", "waitid", "kill", "tkill", "tgkill", "unshare", "setns"]},
     "network": {SYSCALL_NUMBERS[n] for n in
-                "socket socketpair connect accept accept4 bind listen sendto recvfrom sendmsg recvmsg "
-                "shutdown getsockname getpeername setsockopt getsockopt sendmmsg recvmmsg".split()},
-    "desc": FD_FIRST_NRS | {SYSCALL_NUMBERS[n] for n in "open openat openat2 creat pipe pipe2 "
-                                                          "eventfd2 memfd_create".split()},
+                ["socket", "socketpair", "connect", "accept", "accept4", "bind", "listen", "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockname", "getpeername", "setsockopt", "getsockopt", "sendmmsg", "recvmmsg"]},
+    "desc": FD_FIRST_NRS | {SYSCALL_NUMBERS[n] for n in ["open", "openat", "openat2", "creat", "pipe", "pipe2", "eventfd2", "memfd_create"]},
     "mount": {SYSCALL_NUMBERS[n] for n in
-              "mount umount2 pivot_root chroot open_tree move_mount fsopen fsconfig fsmount fspick "
-              "mount_setattr".split()},
+              ["mount", "umount2", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr"]},
     "statfs": {STATFS_NR, FSTATFS_NR},
     "signal": {SYSCALL_NUMBERS[n] for n in
-               "rt_sigaction rt_sigprocmask rt_sigreturn kill tkill tgkill rt_sigqueueinfo "
-               "sigaltstack pause rt_sigsuspend".split()},
+               ["rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "kill", "tkill", "tgkill", "rt_sigqueueinfo", "sigaltstack", "pause", "rt_sigsuspend"]},
 }
 
 # kernel-internal restart codes a tracer sees at exit stops (include/linux/errno.h)

@@ -16,6 +16,7 @@ thread that attached them. Design rules from ptrace-feasibility.md §7:
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import signal
@@ -144,9 +145,7 @@ def probe_features(try_seccomp: bool = True) -> Features:
                 feats.seccomp_before_entry = regs.rax == NEG_ENOSYS
                 stage = 2
                 P.cont(pid)
-            elif ev == P.EVENT_STOP or sig == signal.SIGCONT:
-                P.cont(pid)
-            elif sig == P.SYSCALL_TRAP:
+            elif ev == P.EVENT_STOP or sig == signal.SIGCONT or sig == P.SYSCALL_TRAP:
                 P.cont(pid)
             else:
                 P.cont(pid, sig)
@@ -177,9 +176,9 @@ class Engine:
     """
 
     ROW_FIELDS = ("time", "pid", "tid", "parent", "exe", "event", "syscall", "args", "path", "path2",
-                  "fd", "flags", "ret", "errno", "duration", "detail")
+                  "fd", "open_flags", "ret", "errno", "duration", "detail")
 
-    def __init__(self, rules: Sequence[Rule] = (), *, syscalls: set[int] | None = set(),
+    def __init__(self, rules: Sequence[Rule] = (), *, syscalls: set[int] | frozenset[int] | None = frozenset(),
                  record: Callable[[tuple], None] | None = None, seccomp: bool | None = None,
                  follow: bool = True, linger: float | None = None, features: Features | None = None,
                  log: Callable[[str], None] | None = None) -> None:
@@ -238,6 +237,11 @@ class Engine:
                     self.errno_path.append(r)
                     roots.add(os.fsencode(r.path))
         self.has_path_rules = bool(self.exact or self.prefixes or self.statfs_path or self.errno_path)
+        # with exact-file rules only, a relative path can match only if its last component is a
+        # rule's last component: most relative lookups (find, tar) skip the /proc readlink then
+        self.only_exact = not self.prefixes and not self.statfs_path and not any(r.prefix for r in self.errno_path)
+        self.leaves = {os.path.basename(p) for p in self.exact} | {
+            os.path.basename(os.fsencode(r.path)) for r in self.errno_path} | {b".", b".."}
         # quick reject: a path can only match if it starts with one of these
         self.roots = tuple(sorted(roots))
         self.errno_path_nrs = {n: r for r in self.errno_path
@@ -367,9 +371,13 @@ class Engine:
                 paths.append(raw)
                 if raw is None or not self.has_path_rules:
                     continue
-                dirfd = D._s32(args[di]) if di is not None else None
-                ap = raw if raw.startswith(b"/") and b"/." not in raw and b"//" not in raw else \
-                    self._abspath(t, raw, dirfd)
+                if raw.startswith(b"/") and b"/." not in raw and b"//" not in raw:
+                    ap = raw
+                else:
+                    if self.only_exact and not raw.startswith(b"/") and \
+                            raw.rstrip(b"/").rsplit(b"/", 1)[-1] not in self.leaves:
+                        continue
+                    ap = self._abspath(t, raw, D._s32(args[di]) if di is not None else None)
                 if ap is None or not ap.startswith(self.roots):
                     continue
                 if self.errno_path and nr in self.errno_path_nrs:
@@ -593,10 +601,8 @@ class Engine:
 
     def kill_all(self) -> None:
         for tid in list(self.tasks):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(tid, signal.SIGKILL)
-            except OSError:
-                pass
 
     def _on_signal(self, signum, frame) -> None:
         if self._attached:
@@ -607,10 +613,8 @@ class Engine:
             self.kill_all()  # third Ctrl-C: stop asking
             return
         if self.root_status is None and self.root:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(self.root, signum)
-            except OSError:
-                pass
 
     def _on_alarm(self, signum, frame) -> None:
         if self._attached:
@@ -784,10 +788,8 @@ class Engine:
                     t.memfd = t.wmemfd = -1
                     t.tgid = tid
                     stats["execs"] += 1
-                    try:
+                    with contextlib.suppress(OSError):
                         self.exe[tid] = os.readlink(f"/proc/{tid}/exe")
-                    except OSError:
-                        pass
                     self._event(t, "exec", None, self.exe.get(tid))
                     self._resume(t)
                 else:

@@ -113,6 +113,9 @@ def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, tim
     meta: dict = {}
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
+        if meta.get("returncode") is not None and not res.timed_out:
+            # the tracer saw the exact status; runners report a signal death as 128+N
+            res.returncode = meta["returncode"]
     elif not res.timed_out and not res.sandbox_died:
         tail = "\n".join(res.stderr.strip().splitlines()[-5:])
         raise TraceError(f"the tracer did not run ({res.returncode}): {tail}",

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 FIELDS = ("time", "pid", "tid", "parent", "exe", "event", "syscall", "args", "path", "path2",
-          "fd", "flags", "ret", "errno", "duration", "detail")
+          "fd", "open_flags", "ret", "errno", "duration", "detail")
 _TYPES = ("float64", "int64", "int64", "int64", "string", "string", "string", "string", "string",
           "string", "int64", "string", "int64", "string", "float64", "string")
 
@@ -25,7 +25,7 @@ def schema():
 class RowWriter:
     """Append row tuples (in ``FIELDS`` order); ``close()`` always leaves a readable file."""
 
-    def __init__(self, path: str | os.PathLike, batch: int = 50_000) -> None:
+    def __init__(self, path: str | os.PathLike, batch: int = 20_000) -> None:
         self.path = Path(path)
         self.batch = batch
         self.rows: list[tuple] = []

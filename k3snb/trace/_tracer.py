@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of syscall names or %%categories (default: all)")
     t.add_argument("--attach", type=int, metavar="PID", help="attach to a running process instead")
     t.add_argument("--duration", type=float, metavar="S", help="with --attach: detach after S seconds")
+    t.add_argument("--batch", type=int, default=20_000, metavar="N",
+                   help="rows held in memory before a batch is written (default 20000)")
     add_common(t)
     i = sub.add_parser("intercept", help="rewrite paths / statfs / errno; no trace rows")
     add_common(i)
@@ -133,7 +135,7 @@ def run(ns: argparse.Namespace) -> int:
     if tracing:
         from ._store import RowWriter
 
-        writer = RowWriter(ns.out or "trace.arrow")
+        writer = RowWriter(ns.out or "trace.arrow", batch=max(1, getattr(ns, "batch", 20_000)))
     logf = None
     log = None
     if ns.log:

@@ -176,7 +176,7 @@ def trace(cmd: Cmd | None = None, *, runner=None, syscalls: str | Sequence[str] 
           follow: bool = True, rules: Sequence[Rule] = (), seccomp: bool | None = None,
           pid: int | None = None, duration: float | None = None, timeout: float | None = None,
           env: Mapping[str, str] | None = None, cwd: str | None = None, out: str | os.PathLike | None = None,
-          input: str | bytes | None = None) -> Trace:
+          input: str | bytes | None = None, batch: int = 20_000) -> Trace:
     """Run ``cmd`` under the tracer and return its :class:`Trace`.
 
     Args:
@@ -189,6 +189,7 @@ def trace(cmd: Cmd | None = None, *, runner=None, syscalls: str | Sequence[str] 
         pid: attach to a running process instead (its threads; children it forks later too);
             ``duration`` seconds, then detach (the process keeps running).
         out: keep the Arrow file in this directory (default: a temp dir removed with the Trace).
+        batch: rows the tracer holds before writing a batch (its memory bound).
 
     Raises:
         InvalidParameter: bad syscall names, empty command, both/neither of cmd and pid.
@@ -203,7 +204,7 @@ def trace(cmd: Cmd | None = None, *, runner=None, syscalls: str | Sequence[str] 
     d = OutDir("trace", out)
     try:
         files = d.path
-        opts = ["--out", str(files / "trace.arrow"), "--meta", str(files / "meta.json")]
+        opts = ["--out", str(files / "trace.arrow"), "--meta", str(files / "meta.json"), "--batch", str(int(batch))]
         if syscalls is not None:
             opts += ["--syscalls", syscalls if isinstance(syscalls, str) else ",".join(syscalls)]
         if not follow:

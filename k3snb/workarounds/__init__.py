@@ -7,6 +7,7 @@ a fresh object. Metadata (title, research W ids, signatures addressed, kind) is 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ def ids() -> list[str]:
     return sorted(Workaround.registry)
 
 
-@dataclass
+@dataclass(repr=False)
 class WorkaroundTable(Rich):
     """The catalogue: one row per workaround (``include_research_only`` adds the W ids not implemented)."""
 
@@ -85,3 +86,13 @@ def workarounds(include_research_only: bool = False) -> WorkaroundTable:
             rows.append({"id": wid, "title": why, "kind": "research-only", "research": wid, "signatures": "",
                          "flags": "", "implemented": False})
     return WorkaroundTable(rows)
+
+
+class _CallableModule(sys.modules[__name__].__class__):
+    # ``k3snb.workarounds`` is both this sub-package and the flat-API function; once the package is
+    # imported, attribute lookup on ``k3snb`` finds the module, so calling it must still work.
+    def __call__(self, include_research_only: bool = False) -> WorkaroundTable:
+        return workarounds(include_research_only)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -3,8 +3,10 @@
 A workaround either *acts in a runner* (``kind: runner`` — mounts, fake files, PATH shims) or only
 *contributes k3s flags* (``kind: flag``). Both contribute to a :class:`LaunchPlan`, which
 :func:`k3snb.launch_k3s` turns into the final command line (flags, env, PATH, wrappers).
-Everything happens inside the runner (its private mount namespace or the gVisor sandbox);
-nothing touches the host's own tables unless a workaround is constructed with ``host=True``.
+Everything happens inside the runner (its private mount namespace or the gVisor sandbox); no
+workaround touches the host's own mount table, /dev or iptables binaries. (Only an agent launched in
+the Host runner, which shares the host's network namespace, could change the host's network tables;
+``launch_k3s`` refuses that unless called with ``host=True``.)
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class LaunchPlan:
         return env
 
 
-@dataclass
+@dataclass(repr=False)
 class WorkaroundResult(Rich):
     """Outcome of one apply/check/revert."""
 
@@ -122,7 +124,7 @@ class Workaround:
         if cls.id:
             Workaround.registry[cls.id] = cls
 
-    def __init__(self, *, host: bool = False, **params: Any) -> None:
+    def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.params)
         if unknown:
             raise InvalidParameter(
@@ -130,7 +132,6 @@ class Workaround:
                 hint=f"see k3snb.get_workaround({self.id!r}).params",
             )
         self.options: dict[str, Any] = {**self.params, **params}
-        self.host = host
         self.state: dict[str, Any] | None = None  # what apply() did, for revert()
         self.plan: LaunchPlan | None = None
 

@@ -253,3 +253,25 @@ def test_failed_workaround_during_launch_undoes_everything(isolated, monkeypatch
     with open("/proc/self/mountinfo") as f:
         assert sorted(" ".join(line.split()[4:6]) for line in f) == mounts_before
     assert _snapshot(isolated) == before  # no record, no sandbox dir left in K3SNB_TMP/K3SNB_STATE
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("kind", ["host", pytest.param("gvisor", marks=pytest.mark.runsc)])
+def test_scratch_mounts_for_k3s_paths_leave_the_host_untouched(kind):
+    """The paths k3s writes outside its data dir get a tmpfs inside the runner (an overlay where the
+    parent is read-only, as /etc on gVisor's 9p root); reverting leaves the host as it was."""
+    from k3snb.k3s import _inrunner as ir
+    from k3snb.k3s.notebook import make_runner
+
+    paths = list(ir.AGENT_SCRATCH)
+    existed = {p: os.path.exists(p) for p in paths}
+    with make_runner(kind, "2022" if kind == "gvisor" else None) as r:
+        st = r.run_python(ir.scratch_apply, paths, "/tmp/k3snb-scratch-stage")
+        assert st["ok"], st["errors"]
+        assert r.run(["/bin/sh", "-c", "echo x > /etc/rancher/probe && echo y > /var/lib/kubelet/probe"]).ok
+        if kind == "gvisor":
+            assert any(e.get("overlay") == "/etc" for e in st["entries"])  # /etc is read-only 9p there
+        assert r.run_python(ir.scratch_revert, st)["ok"]
+        assert not r.run(["test", "-e", "/etc/rancher/probe"]).ok
+    assert {p: os.path.exists(p) for p in paths} == existed
+    assert not os.path.exists("/etc/rancher/probe")

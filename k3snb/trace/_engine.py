@@ -36,7 +36,12 @@ GROUP_STOP_SIGS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTO
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 EXPECT_NONE, EXPECT_ENTER, EXPECT_EXIT = 0, 1, 2
 NEG_ENOSYS = P.to_unsigned(-P.ENOSYS)
-_RT_SIGRETURN = D.SYSCALL_NUMBERS["rt_sigreturn"]  # "returns" the interrupted call's rax, not an error
+_RT_SIGRETURN = D.SYSCALL_NUMBERS["rt_sigreturn"]
+PATH_ARGS = D.PATH_ARGS
+SYSCALL_NAMES = D.SYSCALL_NAMES
+ERRNO_NAMES = D.ERRNO_NAMES
+OPEN_FLAG_ARG = D._FLAG_ARG
+FD_NRS = D.FD_FIRST_NRS | {n for n, spec in D.PATH_ARGS.items() if spec[0][1] is not None}  # "returns" the interrupted call's rax, not an error
 BASE_OPTS = (P.O_TRACESYSGOOD | P.O_TRACEFORK | P.O_TRACEVFORK | P.O_TRACECLONE | P.O_TRACEEXEC)
 
 
@@ -89,6 +94,16 @@ def _child_prologue() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
+def _no_ptrace(e: Exception):
+    from ..errors import TraceError
+
+    return TraceError(
+        f"ptrace is not permitted here ({e})",
+        hint="is this process already traced (strace/gdb/another k3snb tracer: ptrace does not nest)? "
+             "otherwise check CAP_SYS_PTRACE, kernel.yama.ptrace_scope and the seccomp profile",
+    )
+
+
 def _mem_write_works(pid: int) -> bool:
     # gVisor 2022 lets O_RDWR open succeed (with caps) but pwrite fails with EINVAL: test a write
     try:
@@ -124,7 +139,10 @@ def probe_features(try_seccomp: bool = True) -> Features:
     os.close(w)
     try:
         _, st = os.waitpid(pid, os.WUNTRACED)
-        P.seize(pid, P.O_TRACESYSGOOD | P.O_TRACESECCOMP | P.O_EXITKILL)
+        try:
+            P.seize(pid, P.O_TRACESYSGOOD | P.O_TRACESECCOMP | P.O_EXITKILL)
+        except P.PtraceError as e:
+            raise _no_ptrace(e) from None
         os.kill(pid, signal.SIGCONT)
         stage = 0  # 1 after the seccomp stop (PTRACE_SYSCALL issued)
         while True:
@@ -408,6 +426,8 @@ class Engine:
                         self.log(f"[{t.tid}] {D.name(nr)} {os.fsdecode(raw)} -> {os.fsdecode(target)}")
                 t.restore = restore
                 t.note = "; ".join(f"{os.fsdecode(raw)} -> {os.fsdecode(tg)}" for _, raw, tg in new)
+                if self.record is not None:  # rewrites are rare: name the thread (runc:[2:INIT] …)
+                    t.note += f" [comm {self._comm(t.tid)}]"
                 changed = True
                 need_exit = True
         if nr == D.FSTATFS_NR and self.statfs_path:
@@ -472,6 +492,14 @@ class Engine:
         t.post_statfs = None
 
     # -- rows ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _comm(tid: int) -> str:
+        try:
+            with open(f"/proc/{tid}/comm", "rb") as f:
+                return f.read().strip().decode(errors="replace")
+        except OSError:
+            return "?"
+
     def _tgid(self, t: Task) -> int:
         if not t.tgid:
             try:
@@ -488,28 +516,26 @@ class Engine:
 
     def _record_syscall(self, t: Task, ret: int | None, detail: str | None) -> None:
         nr = t.nr
-        args = t.args or (0,) * 6
+        a = t.args or (0, 0, 0, 0, 0, 0)
         paths = t.paths
-        if paths is None and nr in D.PATH_ARGS:
-            paths = [self.read_str(t, args[ai]) for ai, _ in D.PATH_ARGS[nr]]
-        spec = D.PATH_ARGS.get(nr, ())
-        shown = []
-        path_idx = {ai: i for i, (ai, _) in enumerate(spec)}
-        for i in range(6):
-            if i in path_idx:
-                p = paths[path_idx[i]] if paths else None
-                shown.append(repr(os.fsdecode(p)) if p is not None else hex(args[i]))
-            else:
-                v = args[i]
-                shown.append(str(v) if v < 4096 else hex(v))
-        now = time.monotonic()
-        pid = self._tgid(t)
-        p1 = os.fsdecode(paths[0]) if paths and paths[0] is not None else None
-        p2 = os.fsdecode(paths[1]) if paths and len(paths) > 1 and paths[1] is not None else None
+        spec = PATH_ARGS.get(nr)
+        if spec is not None and paths is None:
+            paths = [self.read_str(t, a[ai]) for ai, _ in spec]
+        p1 = p2 = None
+        if paths:
+            if paths[0] is not None:
+                p1 = paths[0].decode("utf-8", "backslashreplace")
+            if len(paths) > 1 and paths[1] is not None:
+                p2 = paths[1].decode("utf-8", "backslashreplace")
+        pid = t.tgid or self._tgid(t)
         self.stats["syscalls"] += 1
-        self.record((t.t0 - self.t_start, pid, t.tid, t.ppid, self.exe.get(pid), "syscall", D.name(nr),
-                     ", ".join(shown), p1, p2, D.fd_arg(nr, args), D.flags_of(nr, args), ret,
-                     D.errno_name(ret) if ret is not None and nr != _RT_SIGRETURN else None, now - t.t0, detail))
+        self.record((t.t0 - self.t_start, pid, t.tid, t.ppid, self.exe.get(pid), "syscall",
+                     SYSCALL_NAMES.get(nr) or D.name(nr),
+                     ", ".join([str(v) if v < 4096 else hex(v) for v in a]), p1, p2,
+                     D.fd_arg(nr, a) if nr in FD_NRS else None,
+                     D.open_flags(a[OPEN_FLAG_ARG[nr]]) if nr in OPEN_FLAG_ARG else None,
+                     ret, ERRNO_NAMES.get(-ret) if ret is not None and -4096 < ret < 0 and nr != _RT_SIGRETURN
+                     else None, time.monotonic() - t.t0, detail))
 
     def _event(self, t: Task, kind: str, ret: int | None = None, detail: str | None = None) -> None:
         if self.record is None:
@@ -761,8 +787,10 @@ class Engine:
                         child = Task(new)
                         tasks[new] = child
                         stats["tasks"] += 1
-                    child.ppid = self._tgid(t)
+                    if ev != P.EVENT_CLONE:
+                        child.tgid = new  # fork/vfork children are processes; clone may be a thread
                     if self.record is not None:
+                        child.ppid = self._tgid(t)
                         cpid = self._tgid(child)
                         if cpid not in self.exe:
                             self.exe[cpid] = self.exe.get(child.ppid)
@@ -788,9 +816,10 @@ class Engine:
                     t.memfd = t.wmemfd = -1
                     t.tgid = tid
                     stats["execs"] += 1
-                    with contextlib.suppress(OSError):
-                        self.exe[tid] = os.readlink(f"/proc/{tid}/exe")
-                    self._event(t, "exec", None, self.exe.get(tid))
+                    if self.record is not None:
+                        with contextlib.suppress(OSError):
+                            self.exe[tid] = os.readlink(f"/proc/{tid}/exe")
+                        self._event(t, "exec", None, self.exe.get(tid))
                     self._resume(t)
                 else:
                     self._resume(t)

@@ -11,11 +11,22 @@ import ctypes
 import errno as _errno
 import os
 import platform
+import sys
+import types
 
-from ptrace.binding import func as _f
-from ptrace.binding.func import ptrace_getregs as getregs  # noqa: F401 - re-exported
-from ptrace.binding.func import ptrace_setregs as setregs  # noqa: F401 - re-exported
-from ptrace.error import PtraceError  # noqa: F401 - re-exported
+if "ptrace.ctypes_libc" not in sys.modules:
+    # python-ptrace locates libc with ctypes.util.find_library, which runs `ldconfig -p` in a
+    # subprocess: tens of ms per tracer start on the host, far more inside gVisor. glibc's soname
+    # is fixed on Linux, so provide that module's two names directly.
+    _m = types.ModuleType("ptrace.ctypes_libc")
+    _m.LIBC_FILENAME = "libc.so.6"
+    _m.libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    sys.modules["ptrace.ctypes_libc"] = _m
+
+from ptrace.binding import func as _f  # noqa: E402 - after the libc shim above
+from ptrace.binding.func import ptrace_getregs as getregs  # noqa: F401, E402 - re-exported
+from ptrace.binding.func import ptrace_setregs as setregs  # noqa: F401, E402 - re-exported
+from ptrace.error import PtraceError  # noqa: F401, E402 - re-exported
 
 if platform.machine() != "x86_64":  # register names and syscall tables below are x86_64 only
     raise ImportError(f"k3snb.trace supports x86_64 only (this is {platform.machine()})")

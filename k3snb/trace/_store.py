@@ -1,19 +1,28 @@
-"""Rows stream from the tracer to an Arrow IPC file in batches; readers memory-map it lazily.
+"""Trace rows: streamed by the tracer as column batches, converted to an Arrow IPC file, read lazily.
 
-The tracer keeps at most ``batch`` rows in memory, so a million-syscall trace costs the same
-tracer memory as a thousand-syscall one. pyarrow is imported at the first flush only, so short
-interceptions without a trace never pay its import time.
+Two stages, so the tracer stays light and its memory bounded:
+
+1. The tracer holds at most ``batch`` rows; each full batch is written as one ``marshal``-encoded
+   list of columns (length-prefixed) to a ``.rows`` file. No pyarrow/pandas import in the tracer
+   (importing them costs ~1 s, and pyarrow pulls in pandas on first use).
+2. :func:`convert` turns that stream into an Arrow IPC file batch by batch (again bounded), in the
+   analysis process; :func:`open_table` memory-maps it and materialises only selected columns.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 FIELDS = ("time", "pid", "tid", "parent", "exe", "event", "syscall", "args", "path", "path2",
           "fd", "open_flags", "ret", "errno", "duration", "detail")
 _TYPES = ("float64", "int64", "int64", "int64", "string", "string", "string", "string", "string",
           "string", "int64", "string", "int64", "string", "float64", "string")
+_LEN = struct.Struct("<Q")
+MAGIC = b"K3SNBROWS1\n"
 
 
 def schema():
@@ -23,15 +32,17 @@ def schema():
 
 
 class RowWriter:
-    """Append row tuples (in ``FIELDS`` order); ``close()`` always leaves a readable file."""
+    """Append row tuples (in ``FIELDS`` order); ``close()`` always leaves a readable stream."""
 
     def __init__(self, path: str | os.PathLike, batch: int = 20_000) -> None:
         self.path = Path(path)
         self.batch = batch
         self.rows: list[tuple] = []
         self.count = 0
-        self._writer = None
-        self._schema = None
+        self.batches = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._f.write(MAGIC)
 
     def __call__(self, row: tuple) -> None:
         self.rows.append(row)
@@ -39,30 +50,57 @@ class RowWriter:
             self.flush()
 
     def flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.ipc as ipc
-
-        if self._writer is None:
-            self._schema = schema()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = ipc.new_file(str(self.path), self._schema)
         if not self.rows:
             return
-        cols = list(zip(*self.rows, strict=True))
-        arrays = [pa.array(c, type=f.type) for c, f in zip(cols, self._schema, strict=True)]
-        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
+        data = marshal.dumps([list(c) for c in zip(*self.rows, strict=True)])
+        self._f.write(_LEN.pack(len(data)))
+        self._f.write(data)
         self.count += len(self.rows)
+        self.batches += 1
         self.rows = []
 
     def close(self) -> None:
+        if self._f.closed:
+            return
         self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._f.close()
+
+
+def read_batches(path: str | os.PathLike) -> Iterator[list[list]]:
+    """Column batches from a ``.rows`` stream (a torn last batch, e.g. after SIGKILL, is dropped)."""
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise ValueError(f"{path} is not a k3snb row stream")
+        while True:
+            head = f.read(_LEN.size)
+            if len(head) < _LEN.size:
+                return
+            (n,) = _LEN.unpack(head)
+            data = f.read(n)
+            if len(data) < n:
+                return
+            yield marshal.loads(data)
+
+
+def convert(rows: str | os.PathLike, arrow: str | os.PathLike) -> int:
+    """Write the Arrow IPC file for a row stream, one record batch per tracer batch; returns rows."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    sc = schema()
+    n = 0
+    tmp = Path(str(arrow) + ".part")
+    with ipc.new_file(str(tmp), sc) as w:
+        for cols in read_batches(rows):
+            arrays = [pa.array(c, type=f.type) for c, f in zip(cols, sc, strict=True)]
+            w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=sc))
+            n += len(cols[0])
+    os.replace(tmp, arrow)
+    return n
 
 
 def open_table(path: str | os.PathLike, columns: list[str] | None = None):
-    """Memory-map the file and return a pyarrow Table (only ``columns`` are materialised)."""
+    """Memory-map the Arrow file and return a pyarrow Table (only ``columns`` are materialised)."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 

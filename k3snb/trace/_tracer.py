@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Trace or intercept a process tree with ptrace.")
     sub = ap.add_subparsers(dest="action", required=True)
     t = sub.add_parser("trace", help="record syscalls and process events to an Arrow file")
-    t.add_argument("--out", metavar="FILE", help="Arrow IPC file for the rows")
+    t.add_argument("--out", metavar="FILE",
+                   help="Arrow IPC file for the rows (a name ending in .rows keeps the raw stream: "
+                        "no pyarrow import in the tracer; k3snb.trace() converts it)")
     t.add_argument("--syscalls", "-e", metavar="LIST",
                    help="comma list of syscall names or %%categories (default: all)")
     t.add_argument("--attach", type=int, metavar="PID", help="attach to a running process instead")
@@ -135,7 +137,10 @@ def run(ns: argparse.Namespace) -> int:
     if tracing:
         from ._store import RowWriter
 
-        writer = RowWriter(ns.out or "trace.arrow", batch=max(1, getattr(ns, "batch", 20_000)))
+        out = Path(ns.out or "trace.arrow")
+        # the tracer streams raw column batches; an Arrow file is made from them at the end
+        rows_path = out if out.suffix == ".rows" else out.with_name(out.name + ".rows")
+        writer = RowWriter(rows_path, batch=max(1, getattr(ns, "batch", 20_000)))
     logf = None
     log = None
     if ns.log:
@@ -164,6 +169,11 @@ def run(ns: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
+            if rows_path != out:
+                from ._store import convert
+
+                convert(rows_path, out)
+                rows_path.unlink()
         if fakedir is not None:
             shutil.rmtree(fakedir, ignore_errors=True)
         if ns.meta:

@@ -17,7 +17,7 @@ from ..errors import InvalidParameter
 from ..report import Rich, render
 from ._launch import Cmd, OutDir, argv_of, rule_opts, run_tracer
 from ._rules import Rule
-from ._store import FIELDS, open_table
+from ._store import FIELDS, convert, open_table
 
 _PROC_PID = re.compile(r"^/proc/\d+(?=/|$)")
 
@@ -204,7 +204,7 @@ def trace(cmd: Cmd | None = None, *, runner=None, syscalls: str | Sequence[str] 
     d = OutDir("trace", out)
     try:
         files = d.path
-        opts = ["--out", str(files / "trace.arrow"), "--meta", str(files / "meta.json"), "--batch", str(int(batch))]
+        opts = ["--out", str(files / "trace.rows"), "--meta", str(files / "meta.json"), "--batch", str(int(batch))]
         if syscalls is not None:
             opts += ["--syscalls", syscalls if isinstance(syscalls, str) else ",".join(syscalls)]
         if not follow:
@@ -219,6 +219,10 @@ def trace(cmd: Cmd | None = None, *, runner=None, syscalls: str | Sequence[str] 
             argv = argv_of(cmd)
         res, meta = run_tracer("trace", opts, argv, runner=runner, timeout=timeout, env=env, cwd=cwd,
                                files=files, input=input)
+        rows = files / "trace.rows"
+        if rows.exists():  # convert here, where pyarrow is cheap to have, batch by batch
+            convert(rows, files / "trace.arrow")
+            rows.unlink()
     except BaseException:
         d.remove()
         raise

@@ -9,7 +9,9 @@ so the ratio kit/raw-foreground is the kit's own overhead.
 ``stability``: fresh sandboxes per runsc configuration doing a few execs each, counting deaths;
 writes data/benchmarks/runsc-2024-stability.json.
 
-Usage: python benchmarks/bench_sandbox.py [lifecycle|stability] [-n N] [--runsc 2022|2024]
+Usage: python benchmarks/bench_sandbox.py lifecycle [-n N] [--runsc 2022,2024]
+       python benchmarks/bench_sandbox.py stability [-n N] [--configs a,b] [--workload light|heavy]
+                                        [--parallel K] [--append]
 """
 
 from __future__ import annotations
@@ -315,9 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.workload == "heavy":
         EXECS[:] = EXECS_HEAVY
     if a.mode == "lifecycle":
-        res = lifecycle(a.n or 15, a.runsc)
+        runs = [lifecycle(a.n or 15, b) for b in a.runsc.split(",")]
         out = Path(a.out or DATA / "sandbox-lifecycle.json")
-        print(json.dumps({"medians_ms": res["medians_ms"], "ratio_kit_over": res["ratio_kit_over"]}, indent=1))
+        for r in runs:
+            print(r["runsc_version"], json.dumps({"medians_ms": r["medians_ms"],
+                                                  "ratio_kit_over": r["ratio_kit_over"]}, indent=1))
+        res = {"benchmark": "sandbox-lifecycle", "runs": runs}
     else:
         res = stability(a.n or 30, a.rounds, a.configs.split(","), a.budget, a.control, a.parallel)
         out = Path(a.out or DATA / "runsc-2024-stability.json")

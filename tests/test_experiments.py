@@ -240,6 +240,23 @@ def test_python_api_returns_a_rich_summary(tmp_path, monkeypatch):
     assert list((tmp_path / "state").iterdir()) == []
 
 
+@pytest.mark.slow
+def test_in_place_stores_outputs_in_the_source(sandbox_env, tmp_path):
+    env, dirs = sandbox_env
+    src = tmp_path / "nbs"
+    src.mkdir()
+    shutil.copy(FIXTURES / "ok.ipynb", src)
+    shutil.copy(FIXTURES / "broken.ipynb", src)
+    (src / "r.yaml").write_text("notebook_dir: .\nexperiments:\n  - {id: 01-ok, notebook: ok.ipynb, runners: [host]}\n"
+                                "  - {id: 02-broken, notebook: broken.ipynb, runners: [host]}\n")
+    r = kit(env, "run", "--registry", str(src / "r.yaml"), "--in-place", "--out", str(tmp_path / "run"))
+    assert r.returncode == 1
+    ok = nbformat.read(src / "ok.ipynb", as_version=4)
+    assert "fixture-ok" in ok.cells[-1].outputs[0]["data"]["text/plain"]
+    assert (src / "broken.ipynb").read_bytes() == (FIXTURES / "broken.ipynb").read_bytes()  # failed: untouched
+    assert (tmp_path / "run" / "summary.html").read_text().count("02-broken") >= 1
+
+
 def _wait_for(path: Path, limit: float = 60) -> str:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -324,6 +341,7 @@ BAD = {
     "out under a file": (["01", "--out", "{tmp}/afile/run"], "is not writable"),
     "out in /proc": (["01", "--out", "/proc/k3snb-cannot-exist/run"], "is not writable"),
     "out not empty": (["01", "--out", "{tmp}/full"], "is not empty"),
+    "negative timeout": (["01", "--timeout", "-5"], "timeout must be a positive number"),
     "missing registry": (["01", "--registry", "{tmp}/none.yaml"], "cannot read experiment registry"),
 }
 

@@ -24,10 +24,13 @@ from k3snb.runners.host import Host
 kind = sys.argv[1]
 r = (GVisor() if kind == "gvisor" else Host()).start()
 if kind == "gvisor":
-    r.spawn("exec sleep 4747")
+    sp = r.spawn("echo up; exec sleep 4747")
 else:
     r.run(f"mkdir -p {r.workdir}/m && mount -t tmpfs k3snb-reaper-tmpfs {r.workdir}/m", check=True)
-    r.spawn("exec sleep 4848")
+    sp = r.spawn("echo up; exec sleep 4848")
+while "up" not in sp.stdout_path.read_text():  # the background process runs before we report
+    time.sleep(0.02)
+time.sleep(0.1)
 print(r.workdir, flush=True)
 time.sleep(600)
 """
@@ -158,3 +161,15 @@ def test_doctor_cli_subprocess_exit_code(private_state):
 def _no_signal_leak():
     yield
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_interpreter_exit_without_close_cleans_up(private_state):
+    # a notebook kernel that exits normally but never called close(): atexit closes open runners
+    code = ("from k3snb.runners.gvisor import GVisor; from k3snb.runners.host import Host\n"
+            "g = GVisor().start(); h = Host().start(); print(g.workdir, h.workdir)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
+    gwork, hwork = (Path(p) for p in r.stdout.split())
+    assert not gwork.parent.exists() and not hwork.exists()
+    assert not pids_with_root(str(gwork.parent / "state")) and records() == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -254,6 +256,28 @@ def test_bad_runsc_flag_fails_start_cleanly():
     assert _snapshot() == before
 
 
+def test_not_root_is_one_clear_error():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to nobody, never return into pytest
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            GVisor()
+            msg = "no error"
+        except BaseException as e:
+            msg = f"{type(e).__name__}|{e}"
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    msg = os.read(r, 65536).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert msg.startswith("NotRoot|runsc needs root") and "fix: run as root" in msg
+
+
 # -- runsc discovery ------------------------------------------------------------------------------
 
 
@@ -273,6 +297,46 @@ def test_runsc_2024_in_cache():
     # fetch is idempotent: present -> returns at once without apt
     t = time.monotonic()
     assert runsc_mod.fetch_runsc_2024(quiet=True) == p and time.monotonic() - t < 2
+
+
+@pytest.mark.runsc2024
+def test_fetch_entry_point_is_idempotent():
+    r = subprocess.run([sys.executable, "-m", "k3snb.runners.runsc", "fetch"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and str(runsc_mod.cached_runsc_path("2024")) in r.stdout
+    assert "fetching" not in r.stderr  # present: no apt run at all
+
+
+def test_fetch_without_mirror_is_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("K3SNB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "etc" / "sources.list.d").mkdir(parents=True)
+    with pytest.raises(RunscMissing, match="no Debian mirror found") as e:
+        runsc_mod.fetch_runsc_2024(etc=tmp_path / "etc", quiet=True)
+    assert e.value.hint
+    assert not runsc_mod.cached_runsc_path("2024").exists()
+    with pytest.raises(RunscMissing, match="not in the kit cache"):
+        runsc_mod.find_runsc("2024")
+
+
+@pytest.mark.slow
+def test_fetch_for_real_into_a_fresh_cache(tmp_path, monkeypatch):
+    # the real apt recipe, into a private cache; the system's apt state must not change
+    def apt_state():
+        out = {}
+        for d in ("/etc/apt", "/var/lib/apt/lists", "/var/cache/apt"):
+            for p in Path(d).rglob("*"):
+                if p.is_file():
+                    out[str(p)] = p.stat().st_mtime_ns
+        return out
+
+    monkeypatch.setenv("K3SNB_CACHE", str(tmp_path / "cache"))
+    before = apt_state()
+    p = runsc_mod.fetch_runsc_2024(quiet=True)
+    assert p == tmp_path / "cache" / "runsc" / "20240729" / "runsc"
+    assert runsc_mod.runsc_version(p) == "0.0~20240729.0"
+    assert (p.parent / "provenance.json").is_file()
+    assert apt_state() == before
+    assert not list(Path(k3snb._paths.tmp_root()).glob("k3snb-aptfetch-*"))
 
 
 def test_apt_source_parsing(tmp_path):

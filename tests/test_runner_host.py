@@ -149,3 +149,51 @@ def test_bad_option_is_usage_error():
         Host(pidns=False)
     assert "valid options" in str(e.value)
     assert k3snb.get_runner("host").kind == "host"
+
+
+def test_without_root_falls_back_to_a_user_namespace():
+    # drop to nobody in a forked child (the stdlib lives under /root, so import before dropping)
+    import json
+    import shutil
+    import tempfile
+
+    # pytest's tmp_path sits below a root-only dir; nobody needs a traversable one
+    shared = Path(tempfile.mkdtemp(prefix="k3snb-nonroot-test-"))
+    shared.chmod(0o777)
+    try:
+        _nonroot_host(shared, json)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _nonroot_host(shared: Path, json) -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.environ.update(K3SNB_STATE=str(shared / "state"), K3SNB_TMP=str(shared / "tmp"))
+            with Host() as h:
+                res = h.run(f"id -u; mount -t tmpfs k3snb-nonroot {h.workdir} && grep -c k3snb-nonroot "
+                            "/proc/self/mountinfo")
+                out = {"userns": h.info()["userns"], "rc": res.returncode, "out": res.stdout}
+        except BaseException as e:  # report, including NotRoot where user namespaces are off
+            out = {"error": f"{type(e).__name__}: {e}"}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = json.loads(data)
+    if Path("/proc/sys/user/max_user_namespaces").read_text().strip() == "0":
+        assert out["error"].startswith("NotRoot")
+    else:
+        assert out == {"userns": True, "rc": 0, "out": "0\n1\n"}  # root inside, mount works
+    assert "k3snb-nonroot" not in _host_mounts()
+    assert not any((shared / "tmp").iterdir()) and not any((shared / "state").iterdir())

@@ -217,8 +217,8 @@ def _plan(
     return units
 
 
-def _prepare_out(out: str | os.PathLike | None) -> tuple[Path, list[Path]]:
-    """Create the run folder; return it and the directories created (removed again on failure)."""
+def _prepare_out(out: str | os.PathLike | None) -> Path:
+    """Create the run folder (a new or empty one); on failure remove what was created and raise."""
     if out is None:
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         base = Path(os.environ.get("K3SNB_RUNS", "runs")).absolute()
@@ -247,7 +247,7 @@ def _prepare_out(out: str | os.PathLike | None) -> tuple[Path, list[Path]]:
         _remove_created(created)
         raise UsageError(f"--out {out or run} is not writable: {e.strerror or e}",
                          hint="pass a folder you can write to (--out DIR)") from None
-    return run, created
+    return run
 
 
 def _remove_created(created: list[Path]) -> None:
@@ -384,9 +384,11 @@ def run_experiments(
             experiment needing root or runsc that is missing — before anything is created.
         KeyboardInterrupt: after cleaning up; the partial summary is written first.
     """
+    if timeout is not None and not timeout > 0:
+        raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout!r}")
     units = _plan(ids, params, runners, runsc, registry)
     kernel = ensure_kernel() if any(u.skip is None for u in units) else KERNEL_NAME
-    run_dir, _ = _prepare_out(out)
+    run_dir = _prepare_out(out)
     run_id = _state.new_id("run-")
     kit = run_dir / ".kit"
     kit_tmp_root = str(tmp_root())

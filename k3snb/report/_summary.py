@@ -56,8 +56,10 @@ class RunSummary(Rich):
                 "rows": self.rows}
 
     def write(self) -> None:
-        """Write ``summary.json`` and ``summary.csv`` into the run folder."""
+        """Write ``summary.json``, ``summary.csv`` and ``summary.html`` into the run folder."""
         (self.run_dir / "summary.json").write_text(json.dumps(self.to_dict(), indent=1, default=str))
+        (self.run_dir / "summary.html").write_text(
+            f"<!doctype html><meta charset='utf-8'><title>k3snb run</title>{self._repr_html_()}")
         with open(self.run_dir / "summary.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
             w.writeheader()

@@ -9,6 +9,7 @@ Without root, a user namespace (``unshare -r``) stands in where the kernel allow
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import selectors
@@ -19,6 +20,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from weakref import WeakSet
 
 from .._state import Record, make_tempdir, new_id
 from ..errors import MissingDependency, NotRoot, SandboxError
@@ -78,6 +80,17 @@ class HostProcess:
     def kill(self) -> None:
         self._killpg(signal.SIGKILL)
         self.wait(5)
+
+
+# Runners still open when the interpreter exits (a notebook kernel shut down without close()).
+_OPEN: WeakSet[Host] = WeakSet()
+
+
+@atexit.register
+def _close_open_runners() -> None:
+    for r in list(_OPEN):
+        with contextlib.suppress(Exception):
+            r.close()
 
 
 class Host(Runner):
@@ -155,6 +168,7 @@ class Host(Runner):
             kids = _children(self._holder.pid) if self.pid_ns else []
             self._init_pid = kids[0] if kids else self._holder.pid
             self._record.add_pid(self._init_pid).save()
+            _OPEN.add(self)
             if self.hostname:
                 self.run(["hostname", self.hostname], check=True)
         except BaseException:
@@ -187,6 +201,7 @@ class Host(Runner):
     def close(self) -> None:
         """Kill the namespace holder (and so everything inside), remove the workdir. Idempotent."""
         self._closed = True
+        _OPEN.discard(self)
         holder, self._holder = self._holder, None
         try:
             for sp in self._spawned:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .._paths import cache_dir
+from .._paths import cache_dir, tmp_root
 from ..errors import InvalidParameter, RunscMissing
 
 VERSIONS = {"2022": "20221219", "2024": "20240729"}
@@ -179,7 +179,7 @@ def _run(argv: list[str], timeout: float, cwd: str | None = None) -> subprocess.
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-def fetch_runsc_2024(*, force: bool = False, quiet: bool = False) -> Path:
+def fetch_runsc_2024(*, force: bool = False, quiet: bool = False, etc: str | os.PathLike = "/etc/apt") -> Path:
     """Fetch Debian 13's runsc (0.0~20240729) into the kit cache and return its path.
 
     Uses the machine's configured Debian mirror with a temporary ``trixie`` sources list and
@@ -194,9 +194,9 @@ def fetch_runsc_2024(*, force: bool = False, quiet: bool = False) -> Path:
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise RunscMissing("apt-get/dpkg-deb not available, cannot fetch the 2024 runsc build",
                            hint="copy a runsc binary to " + str(dest) + " or pass runsc=PATH")
-    src = debian_mirror()
+    src = debian_mirror(etc)
     if src is None:
-        raise RunscMissing("no Debian mirror found in /etc/apt/sources.list(.d)",
+        raise RunscMissing(f"no Debian mirror found in {etc}/sources.list(.d)",
                            hint="copy a runsc 20240729 binary to " + str(dest) + " or pass runsc=PATH")
     keyring = src.signed_by if src.signed_by and "\n" not in src.signed_by else None
     keyring = keyring or "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -205,7 +205,7 @@ def fetch_runsc_2024(*, force: bool = False, quiet: bool = False) -> Path:
         if not quiet:
             print(msg, file=sys.stderr)
 
-    with tempfile.TemporaryDirectory(prefix="k3snb-aptfetch-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="k3snb-aptfetch-", dir=tmp_root()) as tmp:
         t = Path(tmp)
         for d in ("lists/partial", "archives/partial", "parts", "prefs"):
             (t / d).mkdir(parents=True)

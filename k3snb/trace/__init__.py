@@ -7,13 +7,17 @@ The tracer itself runs as ``python -m k3snb.trace`` (also for long-running k3s).
 """
 
 import importlib
+import sys
+import types
 from typing import Any
 
-# name -> submodule; loaded on first use so ``python -m k3snb.trace`` (the tracer) stays light
+# name -> submodule; loaded on first use so ``python -m k3snb.trace`` (the tracer) stays light.
+# (Submodules are named tracing/interception, not trace/intercept: importing a submodule sets
+# the package attribute of its name, which would shadow the function of the same name.)
 _API = {
     "Rule": "._rules", "save_rules": "._rules", "load_rules": "._rules",
-    "trace": ".trace", "Trace": ".trace", "TraceDiff": ".trace", "diff": ".trace",
-    "intercept": ".intercept", "InterceptResult": ".intercept", "fake_procsys": ".procsys",
+    "trace": ".tracing", "Trace": ".tracing", "TraceDiff": ".tracing", "diff": ".tracing",
+    "intercept": ".interception", "InterceptResult": ".interception", "fake_procsys": ".procsys",
 }
 __all__ = sorted(_API)
 
@@ -23,9 +27,7 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'k3snb.trace' has no attribute {name!r}")
     module = importlib.import_module(mod, __name__)
-    # bind every name of that submodule now: importing ``.trace``/``.intercept`` sets the package
-    # attribute of the same name to the *module*, which must not shadow the function
-    for n, m in _API.items():
+    for n, m in _API.items():  # bind the submodule's other public names too
         if m == mod:
             globals()[n] = getattr(module, n)
     return globals()[name]
@@ -33,3 +35,13 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _CallableModule(types.ModuleType):
+    # ``import k3snb.trace`` rebinds ``k3snb.trace`` from the function to this package (as for
+    # k3snb.probe), so the package itself must be callable for ``k3snb.trace(cmd)`` in cells.
+    def __call__(self, *args: Any, **kwargs: Any):
+        return __getattr__("trace")(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

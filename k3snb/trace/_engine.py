@@ -38,6 +38,7 @@ EXPECT_NONE, EXPECT_ENTER, EXPECT_EXIT = 0, 1, 2
 NEG_ENOSYS = P.to_unsigned(-P.ENOSYS)
 _RT_SIGRETURN = D.SYSCALL_NUMBERS["rt_sigreturn"]
 PATH_ARGS = D.PATH_ARGS
+EXIT_NRS = {D.SYSCALL_NUMBERS["exit"], D.SYSCALL_NUMBERS["exit_group"]}
 SYSCALL_NAMES = D.SYSCALL_NAMES
 ERRNO_NAMES = D.ERRNO_NAMES
 OPEN_FLAG_ARG = D._FLAG_ARG
@@ -456,6 +457,9 @@ class Engine:
             t.args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) if t.restore is None else \
                 tuple(dict(t.restore).get(r, getattr(regs, r)) for r in ARG_REGS)
             t.t0 = time.monotonic()
+            if nr in EXIT_NRS and not t.force_errno:  # never returns: record it now
+                self._record_syscall(t, None, None)
+                return False
         return need_exit
 
     def on_exit(self, t: Task, regs) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 from ._launch import Cmd
 from ._rules import Rule
-from .intercept import intercept
-from .trace import Trace, trace
+from .interception import intercept
+from .tracing import Trace, trace
 
 PROBE_KEYS = ("kernel/cap_last_cap", "kernel/panic", "vm/panic_on_oom", "kernel/keys/root_maxkeys")
 
@@ -242,7 +242,7 @@ def reach_table(t: Trace):
 
 
 def first_divergence(a: Trace, b: Trace, names=("host", "gvisor")) -> dict | None:
-    from .trace import diff
+    from .tracing import diff
 
     return diff(a, b, names=names).first_divergence
 

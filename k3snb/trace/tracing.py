@@ -22,7 +22,7 @@ from ._store import FIELDS, convert, open_table
 _PROC_PID = re.compile(r"^/proc/\d+(?=/|$)")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Trace(Rich):
     """A recorded trace. ``.df`` is the full DataFrame (one row per syscall or process event).
 
@@ -233,7 +233,7 @@ def trace(cmd: Cmd | None = None, *, runner=None, syscalls: str | Sequence[str] 
 
 
 # -- diff -----------------------------------------------------------------------------------------
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class TraceDiff(Rich):
     """What fails in only one of two traces (keys: executable name, syscall, normalised path)."""
 

@@ -23,7 +23,7 @@ from ._launch import Cmd, OutDir, argv_of, rule_opts, run_tracer
 from ._rules import Rule
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class InterceptResult(Rich):
     """What an intercepted run did: exit status, output, and one log line per rewrite."""
 

@@ -17,7 +17,7 @@ import k3snb
 from k3snb._state import records
 from k3snb.errors import InvalidParameter, RemoteError, RunscMissing, SandboxDied, UsageError
 from k3snb.runners import runsc as runsc_mod
-from k3snb.runners.gvisor import GVisor, _children, extract_panic, pids_with_root
+from k3snb.runners.gvisor import GVisor, extract_panic, pids_with_root
 
 pytestmark = [pytest.mark.root, pytest.mark.runsc]
 BUILDS = ["2022", pytest.param("2024", marks=pytest.mark.runsc2024)]
@@ -122,7 +122,18 @@ def test_spawn_and_terminate(sandbox):
     assert "sleep 4545" not in sandbox.run("busybox ps -o args").stdout
 
 
+def test_spawn_one_log_for_both_streams_appends(sandbox):
+    log = sandbox.workdir / "daemon.log"
+    log.write_text("earlier run\n")
+    sp = sandbox.spawn("for i in 1 2 3; do echo out$i; echo err$i >&2; done; echo $K3SNB_Y; pwd",
+                       stdout=log, stderr=log, env={"K3SNB_Y": "env-ok"}, cwd="/usr")
+    assert sp.wait(20) == 0
+    assert log.read_text() == "earlier run\nout1\nerr1\nout2\nerr2\nout3\nerr3\nenv-ok\n/usr\n"
+
+
 def test_info_records_version(sandbox):
+    pids = sandbox.host_pids()
+    assert set(pids) == {"runsc", "sandbox", "gofer"} and all(Path(f"/proc/{p}").exists() for p in pids.values())
     info = sandbox.info()
     assert info["kind"] == "gvisor" and info["runsc_version"].startswith("0.0~20")
     assert sandbox.run("true").extra["runsc_version"] == info["runsc_version"]  # recorded with every result
@@ -135,8 +146,7 @@ def test_killed_sandbox_is_reported_and_closable(build):
     base = g.workdir.parent
     try:
         assert g.run("true").ok
-        sandbox_pid = next(p for p in _children(g._proc.pid)
-                           if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"runsc-sandbox"))
+        sandbox_pid = g.host_pids()["sandbox"]
         os.kill(sandbox_pid, signal.SIGKILL)
         t = time.monotonic()
         r = g.run("echo hi")
@@ -154,8 +164,7 @@ def test_killed_sandbox_is_reported_and_closable(build):
 def test_sentry_panic_text_is_the_crash(build):
     # a real sentry panic: runsc's --panic-signal makes the sandbox panic on SIGUSR2
     with GVisor(build, runsc_flags=["--panic-signal=12"]) as g:
-        sandbox_pid = next(p for p in _children(g._proc.pid)
-                           if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"runsc-sandbox"))
+        sandbox_pid = g.host_pids()["sandbox"]
         os.kill(sandbox_pid, signal.SIGUSR2)
         r = g.run("echo hi")
         assert r.sandbox_died
@@ -165,8 +174,7 @@ def test_sentry_panic_text_is_the_crash(build):
 
 def test_dead_while_running_is_detected():
     with GVisor() as g:
-        victim = next(p for p in _children(g._proc.pid)
-                      if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"runsc-sandbox"))
+        victim = g.host_pids()["sandbox"]
         threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
         t = time.monotonic()
         r = g.run("sleep 60", timeout=30)
@@ -193,6 +201,31 @@ def test_cleanup_after_with_exception_and_keyboardinterrupt():
     assert _snapshot() == before
 
 
+@pytest.mark.parametrize("delay", [0.02, 0.08, 0.15])
+def test_keyboardinterrupt_during_start_leaves_nothing(delay):
+    before = _snapshot()
+    g = GVisor()
+    timer = threading.Timer(delay, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    in_start = False
+    try:
+        try:
+            g.start()
+        except KeyboardInterrupt:
+            in_start = True
+        else:
+            time.sleep(2)  # start won the race: the interrupt lands here instead
+    except KeyboardInterrupt:
+        pass
+    finally:
+        timer.join()
+    if in_start:  # start() must have cleaned up by itself
+        assert _snapshot() == before
+    g.close()
+    assert _snapshot() == before
+    assert not any(Path("/sys/fs/cgroup").glob(f"*/{g.id}*"))
+
+
 def test_caps_option():
     with GVisor(caps=False) as g:
         assert g.run("grep CapEff /proc/self/status").stdout.split()[1] == "0000000000000000"
@@ -211,8 +244,7 @@ def test_network_modes(build):
     with GVisor(build, network="sandbox") as g:  # netstack on a private netns (gvisor-matrix §3 workaround)
         assert "--network=sandbox" in g.info()["flags"]
         assert _ifaces(g) == {"lo"}
-        sb = next(p for p in _children(g._proc.pid)
-                  if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"runsc-sandbox"))
+        sb = g.host_pids()["sandbox"]
         assert os.readlink(f"/proc/{sb}/ns/net") != os.readlink("/proc/self/ns/net")
         r = g.run(["python3", "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
                    "socket.create_connection(s.getsockname()); print('tcp-ok')"])

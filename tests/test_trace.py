@@ -33,6 +33,7 @@ def test_grandchildren_rows_tree_and_exit_events():
     rows = d[(d.syscall == "openat") & (d.path == "/k3snb-missing-file")]
     assert len(rows) == 1 and rows.errno.iloc[0] == "ENOENT" and rows.ret.iloc[0] == -2
     assert rows.open_flags.iloc[0].startswith("O_RDONLY")
+    assert (d.syscall == "exit_group").sum() >= 3  # recorded at entry: it never returns
     ev = t.events()
     assert {"exec", "exit"} <= set(ev.event) and {"fork", "vfork", "clone"} & set(ev.event)
     f = t.failures()

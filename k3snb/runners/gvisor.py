@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import re
 import selectors
@@ -60,12 +61,26 @@ PLATFORMS = (None, "ptrace", "systrap", "kvm")
 BUILD_DEFAULTS: dict[str, list[str]] = {"2022": [], "2024": []}
 
 # Exec errors that mean the sandbox itself is gone (not the command failing).
+# runsc exits 128 when it fails itself; "loading sandbox: file does not exist" is the window in
+# which the runsc run parent is already deleting the dead container's state.
 DEAD_PATTERNS = re.compile(
     r"containerManager\.\w+\" failed|connecting to control server|urpc method .* failed"
-    r"|sandbox is not running|error getting processes for container",
+    r"|sandbox is not running|error getting processes for container|loading (sandbox|container)",
     re.I,
 )
+RUNSC_FAILED = 128
 _PANIC_START = re.compile(r"^(panic: |fatal error: |Panic: |.*\bpanic\b.*goroutine|goroutine \d+ \[)")
+
+
+@contextlib.contextmanager
+def _open_logs(out_path: Path, err_path: Path):
+    """Append-mode files for a background process; one shared fd when both name the same file."""
+    with open(out_path, "ab") as fo:
+        if os.path.abspath(err_path) == os.path.abspath(out_path):
+            yield fo, fo
+        else:
+            with open(err_path, "ab") as fe:
+                yield fo, fe
 
 
 def _gist(text: str, n: int = 6) -> str:
@@ -116,6 +131,27 @@ def pids_with_root(root: str) -> list[int]:
         if any(n in cmd for n in needles):
             out.append(int(d))
     return out
+
+
+def _remove_cgroups(cids: list[str], wait: float = 3.0) -> list[str]:
+    """rmdir ``/sys/fs/cgroup/<ctrl>/<cid>`` (runsc's per-container cgroups; glob patterns allowed),
+    retried while tasks exit; returns what is left."""
+    dirs = [d for cid in cids if cid for d in Path("/sys/fs/cgroup").glob(f"*/{cid}") if d.is_dir()]
+    deadline = time.monotonic() + wait
+    while dirs:
+        left = []
+        for d in dirs:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(d)
+        dirs = left
+        if not dirs or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return [str(d) for d in dirs]
 
 
 def extract_panic(texts: Sequence[str], max_lines: int = 60) -> str | None:
@@ -282,9 +318,10 @@ class GVisor(Runner):
         self._dead = False
         self._crash: str | None = None
         self._spawned: list[GVisorProcess] = []
-        self._nexec = 0
+        self._counter = itertools.count(1)  # next() is atomic: run() may be called from threads
         self._closed = False
         self._unclean = False
+        self._ready = False
         self.start_attempts = 0
 
     # -- layout ------------------------------------------------------------------------------
@@ -391,6 +428,7 @@ class GVisor(Runner):
     def _try_start(self, attempt: int) -> tuple[bool, str]:
         cid = self.id if attempt == 0 else f"{self.id}-r{attempt}"
         self._cid = cid
+        self._ready = False
         self._stderr_file = self.log_dir / f"run-{attempt}.stderr"
         argv = [*self._runsc(logs=True, enter=False), *self.flags(), "run", "--bundle",
                 str(self._base / "bundle"), cid]
@@ -425,6 +463,7 @@ class GVisor(Runner):
                     break
         finally:
             sel.close()
+        self._ready = ready
         if ready:
             for pid in _children(self._proc.pid):
                 self._record.add_pid(pid)
@@ -437,6 +476,21 @@ class GVisor(Runner):
         self._unclean = True
         self._destroy_container()
         return False, text + (f"\n{crash}" if crash else "")
+
+    def host_pids(self) -> dict[str, int]:
+        """Host pids of this sandbox's processes: ``runsc`` (the run parent), ``sandbox``, ``gofer``.
+
+        Useful for sampling resource use from the host (psutil) or for fault injection in tests.
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            return {}
+        out = {"runsc": self._proc.pid}
+        for pid in _children(self._proc.pid):
+            with contextlib.suppress(OSError):
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+                if name in ("runsc-sandbox", "runsc-gofer"):
+                    out[name.removeprefix("runsc-")] = pid
+        return out
 
     def alive(self) -> bool:
         """True while the sandbox runs (its ``runsc run`` parent exits when the sandbox dies)."""
@@ -471,6 +525,8 @@ class GVisor(Runner):
                     for p in set(left) | set(pids_with_root(str(self.root_dir))):
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(p, signal.SIGKILL)
+                    # runsc had no chance to remove the cgroups it made for the container
+                    _remove_cgroups([self.id, f"{self.id}-r*"])  # this start's container ids
                 shutil.rmtree(self._base, ignore_errors=True)
                 if not self._base.exists():
                     self._base = None
@@ -490,7 +546,12 @@ class GVisor(Runner):
         proc, self._proc = self._proc, None
         try:
             if proc.poll() is None:
-                self._call(kill, timeout=10)
+                if self._ready:
+                    self._call(kill, timeout=10)
+                else:  # interrupted or failed creation: runsc may not answer yet, cut it short
+                    self._unclean = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
                 try:
                     proc.wait(5)
                 except subprocess.TimeoutExpired:
@@ -572,8 +633,7 @@ class GVisor(Runner):
         t0 = time.monotonic()
         if self._dead or not self.alive():
             return self._died(argv, t0).check() if check else self._died(argv, t0)
-        self._nexec += 1
-        pidfile = self._base / "pids" / f"run-{self._nexec}"
+        pidfile = self._base / "pids" / f"run-{next(self._counter)}"
         limit = self.timeout if timeout is None else float(timeout)
         data = input.encode() if isinstance(input, str) else input
         p = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile),
@@ -608,7 +668,7 @@ class GVisor(Runner):
                 pidfile.unlink()
         so, se = out.decode(errors="replace"), err.decode(errors="replace")
         rc = p.returncode
-        if died or (rc != 0 and not timed_out and self._looks_dead(se)):
+        if died or (rc != 0 and not timed_out and self._looks_dead(rc, se)):
             res = self._died(argv, t0, so, se, rc, timed_out)
         else:
             res = RunResult(argv, None if timed_out else rc, so, se, time.monotonic() - t0, self.kind,
@@ -620,10 +680,10 @@ class GVisor(Runner):
             raise SandboxError("the sandbox is not running (never started, or closed)",
                                hint="use `with GVisor() as g:` or call .start() first")
 
-    def _looks_dead(self, stderr: str) -> bool:
+    def _looks_dead(self, rc: int, stderr: str) -> bool:
         if not self.alive():
             return True
-        if DEAD_PATTERNS.search(stderr):
+        if rc == RUNSC_FAILED and DEAD_PATTERNS.search(stderr):
             # the runsc run parent notices the sandbox died within moments; wait briefly to be sure
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline:
@@ -660,13 +720,12 @@ class GVisor(Runner):
             raise SandboxError("the sandbox is dead", hint="see .crash_text(); start a fresh GVisor()",
                                crash=(self.crash_text() or "")[:2000])
         argv = _argv(cmd)
-        self._nexec += 1
-        n = self._nexec
+        n = next(self._counter)
         out_path = Path(stdout) if stdout else self.workdir / f"spawn-{n}.out"
         err_path = Path(stderr) if stderr else self.workdir / f"spawn-{n}.err"
         pidfile = self._base / "pids" / f"spawn-{n}"
         # O_APPEND: the host fd is handed into the sandbox, which then writes through it
-        with open(out_path, "ab") as fo, open(err_path, "ab") as fe:
+        with _open_logs(out_path, err_path) as (fo, fe):
             client = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile),
                                       stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, start_new_session=True)
         sp = GVisorProcess(self, argv, client, pidfile, out_path, err_path)

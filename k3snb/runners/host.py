@@ -25,6 +25,7 @@ from weakref import WeakSet
 from .._state import Record, make_tempdir, new_id
 from ..errors import MissingDependency, NotRoot, SandboxError
 from .base import Cmd, Runner, RunResult, _argv
+from .gvisor import _open_logs
 
 READY = "k3snb-host-ready"
 # pid-namespace init: announce readiness, then reap orphans (dash's `wait` collects any child)
@@ -291,7 +292,7 @@ class Host(Runner):
         n = len(self._spawned) + 1
         out_path = Path(stdout) if stdout else self.workdir / f"spawn-{n}.out"
         err_path = Path(stderr) if stderr else self.workdir / f"spawn-{n}.err"
-        with open(out_path, "ab") as fo, open(err_path, "ab") as fe:
+        with _open_logs(out_path, err_path) as (fo, fe):
             p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, env=self._env(env),
                                  start_new_session=True)
         sp = HostProcess(argv, p, out_path, err_path)

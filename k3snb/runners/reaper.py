@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -226,7 +227,7 @@ def _reap_sandbox(sb: dict, actions: list[str], kept: list[str]) -> None:
                                    text=True, timeout=30)
                 if r.returncode == 0:
                     actions.append(f"runsc delete {c}")
-    from .gvisor import pids_with_root
+    from .gvisor import _remove_cgroups, pids_with_root
 
     left = pids_with_root(root)
     for p in left:  # identity: their command line carries our tagged --root path
@@ -234,12 +235,12 @@ def _reap_sandbox(sb: dict, actions: list[str], kept: list[str]) -> None:
             os.kill(p, signal.SIGKILL)
             actions.append(f"kill {p} (runsc with our root)")
     _wait_gone(left)
-    for ctrl in (CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []):
-        d = ctrl / cid
-        if cid.startswith(TAG) and d.is_dir():
-            with contextlib.suppress(OSError):
-                d.rmdir()
-                actions.append(f"rmdir {d}")
+    if cid.startswith(TAG):  # runsc's per-container cgroups, named by our tagged id
+        base_id = cid.split("-r", 1)[0] if re.search(r"-r\d+$", cid) else cid
+        before = {str(d) for d in CGROUP_ROOT.glob(f"*/{base_id}*")}
+        left = _remove_cgroups([base_id, f"{base_id}-r*"])
+        actions += [f"rmdir {d}" for d in sorted(before - set(left))]
+        kept += [f"cgroup {d} (busy)" for d in left]
 
 
 def clean_records(recs: list[Record]) -> list[dict[str, Any]]:

@@ -171,8 +171,12 @@ def main() -> int:
     if not args.no_host:
         print("host:", file=sys.stderr)
         t0 = time.monotonic()
-        host = bench(args.runs, tempfile.mkdtemp(prefix="k3snb-bench-"), sys.executable,
-                     _host_fake(), args.only, HOST_WORKLOADS)
+        tmp, fake = tempfile.mkdtemp(prefix="k3snb-bench-"), _host_fake()
+        try:
+            host = bench(args.runs, tmp, sys.executable, fake, args.only, HOST_WORKLOADS)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(Path(fake).parent, ignore_errors=True)
         doc = {**summary, "workloads": HOST_WORKLOADS, "where": "host", "runs": args.runs, "loadavg_at_end": os.getloadavg(), "results": host, "goals": goals(host, "host"),
                "elapsed_s": round(time.monotonic() - t0)}
         (OUT / "trace-host.json").write_text(json.dumps(doc, indent=1))

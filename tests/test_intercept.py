@@ -4,6 +4,7 @@ signals, cancellation, job control, static Go binaries, new namespaces, ERESTART
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -123,12 +124,16 @@ def test_statfs_spoof_seen_by_stat_and_python(tmp_path):
 def test_fake_file_contents_and_forced_errno(tmp_path):
     target = tmp_path / "secret"
     target.write_text("visible\n")
+    other = tmp_path / "other"
+    other.write_text("x\n")
     rules = [Rule.fake("/proc/sys/kernel/panic", "10"), Rule.fail("EACCES", path=str(target)),
-             Rule.fail("EPERM", syscalls=["unshare"])]
-    r = intercept(f"cat /proc/sys/kernel/panic; cat {target}; echo rc=$?; unshare -U true; echo rc=$?", rules)
+             Rule.fail("ENOENT", path=str(other)), Rule.fail("EPERM", syscalls=["unshare"])]
+    r = intercept(f"cat /proc/sys/kernel/panic; cat {target}; echo rc=$?; unshare -U true; echo rc=$?; "
+                  f"cat {other}", rules)
     assert r.stdout.split() == ["10", "rc=1", "rc=1"], r.stdout
     assert "Permission denied" in r.stderr and "Operation not permitted" in r.stderr
-    assert r.stats["errno_forced"] == 2
+    assert "No such file" in r.stderr  # a second path rule on the same syscalls applies too
+    assert r.stats["errno_forced"] == 3
     untraced = subprocess.run(["sh", "-c", f"cat {target}; unshare -U true; echo rc=$?"], capture_output=True, text=True)
     assert untraced.stdout.split() == ["visible", "rc=0"]
 
@@ -343,3 +348,30 @@ def test_cli_intercept_with_rules_file_and_log(tmp_path, fake):
     assert r.returncode == 3, r.stderr
     assert r.stdout.strip() == FAKE
     assert f"{KEY} -> {fake}/kernel/cap_last_cap" in log.read_text()
+
+
+def test_linger_kills_descendants_left_behind(tmp_path):
+    pidf = tmp_path / "pid"
+    t0 = time.monotonic()
+    r = intercept(f"sleep 30 & echo $! > {pidf}; exit 4", linger=0.5)
+    assert r.returncode == 4 and time.monotonic() - t0 < 10
+    assert not _alive(int(pidf.read_text()))
+
+
+@pytest.mark.root
+def test_long_running_spawn_in_a_runner_logs_and_stops_cleanly(fake):
+    # the k3s launcher's recipe: the tracer in the background via runner.spawn, rules from JSON
+    from k3snb.runners.host import Host
+
+    with Host() as h:
+        rules = save_rules(h.workdir / "rules.json", [Rule.redirect(KEY, str(fake / "kernel" / "cap_last_cap"))])
+        log, out, meta = h.workdir / "icept.log", h.workdir / "out", h.workdir / "meta.json"
+        p = h.spawn([h.python, "-m", "k3snb.trace", "intercept", "--rules", str(rules), "--log", str(log),
+                     "--meta", str(meta), "--",
+                     "sh", "-c", f"trap 'exit 3' TERM; cat {KEY} > {out}; while :; do sleep 0.1; done"])
+        assert _wait_file(out) == FAKE
+        assert p.poll() is None
+        p.terminate(grace=10)  # SIGTERM to the process group (the runner's nsenter client dies of it)
+        # the command got SIGTERM, ran its trap, and the tracer recorded its own status: 3
+        assert json.loads(_wait_file(meta))["returncode"] == 3
+        assert "openat /proc/sys/kernel/cap_last_cap -> " in log.read_text()

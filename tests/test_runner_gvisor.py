@@ -111,6 +111,15 @@ def test_timeout_kills_command_and_does_not_hang(sandbox):
     assert sandbox.run("echo still-usable").stdout == "still-usable\n"
 
 
+def test_background_child_holding_the_pipe_does_not_block(sandbox):
+    t = time.monotonic()
+    r = sandbox.run("echo before; sleep 5151 & echo after")
+    assert (r.returncode, r.stdout, r.timed_out, r.sandbox_died) == (0, "before\nafter\n", False, False)
+    assert time.monotonic() - t < 5
+    assert "sleep 5151" in sandbox.run("busybox ps -o args").stdout
+    sandbox.run("busybox pkill -f 'sleep 5151'")
+
+
 def test_spawn_and_terminate(sandbox):
     sp = sandbox.spawn("echo up; exec sleep 4545")
     deadline = time.monotonic() + 10

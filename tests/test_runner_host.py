@@ -79,6 +79,16 @@ def test_timeout_returns(host):
     assert time.monotonic() - t < 5
 
 
+def test_background_child_holding_the_pipe_does_not_block(host):
+    # `cmd &` keeps stdout open after the shell exits; run() waits for the process, not for EOF
+    t = time.monotonic()
+    r = host.run("echo before; sleep 4949 & echo after")
+    assert (r.returncode, r.stdout, r.timed_out) == (0, "before\nafter\n", False)
+    assert time.monotonic() - t < 5
+    assert _procs_with("sleep\x004949")  # still running inside until the runner closes
+    host.run("pkill -f 'sleep 4949'")
+
+
 def test_run_python_value_and_remote_error(host):
     assert host.run_python(os.getpid) < 100  # ran inside the pid namespace
     assert host.run_python(os.path.join, "a", "b") == "a/b"

@@ -44,6 +44,15 @@ def test_redirect_and_statfs_spoof_inside_gvisor(gv):
     assert f["seccomp"] is True
 
 
+def test_forced_errno_inside_gvisor(gv):
+    # the syscall number is replaced at the seccomp stop, which gVisor runs before its enter stop
+    for seccomp in (None, False):
+        r = intercept("cat /etc/hostname; echo rc=$?", [Rule.fail("EACCES", path="/etc/hostname")], runner=gv,
+                      seccomp=seccomp)
+        assert r.stdout.split() == ["rc=1"] and "Permission denied" in r.stderr, r.stdout + r.stderr
+        assert r.stats["errno_forced"] == 1
+
+
 def test_exit_status_and_signals_inside_gvisor(gv):
     assert intercept("exit 42", [Rule.statfs("ext4", from_type="9p")], runner=gv).returncode == 42
     assert intercept("kill -KILL $$", runner=gv).returncode == -9
@@ -87,3 +96,17 @@ def test_diff_host_vs_gvisor_names_the_missing_procsys_key():
     fd = dd.first_divergence  # the first read already differs: runsc 2022 has no cap_last_cap here
     assert fd["syscall"] == "openat" and fd["path"] == "/proc/sys/kernel/cap_last_cap"
     assert fd["host"] == "ok" and fd["gvisor"] == "ENOENT"
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_cli_intercept_with_runner_exits_with_command_status(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "k3snb.cli", "intercept", "--runner", "gvisor",
+                        "--fake", "/proc/sys/kernel/panic=10", "--statfs", "9p=ext4", "--",
+                        "sh", "-c", "cat /proc/sys/kernel/panic; stat -f -c %t /; exit 5"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 5, r.stderr
+    assert r.stdout.split() == ["10", "ef53"]

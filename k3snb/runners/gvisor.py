@@ -35,6 +35,7 @@ from .._state import Record, _proc_start, make_tempdir, new_id
 from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
 from . import _oci
 from .base import Cmd, Runner, RunResult, _argv
+from .host import _open_logs, _Pipes
 from .runsc import find_runsc, runsc_version
 
 READY = "k3snb-sandbox-ready"
@@ -70,17 +71,6 @@ DEAD_PATTERNS = re.compile(
 )
 RUNSC_FAILED = 128
 _PANIC_START = re.compile(r"^(panic: |fatal error: |Panic: |.*\bpanic\b.*goroutine|goroutine \d+ \[)")
-
-
-@contextlib.contextmanager
-def _open_logs(out_path: Path, err_path: Path):
-    """Append-mode files for a background process; one shared fd when both name the same file."""
-    with open(out_path, "ab") as fo:
-        if os.path.abspath(err_path) == os.path.abspath(out_path):
-            yield fo, fo
-        else:
-            with open(err_path, "ab") as fe:
-                yield fo, fe
 
 
 def _gist(text: str, n: int = 6) -> str:
@@ -639,34 +629,17 @@ class GVisor(Runner):
         p = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile),
                              stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        timed_out = died = False
-        out = err = b""
-        feed = data
+        pipes = _Pipes(p, data)
+        state = "interrupted"
         try:
-            while True:
-                try:
-                    o, e = p.communicate(feed, timeout=min(0.5, max(0.01, t0 + limit - time.monotonic())))
-                    out, err = o or b"", e or b""
-                    break
-                except subprocess.TimeoutExpired:
-                    feed = None  # communicate keeps feeding what it already started writing
-                    if not self.alive():
-                        died = True
-                    elif time.monotonic() - t0 >= limit:
-                        timed_out = True
-                    else:
-                        continue
-                    self._kill_exec(p, pidfile, inside=not died)
-                    o, e = p.communicate()
-                    out, err = o or b"", e or b""
-                    break
-        except BaseException:  # KeyboardInterrupt: end the command inside too, then re-raise
-            self._kill_exec(p, pidfile, inside=True)
-            raise
+            state = pipes.wait(t0 + limit, abort=lambda: not self.alive())
         finally:
+            if state != "exited":  # timeout, dead sandbox or KeyboardInterrupt: end the command inside
+                self._kill_exec(p, pidfile, inside=state != "abort")
             with contextlib.suppress(OSError):
                 pidfile.unlink()
-        so, se = out.decode(errors="replace"), err.decode(errors="replace")
+        timed_out, died = state == "timeout", state == "abort"
+        so, se = pipes.result()
         rc = p.returncode
         if died or (rc != 0 and not timed_out and self._looks_dead(rc, se)):
             res = self._died(argv, t0, so, se, rc, timed_out)

@@ -16,6 +16,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,11 +26,71 @@ from weakref import WeakSet
 from .._state import Record, make_tempdir, new_id
 from ..errors import MissingDependency, NotRoot, SandboxError
 from .base import Cmd, Runner, RunResult, _argv
-from .gvisor import _open_logs
 
 READY = "k3snb-host-ready"
 # pid-namespace init: announce readiness, then reap orphans (dash's `wait` collects any child)
 INIT_SCRIPT = f"echo {READY}; while :; do sleep 3600 & wait; done"
+
+
+@contextlib.contextmanager
+def _open_logs(out_path: Path, err_path: Path):
+    """Append-mode files for a background process; one shared fd when both name the same file."""
+    with open(out_path, "ab") as fo:
+        if os.path.abspath(err_path) == os.path.abspath(out_path):
+            yield fo, fo
+        else:
+            with open(err_path, "ab") as fe:
+                yield fo, fe
+
+
+class _Pipes:
+    """Collect a child's stdout/stderr (and feed stdin) in threads, so waiting is about the *process*.
+
+    ``subprocess.communicate`` waits for EOF, which never comes while a background grandchild
+    (``cmd &``, a daemon) still holds the pipe: run() would hang until its timeout. Here we wait for
+    the process, then give the pipes a short grace and return what arrived.
+    """
+
+    def __init__(self, p: subprocess.Popen, data: bytes | None) -> None:
+        self.p = p
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.threads = [threading.Thread(target=self._read, args=(p.stdout, self.out), daemon=True),
+                        threading.Thread(target=self._read, args=(p.stderr, self.err), daemon=True)]
+        if data is not None:
+            self.threads.append(threading.Thread(target=self._write, args=(p.stdin, data), daemon=True))
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _read(f, sink: list[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := f.read1(65536):
+                sink.append(chunk)
+
+    @staticmethod
+    def _write(f, data: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            f.write(data)
+            f.close()
+
+    def wait(self, deadline: float, abort=None) -> str:
+        """Wait for the process: ``"exited"``, ``"timeout"`` or ``"abort"`` (``abort()`` said so)."""
+        while True:
+            try:
+                self.p.wait(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+                return "exited"
+            except subprocess.TimeoutExpired:
+                if abort is not None and abort():
+                    return "abort"
+                if time.monotonic() >= deadline:
+                    return "timeout"
+
+    def result(self, grace: float = 1.0) -> tuple[str, str]:
+        end = time.monotonic() + grace
+        for t in self.threads[:2]:
+            t.join(max(0.0, end - time.monotonic()))
+        return (b"".join(self.out).decode(errors="replace"), b"".join(self.err).decode(errors="replace"))
 
 
 def _children(pid: int) -> list[int]:
@@ -261,21 +322,21 @@ class Host(Runner):
         p = subprocess.Popen(full, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env(env),
                              start_new_session=True)
-        timed_out = False
+        pipes = _Pipes(p, data)
         try:
-            out, err = p.communicate(data, timeout=limit)
-        except subprocess.TimeoutExpired:
+            timed_out = pipes.wait(t0 + limit) == "timeout"
+        except BaseException:  # KeyboardInterrupt: end the command, then re-raise
             timed_out = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            out, err = p.communicate()
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
             raise
-        res = RunResult(argv, None if timed_out else p.returncode, out.decode(errors="replace"),
-                        err.decode(errors="replace"), time.monotonic() - t0, self.kind, timed_out=timed_out)
+        finally:
+            if timed_out:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(5)
+        out, err = pipes.result()
+        res = RunResult(argv, None if timed_out else p.returncode, out, err, time.monotonic() - t0, self.kind,
+                        timed_out=timed_out)
         return res.check() if check else res
 
     def spawn(

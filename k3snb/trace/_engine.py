@@ -39,6 +39,7 @@ NEG_ENOSYS = P.to_unsigned(-P.ENOSYS)
 _RT_SIGRETURN = D.SYSCALL_NUMBERS["rt_sigreturn"]
 PATH_ARGS = D.PATH_ARGS
 EXIT_NRS = {D.SYSCALL_NUMBERS["exit"], D.SYSCALL_NUMBERS["exit_group"]}
+FORCE_NR = D.SYSCALL_NUMBERS["getpid"]
 SYSCALL_NAMES = D.SYSCALL_NAMES
 ERRNO_NAMES = D.ERRNO_NAMES
 OPEN_FLAG_ARG = D._FLAG_ARG
@@ -263,8 +264,10 @@ class Engine:
             os.path.basename(os.fsencode(r.path)) for r in self.errno_path} | {b".", b".."}
         # quick reject: a path can only match if it starts with one of these
         self.roots = tuple(sorted(roots))
-        self.errno_path_nrs = {n: r for r in self.errno_path
-                               for n in (D.resolve_syscalls(list(r.syscalls)) if r.syscalls else D.PATH_ARGS)}
+        self.errno_path_nrs: dict[int, list[Rule]] = {}
+        for r in self.errno_path:
+            for n in D.resolve_syscalls(list(r.syscalls)) if r.syscalls else D.PATH_ARGS:
+                self.errno_path_nrs.setdefault(n, []).append(r)
 
     def _filter_nrs(self) -> set[int]:
         nrs: set[int] = set()
@@ -400,9 +403,11 @@ class Engine:
                 if ap is None or not ap.startswith(self.roots):
                     continue
                 if self.errno_path and nr in self.errno_path_nrs:
-                    r = self.errno_path_nrs[nr]
-                    if r.matches(os.fsdecode(ap)):
-                        t.force_errno = getattr(_errno, r.errno)
+                    sp_ = os.fsdecode(ap)
+                    for r in self.errno_path_nrs[nr]:
+                        if r.matches(sp_):
+                            t.force_errno = getattr(_errno, r.errno)
+                            break
                 target = self._match_redirect(ap)
                 if target is not None:
                     new.append((ai, raw, target))
@@ -445,7 +450,9 @@ class Engine:
         if code:
             t.force_errno = code
         if t.force_errno:
-            regs.orig_rax = P.to_unsigned(-1)  # the kernel skips syscall -1; the exit stop sets errno
+            # run a harmless getpid instead and put the errno in at the exit stop; syscall -1
+            # ("skip") is not honoured the same way in gVisor (it answers ENOSYS, with no exit stop)
+            regs.orig_rax = FORCE_NR
             changed = True
             need_exit = True
             self.stats["errno_forced"] += 1

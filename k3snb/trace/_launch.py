@@ -70,10 +70,14 @@ def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, tim
     """
     from ..runners.base import RunResult
 
-    if runner is not None:
+    if isinstance(runner, str):
+        # a runner named here is ours: start it, run, and close it (files are moved out first)
         from ..runners import get_runner
 
-        runner = get_runner(runner)
+        with get_runner(runner) as owned:
+            return run_tracer(action, opts, cmd, runner=owned, timeout=timeout, env=env, cwd=cwd,
+                              files=files, input=input)
+    if runner is not None:
         stage = Path(runner.workdir) / files.name
         stage.mkdir(parents=True, exist_ok=True)
         for f in files.iterdir():  # inputs (rules.json) must be visible inside the runner

@@ -142,6 +142,10 @@ def test_html_repr_and_summary():
     assert "failing syscalls" in html and "k3snb-nope" in html
     assert t.summary()["returncode"] == 2
     assert "Trace" in repr(t)
+    df = t.df
+    with t:
+        pass
+    assert not t.path.parent.exists() and len(df)  # close() removed the files; the frame stays
 
 
 def test_cli_trace_writes_arrow_and_exits_with_command_status(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -76,15 +77,25 @@ class _Pipes:
 
     def wait(self, deadline: float, abort=None) -> str:
         """Wait for the process: ``"exited"``, ``"timeout"`` or ``"abort"`` (``abort()`` said so)."""
-        while True:
-            try:
-                self.p.wait(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
-                return "exited"
-            except subprocess.TimeoutExpired:
+        # a pidfd wakes us the moment the process exits; Popen.wait(timeout) polls with sleeps of
+        # up to 50 ms, which would add ~30 ms to every 30 ms sandbox exec
+        try:
+            fd = os.pidfd_open(self.p.pid)
+        except ProcessLookupError:
+            self.p.wait()
+            return "exited"
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], min(0.5, max(0.0, deadline - time.monotonic())))
+                if ready:
+                    self.p.wait()
+                    return "exited"
                 if abort is not None and abort():
                     return "abort"
                 if time.monotonic() >= deadline:
                     return "timeout"
+        finally:
+            os.close(fd)
 
     def result(self, grace: float = 1.0) -> tuple[str, str]:
         end = time.monotonic() + grace

@@ -48,7 +48,9 @@ class OutDir:
 
     def attach_to(self, owner: Any) -> None:
         if self.record is not None:
-            weakref.finalize(owner, _remove, str(self.path), self.record)
+            # also reachable as owner._finalizer for an explicit close(); a killed kernel leaves the
+            # record behind for `k3snb doctor --clean` (its owner pid is dead)
+            owner._finalizer = weakref.finalize(owner, _remove, str(self.path), self.record)
 
     def remove(self) -> None:
         if self.record is not None:

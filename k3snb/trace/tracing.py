@@ -129,6 +129,18 @@ class Trace(Rich):
         d = self.df
         return d[d.detail.notna() & (d.event == "syscall")].reset_index(drop=True)
 
+    def close(self) -> None:
+        """Delete the trace's files now (kept DataFrames stay usable); also done when collected."""
+        fin = getattr(self, "_finalizer", None)
+        if fin is not None:
+            fin()
+
+    def __enter__(self) -> Trace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def pids(self) -> list[int]:
         return sorted(int(p) for p in self.to_frame(["pid"]).pid.unique())
 

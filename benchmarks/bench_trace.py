@@ -55,7 +55,7 @@ MIXED = ("python", "archive")
 
 
 def configs(py: str, fake: str, tmp: str) -> dict[str, list[str]]:
-    kit = [py, "-m", "k3snb.trace"]
+    kit = [py, "-m", "k3snb.tracing"]
     icept = ["intercept", "--redirect", f"/proc/sys/kernel/cap_last_cap={fake}", "--statfs", "9p=ext4"]
     return {
         "untraced": [],

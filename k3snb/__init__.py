@@ -28,20 +28,20 @@ _API = {
     "GVisor": "k3snb.runners.gvisor",
     "runsc_versions": "k3snb.runners.runsc",
     # probe
-    "probe": "k3snb.probe",
-    "diff": "k3snb.probe",
-    "EnvProbe": "k3snb.probe",
+    "probe": "k3snb.probing",
+    "diff": "k3snb.probing",
+    "EnvProbe": "k3snb.probing",
     # tracing / interception
-    "trace": "k3snb.trace",
-    "intercept": "k3snb.trace",
-    "Trace": "k3snb.trace",
-    "Rule": "k3snb.trace",
-    "fake_procsys": "k3snb.trace",
+    "trace": "k3snb.tracing",
+    "intercept": "k3snb.tracing",
+    "Trace": "k3snb.tracing",
+    "Rule": "k3snb.tracing",
+    "fake_procsys": "k3snb.tracing",
     # fixes and diagnosis
-    "workarounds": "k3snb.workarounds",
+    "list_workarounds": "k3snb.workarounds",
     "get_workaround": "k3snb.workarounds",
     "classify": "k3snb.signatures",
-    "signatures": "k3snb.signatures",
+    "list_signatures": "k3snb.signatures",
     "install_cni": "k3snb.cni",
     # k3s
     "find_k3s": "k3snb.k3s",
@@ -50,11 +50,11 @@ _API = {
     "profiles": "k3snb.k3s",
     "K3sCluster": "k3snb.k3s",
     # experiments / monitoring / display
-    "experiments": "k3snb.experiments",
+    "list_experiments": "k3snb.experiments",
     "run_experiments": "k3snb.experiments",
     "record": "k3snb.experiments",
     "verdict": "k3snb.experiments",
-    "monitor": "k3snb.monitor",
+    "monitor": "k3snb.monitoring",
     "set_options": "k3snb.report",
 }
 

@@ -22,10 +22,10 @@ from .errors import K3snbError
 COMMANDS: dict[str, str] = {
     "run": "k3snb.experiments._cli",
     "experiments": "k3snb.experiments._cli",
-    "probe": "k3snb.probe._cli",
+    "probe": "k3snb.probing._cli",
     "doctor": "k3snb.runners._cli",
-    "trace": "k3snb.trace._cli",
-    "intercept": "k3snb.trace._cli",
+    "trace": "k3snb.tracing._cli",
+    "intercept": "k3snb.tracing._cli",
     "classify": "k3snb.signatures._cli",
     "cni": "k3snb.cni._cli",
     "k3s": "k3snb.k3s._cli",

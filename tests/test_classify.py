@@ -62,9 +62,9 @@ def test_catalogue_fields():
         assert all(re.fullmatch(r"W([1-9]|[1-3]\d|4[0-8])", w) for w in s.workarounds), s.id
         assert s.severity in ("fatal", "error", "warning", "info")
         assert s.fatal == (s.severity == "fatal"), s.id
-    frame = k3snb.signatures().to_frame()
+    frame = k3snb.list_signatures().to_frame()
     assert len(frame) == len(ALL) and {"id", "pattern", "stage", "workarounds", "root_cause"} <= set(frame.columns)
-    assert "<table" in k3snb.signatures()._repr_html_()
+    assert "<table" in k3snb.list_signatures()._repr_html_()
 
 
 @pytest.mark.parametrize("sig", ALL, ids=lambda s: s.id)

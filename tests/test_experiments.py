@@ -1,3 +1,4 @@
+
 """The experiment layer: registry, record/verdict, and papermill batch runs on fixture notebooks.
 
 Fixture notebooks in tests/notebooks/ are named by behaviour (ok, broken, sleeps); their registry is
@@ -7,6 +8,7 @@ dir, temp dir and $HOME pointed at fresh folders so "nothing left behind" can be
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -84,14 +86,14 @@ def test_registry_rejects_unknown_keys(tmp_path):
         load_registry(bad)
 
 
-def test_experiments_is_callable_and_renders():
-    table = k3snb.experiments()
+def test_list_experiments_renders():
+    table = k3snb.list_experiments()
     assert "00-environment" in repr(table)
     html = table._repr_html_()
     assert "k3snb-text-fallback" in html and "00-environment" in html
-    import k3snb.experiments as pkg  # the submodule import must not break the call
+    importlib.import_module("k3snb.experiments")  # importing the sub-package must not shadow the function
 
-    assert pkg().ids == table.ids
+    assert k3snb.list_experiments().ids == table.ids
 
 
 def test_skip_reasons_follow_capabilities():

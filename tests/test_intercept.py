@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from k3snb.errors import InvalidParameter
-from k3snb.trace import Rule, intercept, load_rules, save_rules
+from k3snb.tracing import Rule, intercept, load_rules, save_rules
 
 REAL = Path("/proc/sys/kernel/cap_last_cap").read_text().strip()
 FAKE = "38" if REAL != "38" else "37"
@@ -149,7 +149,7 @@ def test_exit_codes_and_signals_propagate(seccomp):
 
 
 def _tracer(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "k3snb.trace", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "k3snb.tracing", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -234,7 +234,7 @@ def test_job_control_keeps_a_stopped_child_stopped():
 
 
 def test_static_go_binary_is_redirected(tmp_path, fake):
-    from k3snb.trace._demo import build_static_go, is_static
+    from k3snb.tracing._demo import build_static_go, is_static
 
     try:
         goread = build_static_go(tmp_path / "go")
@@ -335,7 +335,7 @@ def test_rules_json_roundtrip_and_bad_input(tmp_path):
         Rule.statfs("zfsx", from_type="9p")
     with pytest.raises(InvalidParameter, match="not a Rule"):
         intercept("true", ["/a=/b"])
-    r = subprocess.run([sys.executable, "-m", "k3snb.trace", "intercept", "--", "/nonexistent/cmd"],
+    r = subprocess.run([sys.executable, "-m", "k3snb.tracing", "intercept", "--", "/nonexistent/cmd"],
                        capture_output=True, text=True)
     assert r.returncode == 125 and "not executable" in r.stderr
 
@@ -366,7 +366,7 @@ def test_long_running_spawn_in_a_runner_logs_and_stops_cleanly(fake):
     with Host() as h:
         rules = save_rules(h.workdir / "rules.json", [Rule.redirect(KEY, str(fake / "kernel" / "cap_last_cap"))])
         log, out, meta = h.workdir / "icept.log", h.workdir / "out", h.workdir / "meta.json"
-        p = h.spawn([h.python, "-m", "k3snb.trace", "intercept", "--rules", str(rules), "--log", str(log),
+        p = h.spawn([h.python, "-m", "k3snb.tracing", "intercept", "--rules", str(rules), "--log", str(log),
                      "--meta", str(meta), "--",
                      "sh", "-c", f"trap 'exit 3' TERM; cat {KEY} > {out}; while :; do sleep 0.1; done"])
         assert _wait_file(out) == FAKE

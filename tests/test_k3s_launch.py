@@ -108,7 +108,7 @@ def test_worker_stable_in_gvisor_reports_the_stage_reached():
         cls = c.classify()
         assert cls.furthest_stage is not None, c.logs(40)
         wrapped = c.command[:4]
-        assert wrapped[1:4] == ["-m", "k3snb.trace", "intercept"]  # the interceptor wraps k3s
+        assert wrapped[1:4] == ["-m", "k3snb.tracing", "intercept"]  # the interceptor wraps k3s
     finally:
         rep = c.stop()
     assert rep["ok"], rep

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from k3snb.errors import InvalidParameter
-from k3snb.monitor import monitor
+from k3snb.monitoring import monitor
 
 
 def test_samples_a_growing_process_tree(tmp_path):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from k3snb.errors import InvalidParameter, UsageError
-from k3snb.probe import EnvProbe, check_claims, diff, probe, procsys_keys
-from k3snb.probe._collect import collect
+from k3snb.probing import EnvProbe, check_claims, diff, probe, procsys_keys
+from k3snb.probing._collect import collect
 
 REPO = Path(__file__).resolve().parents[1]
 KUBELET_SIX = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
@@ -236,7 +236,7 @@ def test_bad_input_gives_one_clear_error(tmp_path):
 
 @pytest.mark.root
 def test_flat_api_probe_is_callable_after_subpackage_import():
-    import k3snb.probe  # rebinds k3snb.probe to the sub-package; it must stay callable
+    import k3snb.probing  # rebinds k3snb.probe to the sub-package; it must stay callable
 
     assert k3snb.diff is diff and k3snb.EnvProbe is EnvProbe
     p = k3snb.probe("host", label="again")

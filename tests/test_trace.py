@@ -12,7 +12,7 @@ import time
 import pytest
 
 from k3snb.errors import InvalidParameter
-from k3snb.trace import Rule, Trace, diff, trace
+from k3snb.tracing import Rule, Trace, diff, trace
 
 
 def test_grandchildren_rows_tree_and_exit_events():

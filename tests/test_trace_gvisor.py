@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from k3snb.trace import Rule, diff, intercept, trace
+from k3snb.tracing import Rule, diff, intercept, trace
 
 BUILDS = [pytest.param("2022", marks=[pytest.mark.root, pytest.mark.runsc], id="runsc2022"),
           pytest.param("2024", marks=[pytest.mark.root, pytest.mark.runsc2024], id="runsc2024")]

@@ -10,7 +10,7 @@ import pytest
 
 import k3snb
 from k3snb.errors import InvalidParameter, UsageError, WorkaroundFailed
-from k3snb.workarounds import LaunchPlan, Workaround, _ops, get_workaround, ids, workarounds
+from k3snb.workarounds import LaunchPlan, Workaround, _ops, get_workaround, ids, list_workarounds
 from k3snb.workarounds._base import metadata, research_only
 
 RUNNER_WORKAROUNDS = sorted(w for w, m in metadata().items() if m["kind"] == "runner")
@@ -37,7 +37,7 @@ def test_catalogue_covers_every_research_workaround():
 
 
 def test_metadata_fields_and_classes():
-    sig_ids = list(k3snb.signatures().to_frame()["id"])
+    sig_ids = list(k3snb.list_signatures().to_frame()["id"])
     assert set(ids()) == set(metadata())
     for wid, m in metadata().items():
         assert {"id", "title", "kind", "research", "signatures", "description"} <= set(m), wid
@@ -53,12 +53,12 @@ def test_metadata_fields_and_classes():
 
 
 def test_table_and_lookup_by_research_id():
-    t = workarounds()
+    t = list_workarounds()
     assert len(t) == len(metadata())
     df = t.to_frame()
     assert {"id", "title", "kind", "research", "signatures", "flags"} <= set(df.columns)
     assert "<table" in t._repr_html_()
-    assert len(workarounds(include_research_only=True)) == len(metadata()) + len(research_only())
+    assert len(list_workarounds(include_research_only=True)) == len(metadata()) + len(research_only())
     assert get_workaround("W1").id == "kmsg"
     assert get_workaround("w17").id == "local-storage-capacity-isolation"
 

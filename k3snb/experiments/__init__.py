@@ -1,18 +1,13 @@
 """Experiments: the registry of notebooks, their papermill execution, and ``record``/``verdict``.
 
-``k3snb.experiments`` is both this package and the function listing the registry: the package is
-made callable, so ``k3snb.experiments()`` works whichever of the two an import left on ``k3snb``.
+``k3snb.list_experiments()`` shows the registry.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from ._execute import KERNEL_NAME, run_experiments
 from ._record import STATUSES, Verdict, record, results, verdict
-from ._registry import Experiment, Registry, experiments, load_registry
+from ._registry import Experiment, Registry, list_experiments, load_registry
 
 __all__ = [
     "KERNEL_NAME",
@@ -20,7 +15,7 @@ __all__ = [
     "Experiment",
     "Registry",
     "Verdict",
-    "experiments",
+    "list_experiments",
     "load_registry",
     "record",
     "results",
@@ -28,10 +23,3 @@ __all__ = [
     "verdict",
 ]
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Registry:
-        return experiments(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

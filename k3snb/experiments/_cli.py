@@ -1,4 +1,4 @@
-"""``k3snb run`` and ``k3snb experiments``: thin adapters over run_experiments() and experiments()."""
+"""``k3snb run`` and ``k3snb experiments``: thin adapters over run_experiments() and list_experiments()."""
 
 from __future__ import annotations
 

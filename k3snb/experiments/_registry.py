@@ -224,6 +224,6 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     return Registry(file=file, entries=entries)
 
 
-def experiments(registry: str | os.PathLike | None = None) -> Registry:
+def list_experiments(registry: str | os.PathLike | None = None) -> Registry:
     """The experiment registry as a Rich table: id, title, seed claims, requirements, ready here."""
     return load_registry(registry)

@@ -307,7 +307,7 @@ class K3sCluster(Rich):
 
     def monitor(self, interval: float = 2.0, **kw: Any):
         """Start (once) and return a psutil sampler of k3s's process tree (k3snb.monitor)."""
-        from ..monitor import monitor
+        from ..monitoring import monitor
 
         if self._monitor is None:
             self._monitor = monitor(self, interval=interval, **kw)

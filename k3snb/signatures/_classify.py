@@ -106,7 +106,7 @@ class Catalog:
         for s in self.signatures:
             if s.id == sig_id:
                 return s
-        raise InvalidParameter(f"unknown signature id {sig_id!r}", hint="see k3snb.signatures() for the ids")
+        raise InvalidParameter(f"unknown signature id {sig_id!r}", hint="see k3snb.list_signatures() for the ids")
 
 
 def _as_tuple(v: Any) -> tuple[str, ...]:
@@ -407,6 +407,6 @@ class SignatureTable(Rich):
         return len(self.catalog.signatures)
 
 
-def signatures() -> SignatureTable:
+def list_signatures() -> SignatureTable:
     """All failure signatures and progress markers (``.to_frame()`` for a DataFrame)."""
     return SignatureTable(load_catalog())

@@ -1,13 +1,12 @@
 """Workarounds from the research as objects: ``apply(runner)``, ``check(runner)``, ``revert(runner)``.
 
-``k3snb.workarounds()`` shows the catalogue; ``k3snb.get_workaround("kmsg")`` (or ``"W1"``) returns
+``k3snb.list_workarounds()`` shows the catalogue; ``k3snb.get_workaround("kmsg")`` (or ``"W1"``) returns
 a fresh object. Metadata (title, research W ids, signatures addressed, kind) is data in
 ``k3snb/data/workarounds.yaml``; profiles in ``k3snb/data/profiles/`` list workaround ids.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from ._base import (
 )
 
 __all__ = [
-    "workarounds",
+    "list_workarounds",
     "get_workaround",
     "Workaround",
     "WorkaroundResult",
@@ -63,10 +62,10 @@ class WorkaroundTable(Rich):
         return iter(r["id"] for r in self.rows)
 
     def _repr_html_(self) -> str:
-        return render(self._title_text, self.summary(), [("workarounds", self.to_frame())], text=self._repr_text())
+        return render(self._title_text, self.summary(), [("list_workarounds", self.to_frame())], text=self._repr_text())
 
 
-def workarounds(include_research_only: bool = False) -> WorkaroundTable:
+def list_workarounds(include_research_only: bool = False) -> WorkaroundTable:
     """The workaround catalogue as a table (id, title, kind, research W ids, signatures, flags)."""
     _load_all()
     rows = []
@@ -87,12 +86,3 @@ def workarounds(include_research_only: bool = False) -> WorkaroundTable:
                          "flags": "", "implemented": False})
     return WorkaroundTable(rows)
 
-
-class _CallableModule(sys.modules[__name__].__class__):
-    # ``k3snb.workarounds`` is both this sub-package and the flat-API function; once the package is
-    # imported, attribute lookup on ``k3snb`` finds the module, so calling it must still work.
-    def __call__(self, include_research_only: bool = False) -> WorkaroundTable:
-        return workarounds(include_research_only)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -253,7 +253,7 @@ def get_workaround(id: str, **params: Any) -> Workaround:
         extra = f" ({id} is research-only: {research_only()[id]})" if id in research_only() else ""
         raise UnknownWorkaround(
             f"unknown workaround {id!r}{extra}; valid: {', '.join(valid)}",
-            hint="list them with k3snb.workarounds(); research ids like 'W1' are accepted too",
+            hint="list them with k3snb.list_workarounds(); research ids like 'W1' are accepted too",
         )
     return cls(**params)
 

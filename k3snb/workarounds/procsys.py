@@ -1,8 +1,8 @@
 """W12: fake ``/proc/sys`` through k3snb's syscall interceptor (k3snb.trace).
 
-apply() writes the fake tree (``k3snb.trace.fake_procsys``: the keys k3s/kubelet/kube-proxy need,
+apply() writes the fake tree (``k3snb.tracing.fake_procsys``: the keys k3s/kubelet/kube-proxy need,
 from the probe of *this* runner) plus a rules file, and contributes a wrapper so k3s runs as
-``python -m k3snb.trace intercept --rules RULES --log LOG -- k3s server …``. check() runs ``cat`` on
+``python -m k3snb.tracing intercept --rules RULES --log LOG -- k3s server …``. check() runs ``cat`` on
 kubelet's tunables under that same wrapper inside the runner and compares with the fake tree.
 Bind-mounting files onto /proc/sys (W18) cannot work where the keys are missing; this can.
 """
@@ -25,17 +25,17 @@ class FakeProcSys(Workaround):
     params = {"probe": "auto", "diskstats": True, "check_keys": CHECK_KEYS}
 
     def wrapper(self, python: str, rules: str, log: str) -> list[str]:
-        return [python, "-m", "k3snb.trace", "intercept", "--rules", rules, "--log", log, "--"]
+        return [python, "-m", "k3snb.tracing", "intercept", "--rules", rules, "--log", log, "--"]
 
     def _apply(self, runner, plan: LaunchPlan) -> dict[str, Any]:
-        from ..trace import Rule, fake_procsys, save_rules
+        from ..tracing import Rule, fake_procsys, save_rules
 
         base = Path(plan.work_dir) / "fake-procsys"
         tree = base / "tree"
         tree.mkdir(parents=True, exist_ok=True)
         pr = self.options["probe"]
         if pr == "auto":  # fake what *this* runner lacks, not what the host lacks
-            from ..probe import probe
+            from ..probing import probe
 
             pr = probe(runner)
         out = fake_procsys(tree, pr)

@@ -1,7 +1,7 @@
 """The probe that runs *inside* a runner (host namespace or gVisor sandbox).
 
 Stdlib only (ctypes for the raw syscalls), so it is cheap to import wherever the kit's Python
-runs. :func:`collect` returns a JSON-able dict; :mod:`k3snb.probe._record` turns it into facts.
+runs. :func:`collect` returns a JSON-able dict; :mod:`k3snb.probing._record` turns it into facts.
 
 Safety rules, because on the ``Host`` runner ``/proc/sys``, the network and the cgroup tree are
 the real host's:
@@ -863,7 +863,7 @@ def collect(procsys: list[str], *, write_back: bool = False, timeout: float = 20
     return out
 
 
-if __name__ == "__main__":  # python -m k3snb.probe._collect: quick look without a runner
+if __name__ == "__main__":  # python -m k3snb.probing._collect: quick look without a runner
     import sys
 
     keys = sys.argv[1:] or ["kernel/panic", "kernel/cap_last_cap", "vm/overcommit_memory"]

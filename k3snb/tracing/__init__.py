@@ -3,15 +3,13 @@
 Cell API: :func:`trace` (a :class:`Trace` with a lazily loaded DataFrame), :func:`intercept`
 (path redirection, fake files, statfs f_type spoofing, forced errnos via :class:`Rule`),
 :func:`fake_procsys` (per-file /proc/sys fakes from a probe), :func:`diff` of two traces.
-The tracer itself runs as ``python -m k3snb.trace`` (also for long-running k3s).
+The tracer itself runs as ``python -m k3snb.tracing`` (also for long-running k3s).
 """
 
 import importlib
-import sys
-import types
 from typing import Any
 
-# name -> submodule; loaded on first use so ``python -m k3snb.trace`` (the tracer) stays light.
+# name -> submodule; loaded on first use so ``python -m k3snb.tracing`` (the tracer) stays light.
 # (Submodules are named tracing/interception, not trace/intercept: importing a submodule sets
 # the package attribute of its name, which would shadow the function of the same name.)
 _API = {
@@ -25,7 +23,7 @@ __all__ = sorted(_API)
 def __getattr__(name: str) -> Any:
     mod = _API.get(name)
     if mod is None:
-        raise AttributeError(f"module 'k3snb.trace' has no attribute {name!r}")
+        raise AttributeError(f"module 'k3snb.tracing' has no attribute {name!r}")
     module = importlib.import_module(mod, __name__)
     for n, m in _API.items():  # bind the submodule's other public names too
         if m == mod:
@@ -36,12 +34,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-class _CallableModule(types.ModuleType):
-    # ``import k3snb.trace`` rebinds ``k3snb.trace`` from the function to this package (as for
-    # k3snb.probe), so the package itself must be callable for ``k3snb.trace(cmd)`` in cells.
-    def __call__(self, *args: Any, **kwargs: Any):
-        return __getattr__("trace")(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

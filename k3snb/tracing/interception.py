@@ -4,7 +4,7 @@ For long-running use (k3s), start the tracer directly in the background instead,
 ``runner.spawn``::
 
     save_rules("rules.json", rules)
-    runner.spawn([runner.python, "-m", "k3snb.trace", "intercept", "--rules", "rules.json",
+    runner.spawn([runner.python, "-m", "k3snb.tracing", "intercept", "--rules", "rules.json",
                   "--log", "icept.log", "--", "k3s", "server", ...])
 
 It exits with k3s's own status, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to it, and if the tracer

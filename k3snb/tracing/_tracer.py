@@ -1,6 +1,6 @@
 """The tracer process: parse a command line, run the engine, exit with the command's own status.
 
-This is what ``python -m k3snb.trace`` runs, inside a runner or on the host; ``k3snb.trace()`` and
+This is what ``python -m k3snb.tracing`` runs, inside a runner or on the host; ``k3snb.trace()`` and
 ``k3snb.intercept()`` start it as a subprocess and read the files it leaves (Arrow rows, a JSON
 meta file, a text log).
 """
@@ -20,15 +20,15 @@ from ..errors import InvalidParameter, K3snbError
 from ._rules import Rule, load_rules, parse_redirect, parse_statfs
 
 EPILOG = """examples:
-  python -m k3snb.trace trace --out t.arrow -- sh -c 'cat /proc/sys/kernel/panic'
-  python -m k3snb.trace intercept --redirect /proc/sys/=/tmp/fake/ --statfs 9p=ext4 -- stat -f /
-  python -m k3snb.trace intercept --rules rules.json --log icept.log -- k3s server ...
+  python -m k3snb.tracing trace --out t.arrow -- sh -c 'cat /proc/sys/kernel/panic'
+  python -m k3snb.tracing intercept --redirect /proc/sys/=/tmp/fake/ --statfs 9p=ext4 -- stat -f /
+  python -m k3snb.tracing intercept --rules rules.json --log icept.log -- k3s server ...
 The command's exit status (or the signal that killed it) becomes the tracer's own.
 SIGTERM/SIGINT/SIGHUP/SIGQUIT are forwarded to the command; the tree dies with the tracer."""
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rules", metavar="FILE", help="rules JSON written by k3snb.trace.save_rules")
+    p.add_argument("--rules", metavar="FILE", help="rules JSON written by k3snb.tracing.save_rules")
     p.add_argument("--redirect", action="append", default=[], metavar="SRC=DST",
                    help="rewrite path SRC (prefix if it ends with /) to DST; repeatable")
     p.add_argument("--statfs", action="append", default=[], metavar="FROM=TO",
@@ -47,7 +47,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m k3snb.trace", epilog=EPILOG,
+    ap = argparse.ArgumentParser(prog="python -m k3snb.tracing", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description="Trace or intercept a process tree with ptrace.")
     sub = ap.add_subparsers(dest="action", required=True)

@@ -86,7 +86,7 @@ def procsys_reach(runner=None, keys=PROBE_KEYS, *, go_binary: str | None = None)
 
 
 def _known(key: str) -> bool:
-    from ..probe import procsys_keys
+    from ..probing import procsys_keys
 
     return key in {k["key"] for k in procsys_keys()}
 

@@ -45,7 +45,7 @@ def fake_procsys(dest: str | os.PathLike, probe: Any = None, *, users: Iterable[
     Returns:
         ``[Rule.redirect('/proc/sys/<key>', '<dest>/<key>'), ...]`` in procsys.yaml order.
     """
-    from ..probe import procsys_keys
+    from ..probing import procsys_keys
 
     table = procsys_keys()
     known = {k["key"] for k in table}
@@ -54,12 +54,12 @@ def fake_procsys(dest: str | os.PathLike, probe: Any = None, *, users: Iterable[
         bad = keys - known
         if bad:
             raise InvalidParameter(f"unknown /proc/sys key(s) {sorted(bad)}",
-                                   hint="see k3snb.probe.procsys_keys() for the listed keys")
+                                   hint="see k3snb.probing.procsys_keys() for the listed keys")
     if values:
         bad = set(values) - known
         if bad:
             raise InvalidParameter(f"values for unlisted key(s) {sorted(bad)}",
-                                   hint="see k3snb.probe.procsys_keys() for the listed keys")
+                                   hint="see k3snb.probing.procsys_keys() for the listed keys")
     users = set(users) if users is not None else None
     recs = _records(probe)
     root = Path(dest)

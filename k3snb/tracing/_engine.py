@@ -1,6 +1,6 @@
 """The tracer: one ``waitpid(-1, __WALL)`` loop over the whole traced tree, per-tid state.
 
-Runs in its own process (``python -m k3snb.trace``), never inside a notebook kernel: a
+Runs in its own process (``python -m k3snb.tracing``), never inside a notebook kernel: a
 ``waitpid(-1)`` there would reap the kernel's other children, and ptrace binds tracees to the
 thread that attached them. Design rules from ptrace-feasibility.md §7:
 

@@ -91,7 +91,7 @@ class EnvProbe(Rich):
             return dict(self.data["proc_sys"][key])
         except KeyError:
             raise InvalidParameter(f"key {key!r} was not probed",
-                                   hint="see k3snb.probe.procsys_keys() for the probed keys") from None
+                                   hint="see k3snb.probing.procsys_keys() for the probed keys") from None
 
     def missing_proc_sys(self) -> list[str]:
         return [k for k, v in self.data["proc_sys"].items() if not v.get("present")]
@@ -165,7 +165,7 @@ def probe(
 ) -> EnvProbe:
     """Probe an environment and return an :class:`EnvProbe` (at least 40 facts).
 
-    The collector (:func:`k3snb.probe._collect.collect`) runs *inside* the runner through
+    The collector (:func:`k3snb.probing._collect.collect`) runs *inside* the runner through
     ``run_python``, so the same code probes the host and a sandbox. Probing changes nothing
     outside the runner: on the host /proc/sys is never written, mounts happen in a private mount
     namespace and iptables is listed in a private network namespace.

@@ -1,4 +1,4 @@
-"""Start the tracer process (``python -m k3snb.trace``) locally or through a runner, and clean up.
+"""Start the tracer process (``python -m k3snb.tracing``) locally or through a runner, and clean up.
 
 Cancelling (KeyboardInterrupt in a cell, any exception, a timeout) SIGKILLs the tracer; the
 kernel then kills the whole traced tree because every tracee carries ``PTRACE_O_EXITKILL``.
@@ -65,7 +65,7 @@ def _remove(path: str, record: Record) -> None:
 def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, timeout: float | None = None,
                env: Mapping[str, str] | None = None, cwd: str | None = None, files: Path,
                input: str | bytes | None = None):
-    """Run ``python -m k3snb.trace ACTION OPTS -- CMD``; returns (RunResult, meta dict).
+    """Run ``python -m k3snb.tracing ACTION OPTS -- CMD``; returns (RunResult, meta dict).
 
     ``files`` is a local directory; with a runner the tracer writes into the runner's workdir and
     the files are moved here afterwards (the workdir disappears with the runner).
@@ -85,7 +85,7 @@ def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, tim
         for f in files.iterdir():  # inputs (rules.json) must be visible inside the runner
             shutil.copy2(f, stage / f.name)
         opts = [o.replace(str(files), str(stage)) for o in opts]
-        args = [runner.python, "-m", "k3snb.trace", action, *opts, "--", *cmd]
+        args = [runner.python, "-m", "k3snb.tracing", action, *opts, "--", *cmd]
         try:
             res = runner.run(args, timeout=timeout, env=dict(env or {}) or None, cwd=cwd, input=input)
         finally:
@@ -94,7 +94,7 @@ def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, tim
             shutil.rmtree(stage, ignore_errors=True)
         res.runner = res.runner or getattr(runner, "kind", "runner")
     else:
-        args = [sys.executable, "-m", "k3snb.trace", action, *opts, "--", *cmd]
+        args = [sys.executable, "-m", "k3snb.tracing", action, *opts, "--", *cmd]
         full_env = dict(os.environ)
         full_env.update(env or {})
         t0 = time.monotonic()
@@ -125,7 +125,7 @@ def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, tim
     elif not res.timed_out and not res.sandbox_died:
         tail = "\n".join(res.stderr.strip().splitlines()[-5:])
         raise TraceError(f"the tracer did not run ({res.returncode}): {tail}",
-                         hint="see the message above; `python -m k3snb.trace probe` shows what ptrace can do here")
+                         hint="see the message above; `python -m k3snb.tracing probe` shows what ptrace can do here")
     return res, meta
 
 

@@ -9,7 +9,6 @@ gVisor the host-side runsc sandbox processes — the sentry's resource use *is* 
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -180,11 +179,3 @@ def monitor(target: Any, interval: float = 2.0, duration: float | None = None) -
     """Start sampling ``target``'s process tree every ``interval`` s (for ``duration`` s, or until stop())."""
     return Monitor(_roots_of(target), interval=interval, duration=duration)
 
-
-class _CallableModule(sys.modules[__name__].__class__):
-    # ``k3snb.monitor`` is both this module and the flat-API function (see k3snb/__init__.py)
-    def __call__(self, target: Any, interval: float = 2.0, duration: float | None = None) -> Monitor:
-        return monitor(target, interval, duration)
-
-
-sys.modules[__name__].__class__ = _CallableModule

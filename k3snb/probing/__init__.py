@@ -8,9 +8,7 @@
   (``k3snb/data/procsys.yaml``).
 """
 
-import sys
-import types
-from typing import Any
+
 
 from ._claims import Claim, check_claims
 from ._diff import KEY_FACTS, ProbeDiff, diff, key_facts
@@ -32,12 +30,3 @@ __all__ = [
     "procsys_keys",
 ]
 
-
-class _CallableModule(types.ModuleType):
-    # Importing this sub-package rebinds ``k3snb.probe`` from the function to the module, so the
-    # module itself must be callable for ``k3snb.probe(runner)`` to keep working in cells.
-    def __call__(self, *args: Any, **kwargs: Any) -> EnvProbe:
-        return probe(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -161,7 +161,7 @@ class Rule:
 
 
 def save_rules(path: str | os.PathLike, rules: Iterable[Rule]) -> Path:
-    """Write rules as JSON for ``python -m k3snb.trace intercept --rules FILE``; returns the path."""
+    """Write rules as JSON for ``python -m k3snb.tracing intercept --rules FILE``; returns the path."""
     p = Path(path)
     p.write_text(json.dumps({"rules": [r.to_json() for r in rules]}, indent=1))
     return p
@@ -172,7 +172,7 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise InvalidParameter(f"rules file {str(p)!r} not found", hint="write it with k3snb.trace.save_rules") from None
+        raise InvalidParameter(f"rules file {str(p)!r} not found", hint="write it with k3snb.tracing.save_rules") from None
     except ValueError as e:
         raise InvalidParameter(f"rules file {str(p)!r} is not JSON: {e}", hint="write it with save_rules") from None
     items = data.get("rules") if isinstance(data, dict) else data

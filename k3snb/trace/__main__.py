@@ -1,8 +1,0 @@
-"""``python -m k3snb.trace {trace,intercept,probe} [options] -- CMD...`` (see ``--help``)."""
-
-import sys
-
-from ._tracer import main
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,12 +22,13 @@ import sys, time
 from k3snb.runners.gvisor import GVisor
 from k3snb.runners.host import Host
 kind = sys.argv[1]
-r = (GVisor() if kind == "gvisor" else Host()).start()
+r = (GVisor() if kind == "gvisor" else Host(pid=(kind == "host"))).start()
 if kind == "gvisor":
     sp = r.spawn("echo up; exec sleep 4747")
 else:
     r.run(f"mkdir -p {r.workdir}/m && mount -t tmpfs k3snb-reaper-tmpfs {r.workdir}/m", check=True)
     sp = r.spawn("echo up; exec sleep 4848")
+    r.run("sleep 4850 >/dev/null 2>&1 &")  # a daemon: without a pid namespace only the mount ns finds it
 while "up" not in sp.stdout_path.read_text():  # the background process runs before we report
     time.sleep(0.02)
 time.sleep(0.1)
@@ -92,17 +93,18 @@ def test_kill9_gvisor_owner_then_clean(private_state):
 
 
 @pytest.mark.root
-def test_kill9_host_owner_then_clean(private_state):
-    work, _ = _start_and_kill9("host")
+@pytest.mark.parametrize("kind", ["host", "host-nopid"])
+def test_kill9_host_owner_then_clean(private_state, kind):
+    work, _ = _start_and_kill9(kind)
     try:
         (rec,) = records()
-        assert rec.kind == "host" and _procs_with(b"sleep\x004848")
+        assert rec.kind == "host" and _procs_with(b"sleep\x004848") and _procs_with(b"sleep\x004850")
     finally:
         reaper.clean()
     deadline = time.monotonic() + 3
-    while _procs_with(b"sleep\x004848") and time.monotonic() < deadline:
+    while (_procs_with(b"sleep\x004848") or _procs_with(b"sleep\x004850")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _procs_with(b"sleep\x004848")
+    assert not _procs_with(b"sleep\x004848") and not _procs_with(b"sleep\x004850")
     assert not work.exists() and records() == []
     assert "k3snb-reaper-tmpfs" not in Path("/proc/self/mountinfo").read_text()
 

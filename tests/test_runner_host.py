@@ -139,6 +139,19 @@ def test_close_kills_everything_and_removes_workdir():
         h.run("true")
 
 
+def test_without_pid_namespace_close_still_ends_everything():
+    with Host(pid=False, hostname="k3snb-nopid") as h:
+        assert h.run_python(os.getpid) > 100 and h.run("hostname").stdout == "k3snb-nopid\n"
+        h.run("sleep 5252 >/dev/null 2>&1 &")
+        h.spawn("exec sleep 5253")
+        time.sleep(0.2)
+        assert _procs_with("sleep\x005252") and _procs_with("sleep\x005253")
+    deadline = time.monotonic() + 3
+    while _procs_with("sleep\x00525") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _procs_with("sleep\x005252") and not _procs_with("sleep\x005253")
+
+
 def test_cleanup_on_exception():
     with pytest.raises(KeyboardInterrupt), Host() as h:
         work = h.workdir

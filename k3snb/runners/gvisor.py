@@ -4,7 +4,7 @@ Lifecycle (measured, see docs/gvisor-stability.md and data/benchmarks/sandbox-li
 
 * ``start()`` keeps ``runsc run`` (foreground, not ``--detach``) as a child of this process. runsc
   then stays the parent of its sandbox and gofer, so on ``close()`` it reaps them at once and deletes
-  the container itself. The detached recipe (``run --detach`` … ``delete --force``) spends ~1.8 s in
+  the container itself. The detached recipe (``run --detach`` … ``delete --force``) spends 1.6–1.8 s in
   ``delete`` waiting for the orphaned sandbox zombie to be reaped by PID 1, which here takes seconds.
   The child also gives a free liveness check: it exits when the sandbox dies.
 * ``run()`` is one ``runsc exec`` per command; exec'd processes are session leaders, so a timeout
@@ -58,7 +58,8 @@ PLATFORMS = (None, "ptrace", "systrap", "kvm")
 
 # Flags used by default per build; an explicit ``runsc_flags`` entry for the same flag wins.
 # 2024: runsc's own defaults (systrap, directfs). The stability study (docs/gvisor-stability.md)
-# found 0 deaths in 1,148 sandboxes across 8 flag sets, so no flag earned a place here.
+# found 0 deaths in 1,148 sandboxes over 8 configurations (and the notes' detach recipe), so no
+# flag earned a place here.
 BUILD_DEFAULTS: dict[str, list[str]] = {"2022": [], "2024": []}
 
 # Exec errors that mean the sandbox itself is gone (not the command failing).

@@ -104,6 +104,23 @@ class _Pipes:
         return (b"".join(self.out).decode(errors="replace"), b"".join(self.err).decode(errors="replace"))
 
 
+def _in_mount_ns(pid: int) -> list[int]:
+    """Pids sharing ``pid``'s mount namespace (identity: the namespace inode, private to this runner)."""
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return []
+    if ns == os.readlink("/proc/self/ns/mnt"):
+        return []  # never the host's namespace
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{d}/ns/mnt") == ns:
+                    out.append(int(d))
+    return out
+
+
 def _children(pid: int) -> list[int]:
     # every thread has its own children list (Go forks from any thread), so read them all
     out: list[int] = []
@@ -224,7 +241,8 @@ class Host(Runner):
                 argv += ["--user", "--map-root-user"]
             if self.pid_ns:
                 argv += ["--pid", "--fork", "--kill-child", "--mount-proc"]
-            argv += ["/bin/sh", "-c", INIT_SCRIPT]
+            # without a pid namespace the holder must not have children of its own to orphan
+            argv += ["/bin/sh", "-c", INIT_SCRIPT if self.pid_ns else f"echo {READY}; exec sleep infinity"]
             self._holder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE, start_new_session=True)
             self._record.add_pid(self._holder.pid).save()
@@ -282,6 +300,11 @@ class Host(Runner):
                     sp.kill()
             self._spawned.clear()
             if holder is not None:
+                if not self.pid_ns:
+                    # no pid-ns init to take everything down: end what lives in our mount namespace
+                    for pid in _in_mount_ns(self._init_pid or holder.pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
                 for pid in (self._init_pid, holder.pid):
                     if pid:
                         with contextlib.suppress(ProcessLookupError):

@@ -256,6 +256,13 @@ def clean_records(recs: list[Record]) -> list[dict[str, Any]]:
         killed = []
         for pid in r.pids:
             if _pid_matches(r, pid):
+                if r.kind == "host":  # a Host runner's private mount namespace: all in it is ours
+                    from .host import _in_mount_ns
+
+                    for other in _in_mount_ns(pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(other, signal.SIGKILL)
+                            killed.append(other)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

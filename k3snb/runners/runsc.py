@@ -24,6 +24,7 @@ from typing import Any
 
 from .._paths import cache_dir, tmp_root
 from ..errors import InvalidParameter, RunscMissing
+from ..report import Rich
 
 VERSIONS = {"2022": "20221219", "2024": "20240729"}
 _SYSTEM_CANDIDATES = ("/usr/bin/runsc", "/usr/local/bin/runsc", "/usr/sbin/runsc")
@@ -256,8 +257,8 @@ def fetch_runsc_2024(*, force: bool = False, quiet: bool = False, etc: str | os.
 # -- overview -----------------------------------------------------------------------------------
 
 
-@dataclass
-class RunscBuilds:
+@dataclass(repr=False)
+class RunscBuilds(Rich):
     """Rich table of the runsc builds this machine has."""
 
     rows: list[dict[str, Any]]
@@ -272,14 +273,14 @@ class RunscBuilds:
     def summary(self) -> dict[str, Any]:
         return {"available": sum(r["available"] for r in self.rows), "builds": len(self.rows)}
 
-    def __repr__(self) -> str:
+    def _repr_text(self) -> str:
         lines = [f"{r['build']:6} {r['version'] or '-':20} {r['path'] or '(missing)'}" for r in self.rows]
         return "<RunscBuilds\n  " + "\n  ".join(lines) + ">"
 
     def _repr_html_(self) -> str:
         from ..report import render
 
-        return render(self._title_text, self.summary(), [("builds", self.to_frame())], text=repr(self))
+        return render(self._title_text, self.summary(), [("builds", self.to_frame())], text=self._repr_text())
 
 
 def runsc_versions() -> RunscBuilds:

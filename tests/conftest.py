@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Jupyter, IPython, matplotlib and the kit's temp dirs stay inside one folder per test session.
+# Jupyter, IPython, matplotlib and the kit's temp dirs stay inside one folder per test session
+# (scripts/test.sh names it; otherwise a temp dir removed when the session ends).
+_OWN_RUN = not os.environ.get("K3SNB_TEST_RUN")
 _RUN = Path(os.environ.get("K3SNB_TEST_RUN") or tempfile.mkdtemp(prefix="k3snb-tests-"))
 for var, sub in {
     "K3SNB_TMP": "tmp",
@@ -21,6 +24,11 @@ for var, sub in {
     os.environ.setdefault(var, str(_RUN / sub))
     Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_RUN:
+        shutil.rmtree(_RUN, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,7 +46,7 @@ def pytest_collection_modifyitems(config, items):
     cache: dict[str, bool] = {}
     for item in items:
         for name, (check, reason) in reasons.items():
-            if name in item.keywords:
+            if item.get_closest_marker(name) is not None:
                 if name not in cache:
                     cache[name] = bool(check())
                 if not cache[name]:

@@ -148,6 +148,18 @@ def test_info_records_version(sandbox):
     assert sandbox.run("true").extra["runsc_version"] == info["runsc_version"]  # recorded with every result
     assert Path(info["runsc"]).is_file() and "--network=none" in info["flags"]
 
+def test_net_raw_reaches_exec_processes():
+    # legacy iptables needs CAP_NET_RAW in the exec'd process, not only in the sandbox init
+    with GVisor(net_raw=True) as g:
+        eff = int(g.run("awk '/CapEff/{print $2}' /proc/self/status").check().stdout, 16)
+        assert eff & (1 << 13), f"CAP_NET_RAW missing: {eff:#x}"
+        r = g.run("iptables-legacy -t nat -N KUBE-PROBE && iptables-legacy -t nat -S KUBE-PROBE")
+        assert r.ok and "-N KUBE-PROBE" in r.stdout, r.stderr
+    with GVisor() as g:
+        eff = int(g.run("awk '/CapEff/{print $2}' /proc/self/status").check().stdout, 16)
+        assert not eff & (1 << 13)
+
+
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_killed_sandbox_is_reported_and_closable(build):

@@ -567,7 +567,9 @@ class GVisor(Runner):
     # -- commands ----------------------------------------------------------------------------
     def _exec_argv(self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str | None,
                    pidfile: Path | None) -> list[str]:
-        out = [*self._runsc(), "exec", "--cwd", cwd or str(self.workdir)]
+        # runsc strips CAP_NET_RAW from exec'd processes unless exec itself gets --net-raw too
+        net_raw = ["--net-raw"] if self.net_raw else []
+        out = [*self._runsc(), *net_raw, "exec", "--cwd", cwd or str(self.workdir)]
         if pidfile is not None:
             out += ["--internal-pid-file", str(pidfile)]
         for k, v in (env or {}).items():

@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 from k3snb.runners import _oci
-from k3snb.runners.gvisor import INIT_SCRIPT, READY, GVisor
+from k3snb.runners.gvisor import INIT_SCRIPT, READY, GVisor, extract_panic
 from k3snb.runners.runsc import find_runsc, runsc_version
+from k3snb.runners.stability import CONFIGS, StabilityResult, Trial, stability_trial, study_to_dict, summarize
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "benchmarks"
 
@@ -139,69 +140,19 @@ def lifecycle(n: int, build: str) -> dict:
 
 
 # -- stability ----------------------------------------------------------------------------------
-
-CONFIGS_2024: dict[str, dict] = {
-    "default": {},
-    "directfs=false": {"runsc_flags": ["--directfs=false"]},
-    # shared file access is refused together with the default rootfs overlay, so drop the overlay
-    "file-access=shared": {"runsc_flags": ["--file-access=shared", "--overlay2=none"]},
-    "overlay2=root:memory": {"runsc_flags": ["--overlay2=root:memory"]},
-    "overlay2=none": {"runsc_flags": ["--overlay2=none"]},
-    "platform=ptrace": {"platform": "ptrace"},
-    "debug": {"debug": True},
-    # not the kit: the notes' recipe (run --detach, init sleep, delete --force), default flags
-    "raw-detach": {},
-    "file-access=shared+directfs=false": {"runsc_flags": ["--file-access=shared", "--overlay2=none",
-                                                         "--directfs=false"]},
-}
-EXECS = [["python3", "-c", "import os; print(os.getpid())"], ["ls", "/proc/sys/vm"], ["cat", "/proc/mounts"]]
-# heavier: the kit's own env (hundreds of mmapped .so/.py files read through the gofer/9p root)
-EXECS_HEAVY = [[sys.executable, "-c", "import pandas, psutil, kubernetes; print(len(psutil.pids()))"],
-               ["ls", "/proc/sys/vm"], ["cat", "/proc/mounts"]]
+# The trial loop, counting and summary live in k3snb.runners.stability (also used by notebook 91);
+# this file adds only the raw-detach recipe (not the kit) and writes the study file.
 
 
-def one_trial(build: str, opts: dict, rounds: int) -> dict:
-    t0 = time.perf_counter()
-    g = GVisor(build, start_retries=0, start_timeout=30, timeout=60, **opts)
-    rec: dict = {"created": False, "died": False, "execs_ok": 0, "failed_execs": 0}
-    try:
-        try:
-            g.start()
-            rec["created"] = True
-        except Exception as e:  # creation failure is a datum, not a crash of the study
-            rec["create_error"] = str(e).splitlines()[0][:300]
-            return rec
-        for _ in range(rounds):
-            for argv in EXECS:
-                r = g.run(argv)
-                if r.sandbox_died:
-                    rec["died"] = True
-                    rec["died_at_exec"] = rec["execs_ok"] + rec["failed_execs"] + 1
-                    rec["crash_head"] = "\n".join((r.crash or "").splitlines()[:8])[:800]
-                    rec["exec_stderr"] = r.stderr.strip()[-300:]
-                    return rec
-                if r.ok:
-                    rec["execs_ok"] += 1
-                else:
-                    rec["failed_execs"] += 1
-                    rec.setdefault("fail_example", f"{argv[0]} rc={r.returncode} {r.stderr.strip()[-200:]}")
-        return rec
-    finally:
-        g.close()
-        rec["seconds"] = round(time.perf_counter() - t0, 3)
-
-
-def raw_detach_trial(build: str, flags: list[str], rounds: int) -> dict:
+def raw_detach_trial(build: str, argvs: list[list[str]], rounds: int, flags: tuple[str, ...] = ()) -> Trial:
     """The research notes' recipe verbatim: ``runsc run --detach`` + ``runsc exec``, init ``sleep``.
 
     Kept next to the kit's trials to tell apart "the 2024 build dies" from "the detach recipe dies".
     """
-    from k3snb.runners.gvisor import extract_panic
-
     runsc = str(find_runsc(build))
     base = Path(tempfile.mkdtemp(prefix="k3snb-bench-"))
     t0 = time.perf_counter()
-    rec: dict = {"created": False, "died": False, "execs_ok": 0, "failed_execs": 0}
+    rec = Trial(config="raw-detach")
     try:
         work = base / "work"
         work.mkdir()
@@ -213,11 +164,11 @@ def raw_detach_trial(build: str, flags: list[str], rounds: int) -> dict:
             c = subprocess.run([*r, *logs, "--network=none", *flags, "run", "--detach", "--bundle", str(b), "c"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, timeout=60)
         if c.returncode != 0:
-            rec["create_error"] = (base / "logs" / "run.stderr").read_text()[-300:]
+            rec.create_error = (base / "logs" / "run.stderr").read_text()[-300:]
             return rec
-        rec["created"] = True
+        rec.created = True
         for _ in range(rounds):
-            for argv in EXECS:
+            for argv in argvs:
                 try:
                     e = subprocess.run([*r, "exec", "c", *argv], capture_output=True, text=True, timeout=60)
                     rc, err = e.returncode, e.stderr
@@ -226,76 +177,42 @@ def raw_detach_trial(build: str, flags: list[str], rounds: int) -> dict:
                 st = subprocess.run([*r, "state", "c"], capture_output=True, text=True, timeout=30)
                 if '"running"' not in st.stdout or "urpc" in err or "control server" in err:
                     texts = [p.read_text(errors="replace") for p in sorted((base / "logs").glob("*"))]
-                    rec.update(died=True, died_at_exec=rec["execs_ok"] + rec["failed_execs"] + 1,
-                               crash_head="\n".join((extract_panic(texts) or "").splitlines()[:8])[:800],
-                               exec_stderr=err.strip()[-300:])
+                    rec.died, rec.died_at_exec = True, rec.execs_ok + rec.failed_execs + 1
+                    rec.crash_head = "\n".join((extract_panic(texts) or "").splitlines()[:8])[:800]
+                    rec.exec_stderr = err.strip()[-300:]
                     return rec
                 if rc == 0:
-                    rec["execs_ok"] += 1
+                    rec.execs_ok += 1
                 else:
-                    rec["failed_execs"] += 1
+                    rec.failed_execs += 1
         return rec
     finally:
         subprocess.run([runsc, f"--root={base / 'state'}", "delete", "--force", "c"], capture_output=True,
                        timeout=60)
         shutil.rmtree(base, ignore_errors=True)
-        rec["seconds"] = round(time.perf_counter() - t0, 3)
-
-
-def _trial(c: str, rounds: int) -> dict:
-    if c.startswith("raw-detach"):
-        return raw_detach_trial("2024", CONFIGS_2024[c].get("runsc_flags", []), rounds)
-    return one_trial("2024", CONFIGS_2024[c], rounds)
+        rec.seconds = round(time.perf_counter() - t0, 3)
 
 
 def stability(n: int, rounds: int, configs: list[str], budget_s: float, control_n: int,
-              parallel: int = 1) -> dict:
-    runsc = find_runsc("2024")
-    results: dict[str, list[dict]] = {c: [] for c in configs}
-    control: list[dict] = []
-    t_start = time.monotonic()
-    from concurrent.futures import ThreadPoolExecutor
+              parallel: int = 1, workload: str = "light") -> dict:
+    specs = [("raw-detach", raw_detach_trial) if c == "raw-detach" else c for c in configs]
 
-    pool = ThreadPoolExecutor(parallel) if parallel > 1 else None
-    for i in range(n):
-        for c in configs:
-            if pool:  # several sandboxes at once on 2 CPUs: contention as a stressor
-                results[c] += list(pool.map(lambda _, c=c: _trial(c, rounds), range(parallel)))
-            else:
-                results[c].append(_trial(c, rounds))
-        if i < control_n:
-            control.append(one_trial("2022", {}, rounds))
-        done = i + 1
-        print(f"trial {done}/{n}: " + ", ".join(
-            f"{c}={sum(r['died'] for r in results[c])}" for c in configs), file=sys.stderr, flush=True)
-        if time.monotonic() - t_start > budget_s:
-            break
+    def progress(done: int, res: StabilityResult) -> None:
+        print(f"trial {done}/{n}: " + ", ".join(f"{c}={sum(t.died for t in ts)}" for c, ts in res.trials.items()),
+              file=sys.stderr, flush=True)
 
-    def summarize(rs: list[dict]) -> dict:
-        created = [r for r in rs if r["created"]]
-        died = [r for r in created if r["died"]]
-        return {"trials": len(rs), "created": len(created), "create_failures": len(rs) - len(created),
-                "died": len(died), "death_rate": round(len(died) / len(created), 3) if created else None,
-                "execs_ok": sum(r["execs_ok"] for r in created),
-                "failed_execs": sum(r["failed_execs"] for r in created),
-                "median_trial_s": statistics.median(r["seconds"] for r in rs) if rs else None}
-
-    return {
-        "study": "runsc-2024-stability",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "runsc": str(runsc), "runsc_version": runsc_version(runsc),
-        "workload": [" ".join(x) for x in EXECS],
-        "method": f"fresh sandbox per trial (kit: GVisor, start_retries=0; raw-detach: run --detach + exec), "
-                  f"{parallel} at a time, {rounds} rounds of "
-                  f"{[' '.join(a) for a in EXECS]}; configurations interleaved round-robin",
-        "summary": {c: summarize(rs) for c, rs in results.items()},
-        "control_2022": summarize(control) if control else None,
-        "trials": results,
-        "control_2022_trials": control,
-        "wall_s": round(time.monotonic() - t_start, 1),
-        "parallel": parallel,
-    }
+    res = stability_trial(specs, n, workload, "2024", rounds=rounds, parallel=parallel, budget_s=budget_s,
+                          progress=progress)
+    # the 2022 build as a control, after the study (same workload, kit default)
+    control = stability_trial(["default"], control_n, workload, "2022", rounds=rounds) if control_n else None
+    out = {"study": "runsc-2024-stability", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+           "machine": machine(), **study_to_dict(res)}
+    out["method"] = (f"fresh sandbox per trial (kit: GVisor, start_retries=0; raw-detach: run --detach + exec), "
+                     f"{parallel} at a time, {rounds} rounds of {res.workload}; configurations interleaved "
+                     f"round-robin")
+    out["control_2022"] = summarize(control.trials["default"]) if control else None
+    out["control_2022_trials"] = [t.to_dict() for t in control.trials["default"]] if control else []
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=None)
     ap.add_argument("--runsc", default="2022")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--configs", default=",".join(CONFIGS_2024))
+    ap.add_argument("--configs", default=",".join([*CONFIGS, "raw-detach"]))
     ap.add_argument("--budget", type=float, default=900.0, help="stop adding trials after this many seconds")
     ap.add_argument("--control", type=int, default=10, help="2022 control trials")
     ap.add_argument("--workload", choices=["light", "heavy"], default="light",
@@ -314,8 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     DATA.mkdir(parents=True, exist_ok=True)
-    if a.workload == "heavy":
-        EXECS[:] = EXECS_HEAVY
     if a.mode == "lifecycle":
         runs = [lifecycle(a.n or 15, b) for b in a.runsc.split(",")]
         out = Path(a.out or DATA / "sandbox-lifecycle.json")
@@ -324,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   "ratio_kit_over": r["ratio_kit_over"]}, indent=1))
         res = {"benchmark": "sandbox-lifecycle", "runs": runs}
     else:
-        res = stability(a.n or 30, a.rounds, a.configs.split(","), a.budget, a.control, a.parallel)
+        res = stability(a.n or 30, a.rounds, a.configs.split(","), a.budget, a.control, a.parallel, a.workload)
         out = Path(a.out or DATA / "runsc-2024-stability.json")
         print(json.dumps({"summary": res["summary"], "control_2022": res["control_2022"]}, indent=1))
         runs = []

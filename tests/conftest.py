@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
     reasons = {
         "root": (cap.is_root, "needs root (run the suite as root)"),
         "runsc": (cap.has_runsc, "needs runsc: apt-get install runsc"),
-        "runsc2024": (cap.has_runsc_2024, "needs the 2024 runsc build: run `make setup` (fetches it via apt)"),
+        "runsc2024": (cap.has_runsc_2024, "needs the 2024 runsc build: run `bash scripts/setup.sh` (fetches it via apt)"),
         "k3s": (
             cap.has_k3s,
             "needs a k3s binary: set K3SNB_K3S, put k3s on PATH, or `k3snb k3s install VERSION` (offline here)",

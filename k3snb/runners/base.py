@@ -14,11 +14,16 @@ Contract for implementations:
 from __future__ import annotations
 
 import abc
+import atexit
+import contextlib
 import os
 import pickle
 import shlex
 import shutil
+import signal
+import subprocess
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +121,59 @@ class Spawned(Protocol):
     def kill(self) -> None: ...
 
 
+class BackgroundProcess:
+    """Shared half of the runners' :class:`Spawned` handles: ``client`` is the host-side Popen
+    (nsenter / runsc exec) whose exit status is the command's; subclasses deliver signals to the
+    command's process group where it lives."""
+
+    def __init__(self, args: list[str], client: subprocess.Popen, stdout_path: Path, stderr_path: Path) -> None:
+        self.args = args
+        self.client = client
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.args!r} rc={self.poll()}>"
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        raise NotImplementedError
+
+    def poll(self) -> int | None:
+        return self.client.poll()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.client.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def terminate(self, grace: float = 10.0) -> int | None:
+        if self.client.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            if self.wait(grace) is None:
+                self.kill()
+        return self.wait(5)
+
+    def kill(self) -> None:
+        if self.client.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            if self.wait(3) is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.client.kill()
+                self.wait(3)
+
+
+# Runners still open when the interpreter exits (a notebook kernel shut down without close()).
+_OPEN: weakref.WeakSet[Runner] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_runners() -> None:
+    for r in list(_OPEN):
+        with contextlib.suppress(Exception):
+            r.close()
+
+
 class Runner(abc.ABC):
     """Base class of execution environments. Subclasses register themselves by ``kind``."""
 
@@ -180,6 +238,13 @@ class Runner(abc.ABC):
 
     def alive(self) -> bool:
         return True
+
+    def _track_open(self, is_open: bool) -> None:
+        """Implementations call this from start()/close() so an exiting interpreter closes them."""
+        if is_open:
+            _OPEN.add(self)
+        else:
+            _OPEN.discard(self)
 
     def info(self) -> dict[str, Any]:
         """Facts to record with every result (kind, runsc version, flags …)."""

@@ -15,7 +15,6 @@ Lifecycle (measured, see docs/gvisor-stability.md and data/benchmarks/sandbox-li
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import os
@@ -28,13 +27,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from weakref import WeakSet
 
 from .._paths import kit_python
 from .._state import Record, _proc_start, make_tempdir, new_id
 from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
 from . import _oci
-from .base import Cmd, Runner, RunResult, _argv
+from .base import BackgroundProcess, Cmd, Runner, RunResult, _argv
 from .host import _open_logs, _Pipes
 from .runsc import find_runsc, runsc_version
 
@@ -155,20 +153,14 @@ def extract_panic(texts: Sequence[str], max_lines: int = 60) -> str | None:
     return None
 
 
-class GVisorProcess:
+class GVisorProcess(BackgroundProcess):
     """A background process inside the sandbox (see :meth:`GVisor.spawn`)."""
 
     def __init__(self, runner: GVisor, args: list[str], client: subprocess.Popen, pidfile: Path,
                  stdout_path: Path, stderr_path: Path) -> None:
+        super().__init__(args, client, stdout_path, stderr_path)
         self.runner = runner
-        self.args = args
-        self.client = client
         self.pidfile = pidfile
-        self.stdout_path = stdout_path
-        self.stderr_path = stderr_path
-
-    def __repr__(self) -> str:
-        return f"<GVisorProcess {self.args!r} rc={self.poll()}>"
 
     @property
     def pid(self) -> int | None:
@@ -182,45 +174,10 @@ class GVisorProcess:
             time.sleep(0.01)
         return None
 
-    def poll(self) -> int | None:
-        return self.client.poll()
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.client.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def _signal_group(self, sig: str) -> None:
+    def _signal_group(self, sig: signal.Signals) -> None:
         pid = self.pid
         if pid and self.runner.alive():
-            self.runner._exec_quiet(["/bin/kill", f"-{sig}", "--", f"-{pid}"], timeout=10)
-
-    def terminate(self, grace: float = 10.0) -> int | None:
-        if self.client.poll() is None:
-            self._signal_group("TERM")
-            if self.wait(grace) is None:
-                self.kill()
-        return self.wait(5)
-
-    def kill(self) -> None:
-        if self.client.poll() is None:
-            self._signal_group("KILL")
-            if self.wait(3) is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.client.kill()
-                self.wait(3)
-
-
-# Runners still open when the interpreter exits (a notebook kernel shut down without close()).
-_OPEN: WeakSet[GVisor] = WeakSet()
-
-
-@atexit.register
-def _close_open_runners() -> None:
-    for r in list(_OPEN):
-        with contextlib.suppress(Exception):
-            r.close()
+            self.runner._exec_quiet(["/bin/kill", f"-{sig.name[3:]}", "--", f"-{pid}"], timeout=10)
 
 
 class GVisor(Runner):
@@ -410,7 +367,7 @@ class GVisor(Runner):
                     f"runsc could not create the sandbox ({self.start_attempts} attempts): {_gist(last)}",
                     hint="check runsc flags/platform (info()), or try runsc='2022'", logs=str(self.log_dir),
                 )
-            _OPEN.add(self)
+            self._track_open(True)
         except BaseException:
             self._teardown()
             raise
@@ -497,7 +454,7 @@ class GVisor(Runner):
         self._teardown()
 
     def _teardown(self) -> None:
-        _OPEN.discard(self)
+        self._track_open(False)
         try:
             self._destroy_container()
         finally:

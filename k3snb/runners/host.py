@@ -9,7 +9,6 @@ Without root, a user namespace (``unshare -r``) stands in where the kernel allow
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import select
@@ -22,11 +21,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from weakref import WeakSet
 
 from .._state import Record, make_tempdir, new_id
 from ..errors import MissingDependency, NotRoot, SandboxError
-from .base import Cmd, Runner, RunResult, _argv
+from .base import BackgroundProcess, Cmd, Runner, RunResult, _argv
 
 READY = "k3snb-host-ready"
 # pid-namespace init: announce readiness, then reap orphans (dash's `wait` collects any child)
@@ -134,53 +132,13 @@ def _children(pid: int) -> list[int]:
     return sorted(set(out))
 
 
-class HostProcess:
+class HostProcess(BackgroundProcess):
     """A background process inside the Host runner's namespaces (see :meth:`Host.spawn`)."""
 
-    def __init__(self, args: list[str], popen: subprocess.Popen, stdout_path: Path, stderr_path: Path) -> None:
-        self.args = args
-        self.popen = popen
-        self.stdout_path = stdout_path
-        self.stderr_path = stderr_path
-
-    def __repr__(self) -> str:
-        return f"<HostProcess {self.args!r} rc={self.poll()}>"
-
-    def poll(self) -> int | None:
-        return self.popen.poll()
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def _killpg(self, sig: int) -> None:
+    def _signal_group(self, sig: signal.Signals) -> None:
         # the nsenter client leads its own session; the command (forked by nsenter) is in it
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, sig)
-
-    def terminate(self, grace: float = 10.0) -> int | None:
-        if self.popen.poll() is None:
-            self._killpg(signal.SIGTERM)
-            if self.wait(grace) is None:
-                self.kill()
-        return self.wait(5)
-
-    def kill(self) -> None:
-        self._killpg(signal.SIGKILL)
-        self.wait(5)
-
-
-# Runners still open when the interpreter exits (a notebook kernel shut down without close()).
-_OPEN: WeakSet[Host] = WeakSet()
-
-
-@atexit.register
-def _close_open_runners() -> None:
-    for r in list(_OPEN):
-        with contextlib.suppress(Exception):
-            r.close()
+            os.killpg(self.client.pid, sig)
 
 
 class Host(Runner):
@@ -259,7 +217,7 @@ class Host(Runner):
             kids = _children(self._holder.pid) if self.pid_ns else []
             self._init_pid = kids[0] if kids else self._holder.pid
             self._record.add_pid(self._init_pid).save()
-            _OPEN.add(self)
+            self._track_open(True)
             if self.hostname:
                 self.run(["hostname", self.hostname], check=True)
         except BaseException:
@@ -292,7 +250,7 @@ class Host(Runner):
     def close(self) -> None:
         """Kill the namespace holder (and so everything inside), remove the workdir. Idempotent."""
         self._closed = True
-        _OPEN.discard(self)
+        self._track_open(False)
         holder, self._holder = self._holder, None
         try:
             for sp in self._spawned:

@@ -101,6 +101,27 @@ def runsc_version(path: str | os.PathLike) -> str:
     return _version_cached(p, mtime)
 
 
+def runsc_version_text(path: str | os.PathLike) -> str:
+    """The whole ``runsc --version`` output (version and OCI spec lines), stripped; "" if it cannot run."""
+    try:
+        return subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=15).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def runsc_provenance(version: str = "2024") -> dict[str, Any]:
+    """Which Debian package a fetched build came from (``package``, ``version``, ``suite``); {} if unknown.
+
+    The mirror URI is left out: it names the machine's configuration, not the build.
+    """
+    f = cached_runsc_path(version).parent / "provenance.json"
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: doc[k] for k in ("package", "version", "suite") if k in doc}
+
+
 # -- fetching the 2024 build --------------------------------------------------------------------
 
 

@@ -1,0 +1,375 @@
+"""Sandbox stability trials: fresh gVisor sandboxes per runsc configuration, counting the ones that die.
+
+A *trial* is one fresh :class:`~k3snb.runners.gvisor.GVisor` sandbox created with ``start_retries=0``
+(a failed creation is a datum, never retried away) that runs ``rounds`` rounds of a small workload.
+The trial is a *death* when a command's :class:`~k3snb.runners.base.RunResult` says ``sandbox_died``;
+its ``crash`` text (the sentry panic from ``--panic-log``/``--debug-log``) is kept.
+Configurations are interleaved round-robin, so drift in machine load hits all of them alike.
+
+Used by notebook 91-runsc-stability and by ``benchmarks/bench_sandbox.py stability`` (the large
+study in data/benchmarks/runsc-2024-stability.json, read back with :func:`load_study`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._paths import kit_python
+from ..errors import InvalidParameter
+from ..report import Rich, render
+from .base import RunResult
+from .gvisor import GVisor
+from .runsc import find_runsc, runsc_version, runsc_version_text
+
+# Named configurations: GVisor keyword arguments. Flags given as text ("--directfs=false") map here.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "directfs=false": {"runsc_flags": ["--directfs=false"]},
+    # runsc 2024 refuses shared file access together with the default rootfs overlay
+    # ("overlay flag is incompatible with shared file access for rootfs"), so drop the overlay
+    "file-access=shared": {"runsc_flags": ["--file-access=shared", "--overlay2=none"]},
+    "overlay2=root:memory": {"runsc_flags": ["--overlay2=root:memory"]},
+    "overlay2=none": {"runsc_flags": ["--overlay2=none"]},
+    "platform=ptrace": {"platform": "ptrace"},
+    "debug": {"debug": True},
+    "file-access=shared+directfs=false": {"runsc_flags": ["--file-access=shared", "--overlay2=none",
+                                                         "--directfs=false"]},
+}
+
+# The research notes' execs (gvisor-matrix addendum): python3, ls /proc/sys/vm, cat /proc/mounts.
+LIGHT = [["python3", "-c", "import os; print(os.getpid())"], ["ls", "/proc/sys/vm"], ["cat", "/proc/mounts"]]
+
+
+def workload_argv(workload: str | Sequence[Sequence[str]]) -> list[list[str]]:
+    """``"light"`` (the notes' execs), ``"heavy"`` (the kit's venv python importing pandas, psutil and
+    kubernetes: hundreds of mmapped files read through the gofer root) or a list of argv lists."""
+    if workload == "light":
+        return [list(a) for a in LIGHT]
+    if workload == "heavy":
+        return [[kit_python(), "-c", "import pandas, psutil, kubernetes; print(len(psutil.pids()))"],
+                *[list(a) for a in LIGHT[1:]]]
+    if isinstance(workload, str) or not workload or not all(
+            not isinstance(a, str) and a and all(isinstance(x, str) for x in a) for a in workload):
+        raise InvalidParameter(f"workload must be 'light', 'heavy' or a list of argv lists, got {workload!r}",
+                               hint="pass workload='light' or e.g. workload=[['ls', '/']]")
+    return [list(a) for a in workload]
+
+
+# A trial function: (build, workload argv lists, rounds) -> Trial. Lets the benchmark time other recipes
+# (raw `runsc run --detach`) with the same loop, counting and summary.
+TrialFn = Callable[[str, list[list[str]], int], "Trial"]
+
+
+def resolve_config(config: str | tuple[str, Mapping[str, Any] | TrialFn]) -> tuple[str, dict[str, Any] | TrialFn]:
+    """``(label, GVisor kwargs or trial function)`` of a configuration.
+
+    Accepts a name of :data:`CONFIGS` (``"default"``, ``"directfs=false"``, …), the same as flag text
+    (``"--directfs=false"``, ``"--platform=ptrace"``, ``"--file-access=shared"``), other runsc flags as
+    text (``"--overlay2=none --debug"``), or an explicit ``(label, kwargs | trial function)`` pair.
+    """
+    if isinstance(config, tuple):
+        label, spec = config
+        return str(label), (spec if callable(spec) else dict(spec))
+    if not isinstance(config, str) or not config.strip():
+        raise InvalidParameter(f"a configuration must be a name or runsc flags, got {config!r}",
+                               hint=f"pass one of {', '.join(CONFIGS)} or flags such as '--directfs=false'")
+    text = config.strip()
+    name = " ".join(f.removeprefix("--") for f in text.split())
+    if name in CONFIGS:
+        return name, dict(CONFIGS[name])
+    flags = text.split()
+    if not all(f.startswith("-") for f in flags):
+        raise InvalidParameter(f"unknown configuration {config!r}",
+                               hint=f"pass one of {', '.join(CONFIGS)} or runsc flags such as '--directfs=false'")
+    kw: dict[str, Any] = {"runsc_flags": []}
+    for f in flags:
+        if f.startswith("--platform="):
+            kw["platform"] = f.split("=", 1)[1]
+        elif f == "--debug":
+            kw["debug"] = True
+        else:
+            kw["runsc_flags"].append(f)
+    return name, kw
+
+
+@dataclass
+class Trial:
+    """One fresh sandbox: created or not, died or not, and what its commands did."""
+
+    config: str
+    created: bool = False
+    died: bool = False
+    execs_ok: int = 0
+    failed_execs: int = 0
+    seconds: float = 0.0
+    create_error: str | None = None
+    died_at_exec: int | None = None
+    crash_head: str | None = None
+    exec_stderr: str | None = None
+    fail_example: str | None = None
+    last: RunResult | None = field(default=None, repr=False)  # the result that ended the trial (not stored)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (data/benchmarks/runsc-2024-stability.json): unset fields left out."""
+        d = {"created": self.created, "died": self.died, "execs_ok": self.execs_ok,
+             "failed_execs": self.failed_execs, "seconds": self.seconds}
+        for k in ("create_error", "died_at_exec", "crash_head", "exec_stderr", "fail_example"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+    @classmethod
+    def from_dict(cls, config: str, d: Mapping[str, Any]) -> Trial:
+        known = {k: d[k] for k in ("created", "died", "execs_ok", "failed_execs", "seconds", "create_error",
+                                   "died_at_exec", "crash_head", "exec_stderr", "fail_example") if k in d}
+        return cls(config=config, **known)
+
+
+def kit_trial(build: str, opts: Mapping[str, Any], argvs: list[list[str]], rounds: int, config: str = "") -> Trial:
+    """One fresh kit sandbox (``GVisor(build, start_retries=0, **opts)``) running ``rounds`` × ``argvs``."""
+    t0 = time.perf_counter()
+    opts = dict(opts)
+    build = str(opts.pop("runsc", build))
+    rec = Trial(config=config)
+    g = GVisor(build, start_retries=0, start_timeout=opts.pop("start_timeout", 30), timeout=opts.pop("timeout", 60),
+               **opts)
+    try:
+        try:
+            g.start()
+            rec.created = True
+        except Exception as e:  # a failed creation is a datum, not a crash of the study
+            rec.create_error = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            return rec
+        for _ in range(rounds):
+            for argv in argvs:
+                r = g.run(argv)
+                rec.last = r
+                if r.sandbox_died:
+                    rec.died = True
+                    rec.died_at_exec = rec.execs_ok + rec.failed_execs + 1
+                    rec.crash_head = "\n".join((r.crash or "").splitlines()[:8])[:800]
+                    rec.exec_stderr = r.stderr.strip()[-300:]
+                    return rec
+                if r.ok:
+                    rec.execs_ok += 1
+                else:
+                    rec.failed_execs += 1
+                    if rec.fail_example is None:
+                        rec.fail_example = f"{argv[0]} rc={r.returncode} {r.stderr.strip()[-200:]}"
+        return rec
+    finally:
+        g.close()
+        rec.seconds = round(time.perf_counter() - t0, 3)
+
+
+def upper_bound(deaths: int, n: int, confidence: float = 0.95) -> float | None:
+    """One-sided exact (Clopper–Pearson) upper confidence bound on a rate seen ``deaths`` times in ``n``.
+
+    For 0 deaths this is ``1 - (1 - confidence) ** (1 / n)``, about 3/n (the rule of three).
+    """
+    if n <= 0:
+        return None
+    if deaths >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if deaths == 0:
+        return 1.0 - alpha ** (1.0 / n)
+
+    def cdf(p: float) -> float:  # P(X <= deaths | n, p), decreasing in p
+        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(deaths + 1))
+
+    lo, hi = deaths / n, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
+def summarize(trials: Sequence[Trial]) -> dict[str, Any]:
+    """Counts of one configuration's trials (the ``summary`` entries of the stored study)."""
+    created = [t for t in trials if t.created]
+    died = [t for t in created if t.died]
+    return {"trials": len(trials), "created": len(created), "create_failures": len(trials) - len(created),
+            "died": len(died), "death_rate": round(len(died) / len(created), 3) if created else None,
+            "execs_ok": sum(t.execs_ok for t in created), "failed_execs": sum(t.failed_execs for t in created),
+            "median_trial_s": statistics.median(t.seconds for t in trials) if trials else None}
+
+
+@dataclass(repr=False)
+class StabilityResult(Rich):
+    """Trials per configuration; ``to_frame()`` has one row per configuration with the 95 % upper bound."""
+
+    trials: dict[str, list[Trial]]
+    runsc: str = ""
+    runsc_version: str = ""
+    runsc_version_text: str = ""
+    workload: list[str] = field(default_factory=list)
+    rounds: int = 0
+    parallel: int = 1
+    wall_s: float = 0.0
+    source: str = "this run"
+
+    _title_text = "sandbox stability"
+
+    def to_frame(self):
+        import pandas as pd
+
+        rows = []
+        for config, ts in self.trials.items():
+            s = summarize(ts)
+            panics = [t.crash_head for t in ts if t.died and t.crash_head]
+            ub = upper_bound(s["died"], s["created"])
+            rows.append({
+                "config": config, "sandboxes": s["created"], "deaths": s["died"],
+                "failed_creates": s["create_failures"], "execs": s["execs_ok"], "failed_execs": s["failed_execs"],
+                "death_rate": s["death_rate"], "upper95": None if ub is None else round(ub, 4),
+                "median_trial_s": s["median_trial_s"],
+                "panic": panics[0].splitlines()[0][:160] if panics else "",
+            })
+        return pd.DataFrame(rows, columns=["config", "sandboxes", "deaths", "failed_creates", "execs", "failed_execs",
+                                           "death_rate", "upper95", "median_trial_s", "panic"])
+
+    @property
+    def sandboxes(self) -> int:
+        return sum(t.created for ts in self.trials.values() for t in ts)
+
+    @property
+    def deaths(self) -> int:
+        return sum(t.created and t.died for ts in self.trials.values() for t in ts)
+
+    @property
+    def failed_creates(self) -> int:
+        return sum(not t.created for ts in self.trials.values() for t in ts)
+
+    @property
+    def execs(self) -> int:
+        return sum(t.execs_ok for ts in self.trials.values() for t in ts)
+
+    def panics(self) -> list[str]:
+        """Every recorded crash excerpt (the panic head), in trial order."""
+        return [t.crash_head for ts in self.trials.values() for t in ts if t.died and t.crash_head]
+
+    def summary(self) -> dict[str, Any]:
+        ub = upper_bound(self.deaths, self.sandboxes)
+        return {"source": self.source, "runsc_version": self.runsc_version, "configs": len(self.trials),
+                "sandboxes": self.sandboxes, "deaths": self.deaths, "failed_creates": self.failed_creates,
+                "execs": self.execs, "upper95_all": None if ub is None else round(ub, 4)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "rows": self.to_frame().to_dict(orient="records"),
+                "runsc": self.runsc, "runsc_version_text": self.runsc_version_text, "workload": self.workload,
+                "rounds": self.rounds, "parallel": self.parallel, "panics": self.panics()}
+
+    def _repr_text(self) -> str:
+        return (f"<StabilityResult {self.source}: runsc {self.runsc_version}, {len(self.trials)} configs, "
+                f"{self.sandboxes} sandboxes, {self.deaths} died, {self.failed_creates} failed creates>")
+
+    def _repr_html_(self) -> str:
+        sections: list[tuple[str, Any]] = [("configurations", self.to_frame())]
+        if self.panics():
+            sections.append(("panic excerpts", "\n\n".join(self.panics()[:5])))
+        return render(f"{self._title_text} ({self.source})", self.summary(), sections, text=self._repr_text())
+
+
+def stability_trial(
+    configs: Sequence[str | tuple[str, Any]] = ("default",),
+    n: int = 4,
+    workload: str | Sequence[Sequence[str]] = "light",
+    runsc: str = "2024",
+    *,
+    rounds: int = 3,
+    parallel: int = 1,
+    budget_s: float | None = None,
+    progress: Callable[[int, StabilityResult], None] | None = None,
+) -> StabilityResult:
+    """Run ``n`` fresh sandboxes per configuration, interleaved round-robin, and count deaths.
+
+    Args:
+        configs: names of :data:`CONFIGS`, runsc flags as text, or ``(label, kwargs | trial function)``.
+        n: trials (fresh sandboxes) per configuration; with ``parallel`` > 1, rounds of ``parallel`` each.
+        workload: ``"light"``, ``"heavy"`` or a list of argv lists (see :func:`workload_argv`).
+        runsc: build name or path (a configuration's ``runsc`` key overrides it).
+        rounds: how many times each sandbox runs the workload.
+        parallel: sandboxes of one configuration at once (contention as a stressor).
+        budget_s: stop starting new rounds after this many seconds.
+        progress: called after each round with (rounds done, the result so far).
+    """
+    if n < 1 or rounds < 1 or parallel < 1:
+        raise InvalidParameter(f"n, rounds and parallel must be >= 1 (got n={n}, rounds={rounds}, "
+                               f"parallel={parallel})")
+    path = find_runsc(runsc)  # RunscMissing before anything starts
+    argvs = workload_argv(workload)
+    resolved = [resolve_config(c) for c in configs]
+    labels = [label for label, _ in resolved]
+    if len(set(labels)) != len(labels):
+        raise InvalidParameter(f"duplicate configurations {labels}", hint="give each configuration once")
+    res = StabilityResult({label: [] for label in labels}, runsc=str(path), runsc_version=runsc_version(path),
+                          runsc_version_text=runsc_version_text(path),
+                          workload=[" ".join(a) for a in argvs], rounds=rounds, parallel=parallel)
+
+    def one(label: str, spec: Any) -> Trial:
+        if callable(spec):
+            t = spec(str(runsc), argvs, rounds)
+            t.config = label
+            return t
+        return kit_trial(str(runsc), spec, argvs, rounds, config=label)
+
+    t_start = time.monotonic()
+    pool = ThreadPoolExecutor(parallel) if parallel > 1 else None
+    try:
+        for i in range(n):
+            for label, spec in resolved:
+                if pool:
+                    res.trials[label] += list(pool.map(lambda _, s=spec, lb=label: one(lb, s), range(parallel)))
+                else:
+                    res.trials[label].append(one(label, spec))
+            res.wall_s = round(time.monotonic() - t_start, 1)
+            if progress:
+                progress(i + 1, res)
+            if budget_s is not None and time.monotonic() - t_start > budget_s:
+                break
+    finally:
+        if pool:
+            pool.shutdown(wait=True)
+    res.wall_s = round(time.monotonic() - t_start, 1)
+    return res
+
+
+def study_to_dict(res: StabilityResult) -> dict[str, Any]:
+    """The stored form of one study run (one entry of ``runs`` in runsc-2024-stability.json)."""
+    return {"runsc": res.runsc, "runsc_version": res.runsc_version, "workload": res.workload,
+            "rounds": res.rounds, "parallel": res.parallel, "wall_s": res.wall_s,
+            "summary": {c: summarize(ts) for c, ts in res.trials.items()},
+            "trials": {c: [t.to_dict() for t in ts] for c, ts in res.trials.items()}}
+
+
+def load_study(path: str | os.PathLike, *, control: bool = False) -> StabilityResult:
+    """A stored study (all its runs) as one :class:`StabilityResult`, trials pooled per configuration.
+
+    The 2022-build control trials, when stored and ``control`` is true, appear as ``control-2022``.
+    """
+    doc = json.loads(Path(path).read_text())
+    runs = doc.get("runs", [doc])
+    trials: dict[str, list[Trial]] = {}
+    for run in runs:
+        for config, ts in run.get("trials", {}).items():
+            trials.setdefault(config, []).extend(Trial.from_dict(config, t) for t in ts)
+        if control and run.get("control_2022_trials"):
+            trials.setdefault("control-2022", []).extend(
+                Trial.from_dict("control-2022", t) for t in run["control_2022_trials"])
+    versions = sorted({r.get("runsc_version", "") for r in runs})
+    workloads = [w for r in runs for w in (r.get("workload") or [])]
+    return StabilityResult(trials, runsc=runs[0].get("runsc", "") if runs else "", runsc_version=", ".join(versions),
+                           workload=sorted(set(workloads)), rounds=runs[0].get("rounds", 3) if runs else 0,
+                           parallel=max((r.get("parallel", 1) for r in runs), default=1),
+                           wall_s=round(sum(r.get("wall_s", 0) for r in runs), 1),
+                           source=f"stored study {Path(path).name} ({len(runs)} runs)")

@@ -6,8 +6,9 @@ Two raw baselines: ``raw-detach`` (the usual ``run --detach`` … ``exec`` … `
 ``raw-foreground`` (``runsc run`` kept as a child … ``exec`` … ``kill``, the mechanism the kit uses),
 so the ratio kit/raw-foreground is the kit's own overhead.
 
-``stability``: fresh sandboxes per runsc configuration doing a few execs each, counting deaths;
-writes data/benchmarks/runsc-2024-stability.json.
+``stability``: fresh sandboxes per runsc configuration doing a few execs each, counting deaths
+(``k3snb.runners.stability.stability_trial``, plus the notes' raw ``run --detach`` recipe as a
+configuration); writes data/benchmarks/runsc-2024-stability.json.
 
 Usage: python benchmarks/bench_sandbox.py lifecycle [-n N] [--runsc 2022,2024]
        python benchmarks/bench_sandbox.py stability [-n N] [--configs a,b] [--workload light|heavy]
@@ -178,7 +179,8 @@ def raw_detach_trial(build: str, argvs: list[list[str]], rounds: int, flags: tup
                 if '"running"' not in st.stdout or "urpc" in err or "control server" in err:
                     texts = [p.read_text(errors="replace") for p in sorted((base / "logs").glob("*"))]
                     rec.died, rec.died_at_exec = True, rec.execs_ok + rec.failed_execs + 1
-                    rec.crash_head = "\n".join((extract_panic(texts) or "").splitlines()[:8])[:800]
+                    rec.crash = (extract_panic(texts) or "")[:6000]
+                    rec.crash_head = "\n".join(rec.crash.splitlines()[:8])[:800]
                     rec.exec_stderr = err.strip()[-300:]
                     return rec
                 if rc == 0:

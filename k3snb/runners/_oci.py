@@ -28,6 +28,23 @@ ALL_CAPS = [
     "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
 ]
 
+# Writable tmpfs mounts of the spec: they hide whatever the host has at these paths.
+TMPFS_DIRS = ("/tmp", "/run", "/var/lib")
+
+
+def hidden_by_tmpfs(paths: Iterable[str]) -> list[Bind]:
+    """Read-only binds for host paths the sandbox must see but that lie under a tmpfs mount point
+    (a checkout or venv under /tmp would otherwise vanish inside, taking the kit's Python with it)."""
+    out: dict[str, Bind] = {}
+    for p in paths:
+        real = os.path.realpath(p)
+        if os.path.exists(real) and any(real == d or real.startswith(d + "/") for d in TMPFS_DIRS):
+            out.setdefault(real, Bind(real, real, readonly=True))
+    # a bind inside another one is redundant
+    keep = [b for b in out.values() if not any(b.source.startswith(o + "/") for o in out if o != b.source)]
+    return sorted(keep, key=lambda b: b.source)
+
+
 # The container's init only holds the sandbox open; commands arrive via `runsc exec`.
 INIT_ARGS = ["/bin/sleep", "infinity"]
 
@@ -93,6 +110,7 @@ def spec(
     hostname: str = "k3snb",
     netns_path: str | None = None,
     readonly_root: bool = True,
+    kit_paths: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Build the OCI ``config.json`` dict."""
     capset = resolve_caps(caps)
@@ -107,7 +125,9 @@ def spec(
         {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
         {"destination": "/var/lib", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
     ]
-    # Binds after the tmpfs mounts, so a workdir under /tmp lands on top of the /tmp tmpfs.
+    # Binds after the tmpfs mounts, so a workdir under /tmp lands on top of the /tmp tmpfs; the kit's
+    # own paths first, so an explicit bind or the workdir can still sit inside them.
+    mounts += [b.mount() for b in hidden_by_tmpfs(kit_paths)]
     mounts.append({"destination": workdir, "type": "bind", "source": workdir, "options": ["bind", "rw"]})
     mounts += [b.mount() for b in binds]
     namespaces = [{"type": t} for t in ("pid", "mount", "uts", "ipc")]

@@ -23,6 +23,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -178,6 +179,13 @@ class GVisorProcess(BackgroundProcess):
         pid = self.pid
         if pid and self.runner.alive():
             self.runner._exec_quiet(["/bin/kill", f"-{sig.name[3:]}", "--", f"-{pid}"], timeout=10)
+
+
+def _kit_paths() -> list[str]:
+    """Host paths the kit needs inside the sandbox: its interpreter's environment and its source."""
+    import k3snb
+
+    return [sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(k3snb.__file__))]
 
 
 class GVisor(Runner):
@@ -352,7 +360,7 @@ class GVisor(Runner):
             for d in ("work/.home", "state", "logs", "bundle", "pids"):
                 (self._base / d).mkdir(parents=True)
             config = _oci.spec(str(self.workdir), caps=self.caps, binds=self.binds, env=self._guest_env(),
-                               hostname=self.id[:60],
+                               hostname=self.id[:60], kit_paths=_kit_paths(),
                                netns_path="/proc/self/ns/net" if self.network == "sandbox" else None)
             config["process"]["args"] = ["/bin/sh", "-c", INIT_SCRIPT]
             _oci.write_bundle(self._base / "bundle", config)

@@ -418,3 +418,21 @@ def test_extract_panic_from_log_text():
     assert text.splitlines()[1].startswith("panic: running on goroutine 77")
     assert "assertTaskGoroutine" in text
     assert extract_panic(["I1128 all fine\n"]) is None
+
+
+def test_kit_paths_under_tmpfs_are_bound_read_only(tmp_path, monkeypatch):
+    from k3snb.runners import _oci
+
+    venv = tmp_path / "repo" / ".venv"
+    venv.mkdir(parents=True)
+    binds = _oci.hidden_by_tmpfs([str(venv), str(tmp_path / "repo"), "/usr", "/nonexistent/x"])
+    # the venv sits inside the repo: one read-only bind of the repo covers both; /usr is not hidden
+    assert [(b.source, b.readonly) for b in binds] == [(str(tmp_path / "repo"), True)]
+    # and inside a real sandbox a file there is visible although /tmp is a tmpfs, but not writable
+    (tmp_path / "repo" / "marker").write_text("seen")
+    import k3snb.runners.gvisor as gv
+
+    monkeypatch.setattr(gv, "_kit_paths", lambda: [str(tmp_path / "repo")])
+    with GVisor() as g:
+        assert g.run(["cat", str(tmp_path / "repo" / "marker")]).check().stdout == "seen"
+        assert not g.run(["touch", str(tmp_path / "repo" / "new")]).ok

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from k3snb.tracing._launch import tracer_argv
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "benchmarks"
 # gVisor: sized so the whole matrix fits in ~5 min over 9p (untraced 0.25-0.6 s each)
@@ -55,7 +57,7 @@ MIXED = ("python", "archive")
 
 
 def configs(py: str, fake: str, tmp: str) -> dict[str, list[str]]:
-    kit = [py, "-m", "k3snb.tracing"]
+    kit = tracer_argv(py)
     icept = ["intercept", "--redirect", f"/proc/sys/kernel/cap_last_cap={fake}", "--statfs", "9p=ext4"]
     return {
         "untraced": [],

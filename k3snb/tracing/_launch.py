@@ -23,6 +23,27 @@ from ..errors import InvalidParameter, TraceError
 Cmd = str | Sequence[str]
 
 
+def tracer_argv(python: str | None = None) -> list[str]:
+    """The command that starts the tracer (``python -m k3snb.tracing`` in effect), for any runner.
+
+    It skips ``site``: .pth hooks of a full Jupyter venv cost ~40 ms per start, a large share of a
+    short traced run; the tracer needs only the kit and python-ptrace, put on ``sys.path`` directly.
+    """
+    import importlib.util
+
+    paths = []
+    for mod in ("k3snb", "ptrace"):
+        spec = importlib.util.find_spec(mod)
+        if spec is None or spec.origin is None:
+            raise TraceError(f"cannot locate the {mod!r} package", hint="pip install -e . in the kit's venv")
+        root = os.path.dirname(os.path.dirname(spec.origin))
+        if root not in paths:
+            paths.append(root)
+    boot = (f"import sys;sys.path[:0]={paths!r};import runpy;"
+            "runpy.run_module('k3snb.tracing',run_name='__main__',alter_sys=True)")
+    return [python or sys.executable, "-S", "-c", boot]
+
+
 def argv_of(cmd: Cmd) -> list[str]:
     if isinstance(cmd, str):
         if not cmd.strip():
@@ -85,7 +106,7 @@ def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, tim
         for f in files.iterdir():  # inputs (rules.json) must be visible inside the runner
             shutil.copy2(f, stage / f.name)
         opts = [o.replace(str(files), str(stage)) for o in opts]
-        args = [runner.python, "-m", "k3snb.tracing", action, *opts, "--", *cmd]
+        args = [*tracer_argv(runner.python), action, *opts, "--", *cmd]
         try:
             res = runner.run(args, timeout=timeout, env=dict(env or {}) or None, cwd=cwd, input=input)
         finally:
@@ -94,7 +115,7 @@ def run_tracer(action: str, opts: list[str], cmd: list[str], *, runner=None, tim
             shutil.rmtree(stage, ignore_errors=True)
         res.runner = res.runner or getattr(runner, "kind", "runner")
     else:
-        args = [sys.executable, "-m", "k3snb.tracing", action, *opts, "--", *cmd]
+        args = [*tracer_argv(), action, *opts, "--", *cmd]
         full_env = dict(os.environ)
         full_env.update(env or {})
         t0 = time.monotonic()

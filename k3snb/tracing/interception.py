@@ -4,8 +4,10 @@ For long-running use (k3s), start the tracer directly in the background instead,
 ``runner.spawn``::
 
     save_rules("rules.json", rules)
-    runner.spawn([runner.python, "-m", "k3snb.tracing", "intercept", "--rules", "rules.json",
+    runner.spawn([*tracer_argv(runner.python), "intercept", "--rules", "rules.json",
                   "--log", "icept.log", "--", "k3s", "server", ...])
+
+(``tracer_argv`` from ``k3snb.tracing._launch`` is ``python -m k3snb.tracing`` without site start-up.)
 
 It exits with k3s's own status, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to it, and if the tracer
 is killed the whole tree dies with it (PTRACE_O_EXITKILL).

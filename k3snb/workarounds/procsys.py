@@ -25,7 +25,9 @@ class FakeProcSys(Workaround):
     params = {"probe": "auto", "diskstats": True, "check_keys": CHECK_KEYS}
 
     def wrapper(self, python: str, rules: str, log: str) -> list[str]:
-        return [python, "-m", "k3snb.tracing", "intercept", "--rules", rules, "--log", log, "--"]
+        from ..tracing._launch import tracer_argv
+
+        return [*tracer_argv(python), "intercept", "--rules", rules, "--log", log, "--"]
 
     def _apply(self, runner, plan: LaunchPlan) -> dict[str, Any]:
         from ..tracing import Rule, fake_procsys, save_rules

@@ -20,16 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ._paths import TAG, state_dir, tmp_root
-
-
-def _proc_start(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        # field 22 (starttime) counted after the ")" that ends comm, which may contain spaces
-        return float(data[data.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+from ._procfs import proc_start as _proc_start
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import kit_python
+from .._procfs import children, pid_alive
 from .._state import Record, _proc_start, make_tempdir, new_id
 from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
 from . import _oci
@@ -80,30 +81,7 @@ def _gist(text: str, n: int = 6) -> str:
     return "\n".join((key or lines)[:n] if key else lines[-n:])[:1200]
 
 
-def _proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return data[data.rindex(b")") + 2 :].split()[0].decode()
-    except (OSError, ValueError, IndexError):
-        return None
 
-
-def _pid_alive(pid: int | None) -> bool:
-    return bool(pid) and _proc_state(pid) not in (None, "Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    # every thread has its own children list (Go forks from any thread), so read them all
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for t in tasks:
-        with contextlib.suppress(OSError, ValueError):
-            out += [int(x) for x in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
-    return sorted(set(out))
 
 
 def pids_with_root(root: str) -> list[int]:
@@ -421,7 +399,7 @@ class GVisor(Runner):
             sel.close()
         self._ready = ready
         if ready:
-            for pid in _children(self._proc.pid):
+            for pid in children(self._proc.pid):
                 self._record.add_pid(pid)
             self._record.save()
             return True, ""
@@ -441,7 +419,7 @@ class GVisor(Runner):
         if self._proc is None or self._proc.poll() is not None:
             return {}
         out = {"runsc": self._proc.pid}
-        for pid in _children(self._proc.pid):
+        for pid in children(self._proc.pid):
             with contextlib.suppress(OSError):
                 name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
                 if name in ("runsc-sandbox", "runsc-gofer"):
@@ -454,8 +432,8 @@ class GVisor(Runner):
             return False
         if self._proc.poll() is not None:
             return False
-        kids = _children(self._proc.pid)
-        return any(_pid_alive(p) for p in kids) if kids else True
+        kids = children(self._proc.pid)
+        return any(pid_alive(p) for p in kids) if kids else True
 
     def close(self) -> None:
         """Destroy the sandbox and remove bundle, state, logs and workdir. Idempotent; works after a crash."""
@@ -493,7 +471,7 @@ class GVisor(Runner):
 
     def _still_ours(self, pid: int) -> bool:
         start = self._record.pid_starts.get(str(pid)) if self._record else None
-        return start is not None and _proc_start(pid) == start and _pid_alive(pid)
+        return start is not None and _proc_start(pid) == start and pid_alive(pid)
 
     def _destroy_container(self) -> None:
         if self._proc is None:

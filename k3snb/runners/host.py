@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._procfs import children
 from .._state import Record, make_tempdir, new_id
 from ..errors import MissingDependency, NotRoot, SandboxError
 from .base import BackgroundProcess, Cmd, Runner, RunResult, _argv
@@ -119,18 +120,6 @@ def _in_mount_ns(pid: int) -> list[int]:
     return out
 
 
-def _children(pid: int) -> list[int]:
-    # every thread has its own children list (Go forks from any thread), so read them all
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for t in tasks:
-        with contextlib.suppress(OSError, ValueError):
-            out += [int(x) for x in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
-    return sorted(set(out))
-
 
 class HostProcess(BackgroundProcess):
     """A background process inside the Host runner's namespaces (see :meth:`Host.spawn`)."""
@@ -214,7 +203,7 @@ class Host(Runner):
                                   "(sysctl kernel.unprivileged_userns_clone=1)")
                 raise SandboxError(f"unshare failed: {err.strip()}", hint="check that unshare(1) works here")
             # the process that holds the namespaces: unshare's forked child (pid-ns init) or unshare itself
-            kids = _children(self._holder.pid) if self.pid_ns else []
+            kids = children(self._holder.pid) if self.pid_ns else []
             self._init_pid = kids[0] if kids else self._holder.pid
             self._record.add_pid(self._init_pid).save()
             self._track_open(True)

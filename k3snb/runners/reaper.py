@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import TAG
+from .._procfs import proc_state
 from .._state import Record, _proc_start, records
 from ..report import Rich, render
 
@@ -185,16 +186,9 @@ def _pid_matches(r: Record, pid: int) -> bool:
 
 def _wait_gone(pids: list[int], limit: float = 3.0) -> None:
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and any(_proc_start(p) is not None and _state_of(p) != "Z" for p in pids):
+    while time.monotonic() < deadline and any(_proc_start(p) is not None and proc_state(p) != "Z" for p in pids):
         time.sleep(0.05)
 
-
-def _state_of(pid: int) -> str | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-        return data[data.rindex(b")") + 2 :].split()[0].decode()
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _umount(path: str) -> bool:

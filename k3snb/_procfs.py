@@ -46,3 +46,15 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError, ValueError):
             out += [int(x) for x in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
     return sorted(set(out))
+
+
+def descendants(pid: int) -> list[int]:
+    """All descendants of ``pid`` (children first, breadth-first)."""
+    out: list[int] = []
+    todo = children(pid)
+    while todo:
+        p = todo.pop(0)
+        if p not in out:
+            out.append(p)
+            todo += children(p)
+    return out

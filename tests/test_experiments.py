@@ -402,3 +402,29 @@ def test_not_root_exits_2_when_root_experiment_named(sandbox_env, tmp_path):
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs root" in r.stderr, r.stderr
     assert list(dirs["runs"].iterdir()) == []
+
+
+@pytest.mark.slow
+def test_kill9_of_a_run_then_doctor_clean_leaves_nothing(sandbox_env, tmp_path):
+    env, dirs = sandbox_env
+    marker = tmp_path / "marker"
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "k3snb", "run", "--registry", str(REG), "03", "--out", str(out),
+                          "-p", "seconds=600", "-p", f"marker={marker}"],
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pids = [int(x) for x in _wait_for(marker).split()]  # kernel pid, its `sleep` child
+        p.kill()  # kill -9: no handler, no finally in the run itself
+        p.wait(30)
+        assert _alive(pids), "the kernel outlived its killed run (otherwise this test proves nothing)"
+        r = kit(env, "doctor", "--clean")
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 15
+        while (_alive(pids) or _processes_of_run(out)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert _alive(pids) == []
+    assert _processes_of_run(out) == []
+    assert list(dirs["state"].iterdir()) == []

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import TAG
-from .._procfs import proc_state
+from .._procfs import descendants, proc_state
 from .._state import Record, _proc_start, records
 from ..report import Rich, render
 
@@ -257,6 +257,13 @@ def clean_records(recs: list[Record]) -> list[dict[str, Any]]:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(other, signal.SIGKILL)
                             killed.append(other)
+                # what a tagged process started is ours too (a kernel's children outlive a kill -9
+                # of the run before the run could tag them)
+                for child in descendants(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
+                        killed.append(child)
+                        actions.append(f"kill {child} (child of {pid})")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

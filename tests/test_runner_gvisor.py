@@ -436,3 +436,15 @@ def test_kit_paths_under_tmpfs_are_bound_read_only(tmp_path, monkeypatch):
     with GVisor() as g:
         assert g.run(["cat", str(tmp_path / "repo" / "marker")]).check().stdout == "seen"
         assert not g.run(["touch", str(tmp_path / "repo" / "new")]).ok
+
+
+@pytest.mark.runsc2024
+def test_network_sandbox_when_the_runner_dirs_lie_in_a_kit_path(tmp_path, monkeypatch):
+    # regression: the private /proc/sys bind of network="sandbox" once lived under the runner's own
+    # dir; with that dir inside a kit path bound into the sandbox, runsc 2024's gofer failed (EINVAL)
+    import k3snb.runners.gvisor as gv
+
+    monkeypatch.setenv("K3SNB_TMP", str(tmp_path))
+    monkeypatch.setattr(gv, "_kit_paths", lambda: [str(tmp_path)])
+    with GVisor("2024", network="sandbox") as g:
+        assert _ifaces(g) == {"lo"}

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._paths import kit_python
+from .._paths import kit_python, state_dir
 from .._procfs import children, pid_alive
 from .._state import Record, _proc_start, make_tempdir, new_id
 from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
@@ -344,6 +344,8 @@ class GVisor(Runner):
             _oci.write_bundle(self._base / "bundle", config)
             last = ""
             for attempt in range(self.start_retries + 1):
+                if attempt:
+                    time.sleep(0.5 * 2 ** (attempt - 1))  # failures come in bursts: back off, do not hammer
                 self.start_attempts = attempt + 1
                 ok, last = self._try_start(attempt)
                 if ok:
@@ -367,8 +369,11 @@ class GVisor(Runner):
         argv = [*self._runsc(logs=True, enter=False), *self.flags(), "run", "--bundle",
                 str(self._base / "bundle"), cid]
         if self.network == "sandbox":
-            realsys = self._base / f"procsys-{attempt}"
-            realsys.mkdir()
+            # Not under self._base: that may lie inside a kit path bound into the sandbox, and a
+            # non-recursive bind of a tree holding this /proc/sys bind fails (EINVAL, locked mount).
+            realsys = make_tempdir("procsys", parent=state_dir())
+            self._record.paths.append(str(realsys))
+            self._record.save()
             argv = ["unshare", "--mount", "--net", "--propagation", "private", "/bin/sh", "-c", NETNS_SCRIPT, "sh",
                     str(realsys), *argv]
         with open(self._stderr_file, "wb") as err:
@@ -451,6 +456,9 @@ class GVisor(Runner):
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         sp.client.wait(3)
             self._spawned.clear()
+            for p in [p for p in (self._record.paths if self._record else []) if "-procsys-" in p]:
+                with contextlib.suppress(OSError):
+                    os.rmdir(p)  # an empty mount point (the bind lived in runsc's private namespace)
             if self._base is not None:
                 # Normally runsc run reaped its sandbox and gofer. If it had to be killed (or a
                 # start failed), sweep /proc for runsc processes carrying our tagged --root path.

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import procs_with
 
 import k3snb
 from k3snb.errors import InvalidParameter, K3sBinaryMissing, K3sError, UsageError
@@ -168,19 +169,6 @@ def test_launch_validates_before_starting_anything(isolated, kwargs, exc):
     assert _snapshot(isolated) == before
 
 
-def _procs_mentioning(needle: str) -> list[int]:
-    import psutil
-
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if needle in " ".join(p.info["cmdline"] or []):
-                out.append(p.pid)
-        except psutil.Error:
-            continue
-    return out
-
-
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "k3snb.k3s._cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)
@@ -193,7 +181,7 @@ def test_cli_start_without_k3s_fails_and_leaves_nothing(isolated):
     assert res.returncode != 0
     assert "no k3s binary found" in res.stderr and "K3SNB_K3S" in res.stderr and "install" in res.stderr
     assert _snapshot(isolated) == before  # no state record, no temp dir, no cache entry
-    assert not _procs_mentioning(str(isolated))  # no daemon (its argv would name a file in K3SNB_TMP)
+    assert not procs_with(str(isolated))  # no daemon (its argv would name a file in K3SNB_TMP)
     st = _cli(["status"], env)
     assert st.returncode == 0 and "no k3s clusters running" in st.stdout
     # the installed console script too, when the lead's CLI has wired the subcommand in

@@ -10,8 +10,8 @@ import os
 import subprocess
 import sys
 
-import psutil
 import pytest
+from helpers import procs_with
 
 import k3snb
 from k3snb._state import records
@@ -24,21 +24,10 @@ def _host_mounts() -> list[str]:
         return sorted(" ".join(line.split()[4:6]) for line in f)
 
 
-def _procs_mentioning(needle: str) -> list[int]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if needle in " ".join(p.info["cmdline"] or []):
-                out.append(p.pid)
-        except psutil.Error:
-            continue
-    return out
-
-
 def _assert_clean(cluster, mounts_before):
     assert not cluster.alive()
     assert not [r for r in records() if r.kind == "k3s" and r.id == cluster.id]
-    assert not _procs_mentioning(cluster.id)
+    assert not procs_with(cluster.id)
     assert _host_mounts() == mounts_before
 
 

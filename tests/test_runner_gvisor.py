@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import RUNSC, procs_with
 
 import k3snb
 from k3snb._state import records
@@ -29,15 +30,7 @@ def _snapshot() -> tuple[set, set, set]:
     root = str(k3snb._paths.tmp_root())
     # only records of this test session (a study may run alongside with the default temp root)
     recs = {r.id for r in records() if r.kind == "gvisor" and any(p.startswith(root) for p in r.paths)}
-    procs = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmd.startswith(b"runsc") and str(k3snb._paths.tmp_root()).encode() in cmd:
-                procs.add(int(d))
+    procs = set(procs_with(str(k3snb._paths.tmp_root()), RUNSC))
     return tmp, recs, procs
 
 

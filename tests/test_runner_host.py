@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import procs_with
 
 import k3snb
 from k3snb.errors import InvalidParameter, RemoteError, SandboxError
@@ -17,18 +18,6 @@ pytestmark = pytest.mark.root
 
 def _host_mounts() -> str:
     return Path("/proc/self/mountinfo").read_text()
-
-
-def _procs_with(marker: str) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if marker.encode() in Path(f"/proc/{d}/cmdline").read_bytes():
-                    out.append(int(d))
-            except OSError:
-                pass
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +74,7 @@ def test_background_child_holding_the_pipe_does_not_block(host):
     r = host.run("echo before; sleep 4949 & echo after")
     assert (r.returncode, r.stdout, r.timed_out) == (0, "before\nafter\n", False)
     assert time.monotonic() - t < 5
-    assert _procs_with("sleep\x004949")  # still running inside until the runner closes
+    assert procs_with("sleep\x004949")  # still running inside until the runner closes
     host.run("pkill -f 'sleep 4949'")
 
 
@@ -115,10 +104,10 @@ def test_spawn_and_terminate(host):
     deadline = time.monotonic() + 5
     while "started" not in sp.stdout_path.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sp.poll() is None and _procs_with("sleep\x004242")
+    assert sp.poll() is None and procs_with("sleep\x004242")
     rc = sp.terminate(grace=5)
     assert rc is not None and sp.poll() is not None
-    assert not _procs_with("sleep\x004242")
+    assert not procs_with("sleep\x004242")
 
 
 def test_close_kills_everything_and_removes_workdir():
@@ -127,14 +116,14 @@ def test_close_kills_everything_and_removes_workdir():
     h.spawn("exec sleep 4343")
     h.run("sleep 4344 >/dev/null 2>&1 &")  # a daemon-like orphan inside the pid namespace
     time.sleep(0.2)
-    assert _procs_with("sleep\x004343") and _procs_with("sleep\x004344")
+    assert procs_with("sleep\x004343") and procs_with("sleep\x004344")
     h.close()
     h.close()  # idempotent
     assert not work.exists()
     deadline = time.monotonic() + 3
-    while (_procs_with("sleep\x004343") or _procs_with("sleep\x004344")) and time.monotonic() < deadline:
+    while (procs_with("sleep\x004343") or procs_with("sleep\x004344")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _procs_with("sleep\x004343") and not _procs_with("sleep\x004344")
+    assert not procs_with("sleep\x004343") and not procs_with("sleep\x004344")
     with pytest.raises(SandboxError):
         h.run("true")
 
@@ -145,11 +134,11 @@ def test_without_pid_namespace_close_still_ends_everything():
         h.run("sleep 5252 >/dev/null 2>&1 &")
         h.spawn("exec sleep 5253")
         time.sleep(0.2)
-        assert _procs_with("sleep\x005252") and _procs_with("sleep\x005253")
+        assert procs_with("sleep\x005252") and procs_with("sleep\x005253")
     deadline = time.monotonic() + 3
-    while _procs_with("sleep\x00525") and time.monotonic() < deadline:
+    while procs_with("sleep\x00525") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _procs_with("sleep\x005252") and not _procs_with("sleep\x005253")
+    assert not procs_with("sleep\x005252") and not procs_with("sleep\x005253")
 
 
 def test_cleanup_on_exception():

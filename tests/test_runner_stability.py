@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import RUNSC, procs_with
 
 import k3snb
 from k3snb.errors import InvalidParameter
@@ -96,17 +97,7 @@ def test_claims_follow_the_recorded_counts():
 
 def _ours() -> list[int]:
     """runsc processes of this test session (their paths are under the session's temp root)."""
-    root = str(k3snb._paths.tmp_root()).encode()
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmd.split(b"\0", 1)[0].endswith((b"runsc", b"runsc-sandbox", b"runsc-gofer")) and root in cmd:
-                out.append(int(d))
-    return out
+    return procs_with(str(k3snb._paths.tmp_root()), RUNSC)
 
 
 @pytest.mark.root

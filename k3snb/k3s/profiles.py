@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import InvalidParameter, UsageError
-from ..report import Rich, render
+from ..report import Rich, Table, render
 
 STAGES = ("process", "kubeconfig", "readyz", "node-registered", "node-ready")
 
@@ -109,24 +109,10 @@ def get_profile(name: str | Profile) -> Profile:
     return p
 
 
-@dataclass(repr=False)
-class ProfileTable(Rich):
-    rows: list[dict[str, Any]]
+class ProfileTable(Table):
     _title_text = "k3s launch profiles"
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows)
-
-    def summary(self) -> dict[str, Any]:
-        return {"profiles": len(self.rows)}
-
-    def __iter__(self):
-        return iter(r["name"] for r in self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    _key = "name"
+    _section = "profiles"
 
 
 def profiles() -> ProfileTable:

@@ -118,3 +118,33 @@ class Rich:
 
     def _repr_html_(self) -> str:
         return render(self._title_text, self.summary(), [("rows", self.to_frame())], text=self._repr_text())
+
+
+class Table(Rich):
+    """A result that is a list of row dicts (catalogues, listings). Subclasses name the column that
+    identifies a row (``_key``, what iteration yields), optionally fix the column order, and say what
+    the rows are (``_section``)."""
+
+    _key = "id"
+    _columns: tuple[str, ...] = ()
+    _section = "rows"
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=list(self._columns) or None)
+
+    def summary(self) -> dict[str, Any]:
+        return {self._section: len(self.rows)}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(r[self._key] for r in self.rows)
+
+    def _repr_html_(self) -> str:
+        return render(self._title_text, self.summary(), [(self._section, self.to_frame())], text=self._repr_text())

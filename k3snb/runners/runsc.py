@@ -24,7 +24,7 @@ from typing import Any
 
 from .._paths import cache_dir, tmp_root
 from ..errors import InvalidParameter, RunscMissing
-from ..report import Rich
+from ..report import Table
 
 VERSIONS = {"2022": "20221219", "2024": "20240729"}
 _SYSTEM_CANDIDATES = ("/usr/bin/runsc", "/usr/local/bin/runsc", "/usr/sbin/runsc")
@@ -278,18 +278,13 @@ def fetch_runsc_2024(*, force: bool = False, quiet: bool = False, etc: str | os.
 # -- overview -----------------------------------------------------------------------------------
 
 
-@dataclass(repr=False)
-class RunscBuilds(Rich):
+class RunscBuilds(Table):
     """Rich table of the runsc builds this machine has."""
 
-    rows: list[dict[str, Any]]
-
     _title_text = "runsc builds"
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows, columns=["build", "path", "version", "available"])
+    _key = "build"
+    _columns = ("build", "path", "version", "available")
+    _section = "builds"
 
     def summary(self) -> dict[str, Any]:
         return {"available": sum(r["available"] for r in self.rows), "builds": len(self.rows)}
@@ -298,10 +293,6 @@ class RunscBuilds(Rich):
         lines = [f"{r['build']:6} {r['version'] or '-':20} {r['path'] or '(missing)'}" for r in self.rows]
         return "<RunscBuilds\n  " + "\n  ".join(lines) + ">"
 
-    def _repr_html_(self) -> str:
-        from ..report import render
-
-        return render(self._title_text, self.summary(), [("builds", self.to_frame())], text=self._repr_text())
 
 
 def runsc_versions() -> RunscBuilds:

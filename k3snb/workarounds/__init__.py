@@ -7,10 +7,9 @@ a fresh object. Metadata (title, research W ids, signatures addressed, kind) is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..report import Rich, render
+from ..report import Table
 from ._base import (
     LaunchPlan,
     UnknownWorkaround,
@@ -39,30 +38,15 @@ def ids() -> list[str]:
     return sorted(Workaround.registry)
 
 
-@dataclass(repr=False)
-class WorkaroundTable(Rich):
+class WorkaroundTable(Table):
     """The catalogue: one row per workaround (``include_research_only`` adds the W ids not implemented)."""
 
-    rows: list[dict[str, Any]]
     _title_text = "k3snb workarounds"
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows)
+    _section = "workarounds"
 
     def summary(self) -> dict[str, Any]:
         kinds = [r["kind"] for r in self.rows]
         return {"workarounds": len(self.rows), "runner": kinds.count("runner"), "flag": kinds.count("flag")}
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self):
-        return iter(r["id"] for r in self.rows)
-
-    def _repr_html_(self) -> str:
-        return render(self._title_text, self.summary(), [("list_workarounds", self.to_frame())], text=self._repr_text())
 
 
 def list_workarounds(include_research_only: bool = False) -> WorkaroundTable:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ._paths import TAG, state_dir, tmp_root
-from ._procfs import proc_start as _proc_start
+from ._procfs import proc_start
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Record:
 
     def __post_init__(self) -> None:
         if self.owner_start is None:
-            self.owner_start = _proc_start(self.owner_pid)
+            self.owner_start = proc_start(self.owner_pid)
 
     @property
     def file(self) -> Path:
@@ -60,13 +60,13 @@ class Record:
         """Tag ``pid`` (with its start time) for reaping; call :meth:`save` afterwards."""
         if pid not in self.pids:
             self.pids.append(pid)
-        start = _proc_start(pid)
+        start = proc_start(pid)
         if start is not None:
             self.pid_starts[str(pid)] = start
         return self
 
     def owner_alive(self) -> bool:
-        start = _proc_start(self.owner_pid)
+        start = proc_start(self.owner_pid)
         return start is not None and start == self.owner_start
 
 

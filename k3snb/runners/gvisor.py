@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import kit_python, state_dir
-from .._procfs import children, pid_alive
-from .._state import Record, _proc_start, make_tempdir, new_id
+from .._procfs import children, pid_alive, proc_start
+from .._state import Record, make_tempdir, new_id
 from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
 from . import _oci
 from .base import BackgroundProcess, Cmd, Runner, RunResult, _argv
@@ -479,7 +479,7 @@ class GVisor(Runner):
 
     def _still_ours(self, pid: int) -> bool:
         start = self._record.pid_starts.get(str(pid)) if self._record else None
-        return start is not None and _proc_start(pid) == start and pid_alive(pid)
+        return start is not None and proc_start(pid) == start and pid_alive(pid)
 
     def _destroy_container(self) -> None:
         if self._proc is None:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import TAG
-from .._procfs import descendants, proc_state
-from .._state import Record, _proc_start, records
+from .._procfs import descendants, proc_start, proc_state
+from .._state import Record, records
 from ..report import Rich, render
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -171,7 +171,7 @@ def clean() -> Doctor:
 
 def _pid_matches(r: Record, pid: int) -> bool:
     """Is ``pid`` still the process the record tagged? (pids are reused; start times are not.)"""
-    now = _proc_start(pid)
+    now = proc_start(pid)
     if now is None:
         return False
     recorded = r.pid_starts.get(str(pid))
@@ -186,7 +186,7 @@ def _pid_matches(r: Record, pid: int) -> bool:
 
 def _wait_gone(pids: list[int], limit: float = 3.0) -> None:
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and any(_proc_start(p) is not None and proc_state(p) != "Z" for p in pids):
+    while time.monotonic() < deadline and any(proc_start(p) is not None and proc_state(p) != "Z" for p in pids):
         time.sleep(0.05)
 
 

@@ -34,6 +34,7 @@ ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 RED_ZONE_GAP = 256  # bytes kept free below rsp: the 128-byte ABI red zone plus margin
 GROUP_STOP_SIGS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+GRACE = 5.0  # seconds a signalled tree gets to exit before SIGKILL
 EXPECT_NONE, EXPECT_ENTER, EXPECT_EXIT = 0, 1, 2
 NEG_ENOSYS = P.to_unsigned(-P.ENOSYS)
 _RT_SIGRETURN = D.SYSCALL_NUMBERS["rt_sigreturn"]
@@ -193,6 +194,8 @@ class Engine:
         seccomp: True/False/None (auto: use it when the kernel allows and not recording everything).
         follow: follow fork/vfork/clone children.
         linger: after the root exits, SIGKILL what is left after this many seconds (None = wait).
+        grace: after a forwarded SIGTERM/SIGINT/SIGHUP/SIGQUIT, SIGKILL what is left after this
+            many seconds (None = wait for the tree to obey).
     """
 
     ROW_FIELDS = ("time", "pid", "tid", "parent", "exe", "event", "syscall", "args", "path", "path2",
@@ -201,8 +204,9 @@ class Engine:
     def __init__(self, rules: Sequence[Rule] = (), *, syscalls: set[int] | frozenset[int] | None = frozenset(),
                  record: Callable[[tuple], None] | None = None, seccomp: bool | None = None,
                  follow: bool = True, linger: float | None = None, features: Features | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, grace: float | None = GRACE) -> None:
         self.rules = list(rules)
+        self.grace = grace
         self.syscalls = syscalls
         self.record = record
         self.follow = follow
@@ -225,6 +229,7 @@ class Engine:
         self.stats = {"stops": 0, "syscalls": 0, "rewrites": 0, "statfs_spoofed": 0, "errno_forced": 0,
                       "tasks": 0, "execs": 0}
         self._forwarded = 0
+        self._sent_sig = 0  # the last signal forwarded to the tree (sent to late children too)
         self._attached = False
         self._root_cont_seen = False
 
@@ -649,9 +654,30 @@ class Engine:
         if self._forwarded >= 3 and signum == signal.SIGINT:
             self.kill_all()  # third Ctrl-C: stop asking
             return
-        if self.root_status is None and self.root:
+        # every traced process, not just the root: `sh -c 'k3s server'` must stop too
+        self._sent_sig = signum
+        self.signal_tree(signum)
+        if self.grace is not None:
+            self._arm_kill(self.grace)
+
+    def signal_tree(self, signum: int) -> None:
+        """Send ``signum`` once to every traced process (thread groups, not threads)."""
+        for pid in {self._tgid(t) for t in list(self.tasks.values())}:
             with contextlib.suppress(OSError):
-                os.kill(self.root, signum)
+                os.kill(pid, signum)
+
+    def _late_signal(self, child: Task) -> None:
+        # a process forked while the signal was on its way was not in the set signalled above
+        if self._sent_sig and self._tgid(child) == child.tid:
+            with contextlib.suppress(OSError):
+                os.kill(child.tid, self._sent_sig)
+
+    @staticmethod
+    def _arm_kill(after: float) -> None:
+        # SIGALRM kills the tree; keep whichever deadline (grace, linger) comes first
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+        if left == 0 or after < left:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, after))
 
     def _on_alarm(self, signum, frame) -> None:
         if self._attached:
@@ -731,7 +757,7 @@ class Engine:
                 if tid == self.root:
                     self.root_status = st
                     if self.linger is not None and tasks:
-                        signal.setitimer(signal.ITIMER_REAL, max(0.001, self.linger))
+                        self._arm_kill(self.linger)
                 continue
             if t is None:  # an auto-attached child can report before its parent's fork event
                 t = Task(tid)
@@ -800,6 +826,8 @@ class Engine:
                         stats["tasks"] += 1
                     if ev != P.EVENT_CLONE:
                         child.tgid = new  # fork/vfork children are processes; clone may be a thread
+                    if self._sent_sig:
+                        self._late_signal(child)
                     if self.record is not None:
                         child.ppid = self._tgid(t)
                         cpid = self._tgid(child)

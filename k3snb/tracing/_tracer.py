@@ -24,7 +24,8 @@ EPILOG = """examples:
   python -m k3snb.tracing intercept --redirect /proc/sys/=/tmp/fake/ --statfs 9p=ext4 -- stat -f /
   python -m k3snb.tracing intercept --rules rules.json --log icept.log -- k3s server ...
 The command's exit status (or the signal that killed it) becomes the tracer's own.
-SIGTERM/SIGINT/SIGHUP/SIGQUIT are forwarded to the command; the tree dies with the tracer."""
+SIGTERM/SIGINT/SIGHUP/SIGQUIT are forwarded to every traced process; what is left after --grace
+seconds is killed. The tree dies with the tracer."""
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-follow", action="store_true", help="do not follow children and threads")
     p.add_argument("--linger", type=float, default=None, metavar="S",
                    help="after the command exits, SIGKILL leftover descendants after S seconds")
+    p.add_argument("--grace", type=float, default=5.0, metavar="S",
+                   help="after SIGTERM/SIGINT/SIGHUP/SIGQUIT (forwarded to every traced process), "
+                        "SIGKILL the tree after S seconds (default 5)")
     p.add_argument("--meta", metavar="FILE", help="write a JSON summary (status, stats, features)")
     p.add_argument("--log", metavar="FILE", help="append one line per rewrite to FILE ('-' = stderr)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
@@ -155,7 +159,7 @@ def run(ns: argparse.Namespace) -> int:
     try:
         rules, fakedir = materialise(rules, None)
         eng = Engine(rules, syscalls=syscalls, record=writer, seccomp=False if ns.no_seccomp else None,
-                     follow=not ns.no_follow, linger=ns.linger, log=log)
+                     follow=not ns.no_follow, linger=ns.linger, log=log, grace=ns.grace)
         if attach:
             try:
                 eng.attach(attach)

@@ -70,12 +70,42 @@ def test_kit_error_exit_1(monkeypatch, capsys):
     assert capsys.readouterr().err == "error: it broke\n  fix: look at the log\n"
 
 
-def test_missing_subpackage_leaves_a_stub(monkeypatch, capsys):
+def test_missing_subpackage_is_one_error_not_a_silent_stub(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "ghost", "k3snb.no_such_layer._cli")
-    assert "ghost" in cli.build_parser().format_help()
     assert cli.main(["ghost", "x"]) == 1
-    assert "`k3snb ghost` is not available" in capsys.readouterr().err
-    assert cli.main(["experiments", "--registry", str(REG)]) == 0  # the rest still works
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot load the CLI module k3snb.no_such_layer._cli")
+    assert err.count("error:") == 1 and "\n  fix: " in err and "Traceback" not in err
+    assert cli.main(["experiments", "--registry", str(REG)]) == 0  # other commands load only their own module
+
+
+def test_unexpected_exception_is_one_error_line(monkeypatch, capsys):
+    from k3snb.experiments import _cli
+
+    def bug(args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(_cli, "_list", bug)
+    assert cli.main(["experiments"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: unexpected KeyError in `k3snb experiments`: 'boom'",
+                                "  fix: this is a k3snb bug: re-run with K3SNB_DEBUG=1 for the traceback and report it"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["nope"], "invalid choice: 'nope'"),
+    (["classify"], "the following arguments are required"),
+    (["experiments", "--bogus"], "unrecognized arguments: --bogus"),
+    (["experiments", "extra"], "unrecognized arguments: extra"),
+])
+def test_argparse_errors_are_one_error_fix_pair_exit_2(argv, msg):
+    r = k3snb_cmd(*argv)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
+    assert lines[1].startswith("  fix: see `k3snb")
+    if argv[0] in cli.COMMANDS:
+        assert f"`k3snb {argv[0]} --help`" in lines[1]
 
 
 def test_console_script_is_installed():

@@ -1,0 +1,73 @@
+"""The CLI's one flag vocabulary: every subcommand adds its common options through these helpers,
+so ``--runner``, ``--runsc``, ``--out/-o``, ``--param/-p``, ``--profile/-P``, ``--json`` and
+``--timeout`` mean the same thing (and carry help text) everywhere."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ["add_runner", "add_runsc", "add_out", "add_param", "add_profile", "add_json", "add_timeout",
+           "check_out_parent"]
+
+
+def add_runner(p: argparse.ArgumentParser, *, default: str | None = "host", repeatable: bool = False,
+               help: str | None = None) -> None:
+    """``--runner/-r SPEC``: where the work runs (host, gvisor, gvisor:2024, ...)."""
+    text = help or ("where it runs: host, gvisor, or gvisor:BUILD"
+                    + (f" (default {default})" if default else ""))
+    if repeatable:
+        p.add_argument("--runner", "-r", action="append", dest="runners", metavar="SPEC",
+                       help=text + "; repeatable")
+    else:
+        p.add_argument("--runner", "-r", default=default, metavar="SPEC", help=text)
+
+
+def add_runsc(p: argparse.ArgumentParser, *, help: str | None = None) -> None:
+    """``--runsc BUILD``: the runsc build for gVisor runners."""
+    p.add_argument("--runsc", default=None, metavar="BUILD",
+                   help=help or "runsc build for gVisor runners: 2022, 2024 or a path (default: the system runsc)")
+
+
+def add_out(p: argparse.ArgumentParser, what: str, *, default: str | None = None, metavar: str = "FILE") -> None:
+    """``--out/-o PATH``: where results go; its parent folder must exist (see check_out_parent)."""
+    p.add_argument("--out", "-o", default=default, metavar=metavar,
+                   help=what + (f" (default {default})" if default else ""))
+
+
+def add_param(p: argparse.ArgumentParser, *, help: str | None = None) -> None:
+    """``--param/-p KEY=VALUE`` (repeatable)."""
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help=help or "parameter KEY=VALUE (repeatable)")
+
+
+def add_profile(p: argparse.ArgumentParser, *, default: str | None = None, help: str | None = None) -> None:
+    """``--profile/-P NAME``."""
+    p.add_argument("--profile", "-P", default=default, metavar="NAME",
+                   help=(help or "profile name") + (f" (default {default})" if default else ""))
+
+
+def add_json(p: argparse.ArgumentParser, *, help: str | None = None) -> None:
+    """``--json``: machine-readable output on stdout."""
+    p.add_argument("--json", action="store_true", help=help or "machine-readable JSON output on stdout")
+
+
+def add_timeout(p: argparse.ArgumentParser, *, default: float | None = None, help: str | None = None) -> None:
+    """``--timeout S`` (seconds)."""
+    text = help or "seconds to wait before giving up"
+    p.add_argument("--timeout", type=float, default=default, metavar="S",
+                   help=text + (f" (default {default:g})" if default is not None else ""))
+
+
+def check_out_parent(path: str | Path, *, option: str = "--out") -> Path:
+    """Refuse an output path whose folder does not exist (no silent mkdir of parents)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {parent} does not exist",
+                         hint=f"create it first (mkdir -p {parent}) or pass a path in an existing folder")
+    if p.is_dir():
+        raise UsageError(f"{option} {path} is a directory", hint="pass a file path")
+    return p

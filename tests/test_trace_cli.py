@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from helpers import procs_with
+from helpers import RUNSC, procs_with
 
 CLI = [sys.executable, "-m", "k3snb"]
 
@@ -79,3 +79,27 @@ def test_a_tree_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, 
         p.wait()
         for pid in procs_with(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_sigterm_with_a_runner_ends_the_traced_tree_and_the_sandbox(tmp_path):
+    marker = f"100.{uuid.uuid4().int % 10**9}"
+    tag = tmp_path / "k3tmp"  # every runsc process of this run names a path under it
+    tag.mkdir()
+    p = subprocess.Popen([*CLI, "intercept", "--runner", "gvisor", "--", "sh", "-c", f"sleep {marker}; true"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         env={**os.environ, "K3SNB_TMP": str(tag)})
+    try:
+        end = time.monotonic() + 60
+        while not procs_with(marker, RUNSC) and time.monotonic() < end:  # the tracer's `runsc exec`
+            time.sleep(0.1)
+        assert procs_with(marker, RUNSC), "the traced command never started"
+        assert procs_with(str(tag))
+        time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        p.wait(20)
+        assert _gone(marker, 5) and _gone(str(tag), 5), "the sandbox or the traced tree outlived the command"
+    finally:
+        p.kill()
+        p.wait()

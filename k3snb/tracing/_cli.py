@@ -7,8 +7,11 @@ is the command's). With a runner the tracer runs inside it and its output is rel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._tracer import add_common
@@ -33,6 +36,23 @@ def register(subparsers) -> None:
     i.set_defaults(func=_intercept)
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP end a runner-side run like Ctrl-C: the runner ends the traced tree and closes.
+
+    (Without a runner the engine itself forwards them to every traced process.)
+    """
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _exit_code(rc: int | None) -> int:
     if rc is None:
         return 124  # timed out / no status
@@ -52,9 +72,10 @@ def _trace(ns: argparse.Namespace) -> int:
     from . import trace
     from ._tracer import collect_rules
 
-    res = trace(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, runner=ns.runner, syscalls=ns.syscalls,
-                follow=not ns.no_follow, rules=collect_rules(ns), seccomp=False if ns.no_seccomp else None,
-                pid=ns.attach, duration=ns.duration)
+    with _stop_on_signals():
+        res = trace(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, runner=ns.runner, syscalls=ns.syscalls,
+                    follow=not ns.no_follow, rules=collect_rules(ns), seccomp=False if ns.no_seccomp else None,
+                    pid=ns.attach, duration=ns.duration)
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
     if res.path.exists():
@@ -76,8 +97,9 @@ def _intercept(ns: argparse.Namespace) -> int:
     from . import intercept
     from ._tracer import collect_rules
 
-    res = intercept(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, collect_rules(ns), runner=ns.runner,
-                    seccomp=False if ns.no_seccomp else None, linger=ns.linger)
+    with _stop_on_signals():
+        res = intercept(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, collect_rules(ns), runner=ns.runner,
+                        seccomp=False if ns.no_seccomp else None, linger=ns.linger)
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
     if ns.log:

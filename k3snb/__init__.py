@@ -56,6 +56,8 @@ _API = {
     "verdict": "k3snb.experiments",
     "monitor": "k3snb.monitoring",
     "set_options": "k3snb.report",
+    "make_report": "k3snb.report",
+    "list_runs": "k3snb.report",
 }
 
 __all__ = sorted(_API) + ["__version__", "errors"]

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "classify": "k3snb.signatures._cli",
     "cni": "k3snb.cni._cli",
     "k3s": "k3snb.k3s._cli",
+    "report": "k3snb.report._cli", "runs": "k3snb.report._cli",
 }
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 

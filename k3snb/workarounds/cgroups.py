@@ -20,7 +20,7 @@ LAYOUTS = ("cgroupfs", "fake-tmpfs")
 class CgroupV1(Workaround):
     id = "cgroup-v1"
     params = {"root": "/sys/fs/cgroup", "controllers": ("cpu", "cpuacct", "cpuset", "memory", "pids"),
-              "layout": "cgroupfs"}
+              "layout": "cgroupfs", "best_effort": False}
 
     def _apply(self, runner, plan: LaunchPlan) -> dict[str, Any]:
         if self.options["layout"] not in LAYOUTS:
@@ -29,6 +29,11 @@ class CgroupV1(Workaround):
             raise InvalidParameter(f"unknown cgroup layout {self.options['layout']!r}; valid: {', '.join(LAYOUTS)}")
         ctl = list(self.options["controllers"])
         res = self._call(runner, _ops.cgroup_apply, self.options["root"], ctl, self.options["layout"])
+        # which controllers got a hierarchy (a mounted group counts for each of its controllers)
+        refused = {c for g in res.get("errors", {}) for c in g.split(",")}
+        res["controllers_mounted"] = [c for c in ctl if c not in refused] if res.get("mounted") else []
+        if self.options["best_effort"] and res.get("mounted") and res["controllers_mounted"]:
+            res["ok"] = True  # best effort: report what refused (res["errors"]) instead of failing
         if not res["ok"]:
             if res.get("mounted"):
                 self._call(runner, _ops.umount_all, res["mounted"])
@@ -42,6 +47,8 @@ class CgroupV1(Workaround):
         # the host may already have cgroupfs there: ours must be the mount on top of the root
         ours = self.state is not None and res["root_mount_id"] == self.state.get("root_mount_id")
         res["ours_on_top"] = ours
+        if self.options["best_effort"] and self.state is not None:
+            rows = {c: r for c, r in rows.items() if c in self.state.get("controllers_mounted", [])}
         if self.options["layout"] == "cgroupfs":
             ok = all(r["cgroupfs"] for r in rows.values())
         else:

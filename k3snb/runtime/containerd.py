@@ -1,0 +1,414 @@
+"""containerd supervised by the kit inside a runner (Host private namespace or gVisor sandbox).
+
+Everything containerd writes lives under one tagged directory per instance (``state_dir``, default
+``/run/k3snb-ctd-<id>``: a tmpfs in both runners, where unix sockets and overlay mounts work) and a
+config/log directory in the runner's workdir. Containers started through :meth:`Containerd.run` get
+the cgroup parent ``/k3snb-ctd-<id>``, so :meth:`stop` can find and remove every process, mount
+and cgroup directory of this instance and nothing of another one running on the same machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._state import Record, new_id
+from ..errors import InvalidParameter, K3snbError, MissingDependency
+from ..report import Rich, render
+from ..workarounds import _ops
+from . import _inside
+from .stages import Attempt
+
+if TYPE_CHECKING:
+    from ..images import Image
+    from ..runners.base import Runner, RunResult
+
+__all__ = ["Containerd", "containerd_config", "RUNTIMES", "SNAPSHOTTERS", "runtime_binary"]
+
+RUNTIMES = ("runc", "crun")
+SNAPSHOTTERS = ("native", "overlayfs")
+_PKG = {"runc": "runc", "crun": "crun", "containerd": "containerd", "ctr": "containerd"}
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def runtime_binary(name: str) -> str:
+    """Path of an OCI runtime (``runc``/``crun``) or a containerd tool; MissingDependency (exit 2) if absent."""
+    if name not in _PKG and "/" not in name:
+        raise InvalidParameter(f"unknown runtime {name!r}; valid: {', '.join(RUNTIMES)}",
+                               hint="pass --runtime runc or --runtime crun")
+    p = name if "/" in name else shutil.which(name, path=SBIN_PATH)
+    if not p or not Path(p).is_file():
+        raise MissingDependency(f"{name} not found", hint=f"apt-get install {_PKG.get(name, name)}")
+    return p
+
+
+def containerd_config(base: str, *, snapshotter: str = "native", runtime: str = "runc",
+                      sandbox_image: str = "k3snb.local/pause:latest", no_new_keyring: bool = True,
+                      cni_bin_dir: str = "/usr/lib/cni", cni_conf_dir: str | None = None,
+                      unprivileged_ports: bool = True, unprivileged_icmp: bool = True,
+                      runtimes: dict[str, str] | None = None, debug: bool = False) -> str:
+    """containerd 1.6 config (version 2) with every path under ``base``.
+
+    Runtimes are ``io.containerd.runc.v2`` shims whose ``BinaryName`` is runc or crun (cgroupfs driver:
+    ``SystemdCgroup = false``); the default one is ``runtime``. W32 (NoNewKeyring) and W33 (a local
+    sandbox image, never pulled) are on.
+    """
+    if snapshotter not in SNAPSHOTTERS:
+        raise InvalidParameter(f"unknown snapshotter {snapshotter!r}; valid: {', '.join(SNAPSHOTTERS)}",
+                               hint="pass --snapshotter native or --snapshotter overlayfs")
+    runtimes = runtimes or {n: n for n in RUNTIMES}
+    if runtime not in runtimes:
+        raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(runtimes)}",
+                               hint="pass --runtime runc or --runtime crun")
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    rt_blocks = "".join(f"""
+    [{cri}.containerd.runtimes.{name}]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.{name}.options]
+        BinaryName = "{binary}"
+        Root = "{base}/{name}-root"
+        SystemdCgroup = false
+        NoNewKeyring = {str(no_new_keyring).lower()}
+""" for name, binary in runtimes.items())
+    return f"""version = 2
+root = "{base}/root"
+state = "{base}/state"
+plugin_dir = ""
+
+[grpc]
+  address = "{base}/containerd.sock"
+
+[ttrpc]
+  address = "{base}/containerd.sock.ttrpc"
+
+[debug]
+  level = "{'debug' if debug else 'info'}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{base}/opt"
+
+[{cri}]
+  sandbox_image = "{sandbox_image}"
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  disable_cgroup = false
+  enable_unprivileged_ports = {str(unprivileged_ports).lower()}
+  enable_unprivileged_icmp = {str(unprivileged_icmp).lower()}
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [{cri}.cni]
+    bin_dir = "{cni_bin_dir}"
+    conf_dir = "{cni_conf_dir or base + '/cni/net.d'}"
+  [{cri}.containerd]
+    snapshotter = "{snapshotter}"
+    default_runtime_name = "{runtime}"
+{rt_blocks}"""
+
+
+class Containerd(Rich):
+    """containerd inside a runner; ``with Containerd(runner) as c: c.run("busybox", ["echo", "hi"])``.
+
+    Args:
+        runner: a started Runner.
+        snapshotter: ``native`` or ``overlayfs`` (the CRI default and :meth:`run`'s).
+        runtime: default runtime name for CRI: ``runc`` or ``crun`` (both are configured).
+        state_dir: where root/state/socket live (default ``/run/k3snb-ctd-<id>`` inside the runner).
+        cni_bin_dir, cni_conf_dir: CNI plugin binaries / network configs for CRI (conf dir default under
+            ``conf_dir``, i.e. host-visible and writable).
+        unprivileged_ports, unprivileged_icmp: the CRI ``enable_unprivileged_*`` toggles.
+        sandbox_image: CRI pause image; default the kit's ``pause`` (imported at start).
+        trace: run containerd (and so its shims and runtimes) under the kit's tracer.
+    """
+
+    _title_text = "containerd"
+
+    def __init__(self, runner: Runner, *, snapshotter: str = "native", runtime: str = "runc",
+                 state_dir: str | None = None, cni_bin_dir: str = "/usr/lib/cni", cni_conf_dir: str | None = None,
+                 unprivileged_ports: bool = True, unprivileged_icmp: bool = True,
+                 sandbox_image: str | None = None, namespace: str = "k8s.io", trace: bool = False,
+                 debug: bool = False, timeout: float = 30.0) -> None:
+        self.runner = runner
+        self.binary = runtime_binary("containerd")
+        self.ctr_binary = runtime_binary("ctr")
+        if snapshotter not in SNAPSHOTTERS:
+            containerd_config("/x", snapshotter=snapshotter)  # raises the usage error
+        if runtime not in RUNTIMES:
+            raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}",
+                                   hint="pass runtime='runc' or runtime='crun'")
+        self.runtimes = {n: p for n in RUNTIMES if (p := shutil.which(n, path=SBIN_PATH))}
+        runtime_binary(runtime)  # the default runtime must exist
+        self.id = new_id("k3snb-ctd-")
+        self.base = state_dir or f"/run/{self.id}"
+        self.conf_dir = Path(runner.workdir) / f"{self.id}-conf"
+        self.cgroup_parent = f"/{self.id}"
+        self.snapshotter, self.runtime, self.namespace = snapshotter, runtime, namespace
+        self.cni_bin_dir, self.cni_conf_dir = cni_bin_dir, cni_conf_dir or str(self.conf_dir / "net.d")
+        self.unprivileged_ports, self.unprivileged_icmp = unprivileged_ports, unprivileged_icmp
+        self._kit_pause = sandbox_image is None
+        self.sandbox_image = sandbox_image or "k3snb.local/pause:latest"
+        self.trace, self.debug, self.timeout = trace, debug, timeout
+        self.proc = None
+        self.log_path = self.conf_dir / "containerd.log"
+        self.startup_s: float | None = None
+        self.record: Record | None = None
+        self.cleanup: dict[str, Any] = {}
+        self._final_log = ""
+        self._trace_dir = self.conf_dir / "trace"
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return f"{self.base}/containerd.sock"
+
+    @property
+    def config_path(self) -> Path:
+        return self.conf_dir / "config.toml"
+
+    def config(self) -> str:
+        return containerd_config(self.base, snapshotter=self.snapshotter, runtime=self.runtime,
+                                 sandbox_image=self.sandbox_image, cni_bin_dir=self.cni_bin_dir,
+                                 cni_conf_dir=self.cni_conf_dir, unprivileged_ports=self.unprivileged_ports,
+                                 unprivileged_icmp=self.unprivileged_icmp, runtimes=self.runtimes,
+                                 debug=self.debug)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Containerd:
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        Path(self.cni_conf_dir).mkdir(parents=True, exist_ok=True)
+        # tag before starting anything: kill -9 from here on leaves a record for `doctor --clean`
+        # (the runner's own record ends the processes; this one names the paths and host cgroups)
+        self.record = Record(kind="runtime", id=self.id, paths=[str(self.conf_dir), self.base]
+                             + [f"{m}{self.cgroup_parent}" for m in _host_cgroup_mounts()],
+                             note=f"containerd {self.base}").save()
+        self.config_path.write_text(self.config())
+        self.runner.run(["mkdir", "-p", self.base], check=True)
+        argv = [self.binary, "--config", str(self.config_path)]
+        if self.trace:
+            from ..tracing._launch import tracer_argv
+
+            self._trace_dir.mkdir(parents=True, exist_ok=True)
+            argv = [*tracer_argv(self.runner.python), "trace", "--out", str(self._trace_dir / "trace.rows"),
+                    "--meta", str(self._trace_dir / "meta.json"), "--grace", "3", "--", *argv]
+        t0 = time.monotonic()
+        self.proc = self.runner.spawn(argv, stdout=self.log_path, stderr=self.log_path)
+        with contextlib.suppress(Exception):
+            pid = getattr(self.proc, "client", None)
+            if pid is not None:
+                self.record.add_pid(pid.pid).save()
+        deadline = t0 + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise K3snbError(f"containerd exited {self.proc.poll()}: {self.logs(15)}",
+                                 hint="see Containerd.logs() and Containerd.classify()")
+            if self.ctr("version", timeout=10).ok:
+                self.startup_s = round(time.monotonic() - t0, 3)
+                break
+            time.sleep(0.2)
+        else:
+            raise K3snbError(f"containerd socket not up after {self.timeout}s: {self.logs(15)}",
+                             hint="see Containerd.logs()")
+        if self._kit_pause:
+            from ..images import pause
+
+            res = self.import_image(pause())
+            if not res.ok:
+                raise K3snbError(f"importing the kit's pause image failed: {(res.stderr or res.stdout).strip()[-300:]}",
+                                 hint="see Containerd.logs()")
+        return self
+
+    def ctr(self, *args: str, namespace: str | None = None, timeout: float = 60.0) -> RunResult:
+        return self.runner.run([self.ctr_binary, "--address", self.address, "--namespace",
+                                namespace or self.namespace, *args], timeout=timeout)
+
+    def import_image(self, image: Image | str, *, unpack: bool = True, snapshotter: str | None = None) -> RunResult:
+        """W43: import an image (kit image, spec or archive) into ``namespace``; no registry involved.
+
+        The archive is staged in the workdir first: the runner may not see the kit cache's path.
+        """
+        from ..images import get_image
+
+        img = get_image(image)
+        staged = self.conf_dir / "images" / img.archive.name
+        if not staged.exists():
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(img.archive, staged)
+        args = ["images", "import", "--snapshotter", snapshotter or self.snapshotter]
+        if not unpack:
+            args.append("--no-unpack")
+        return self.ctr(*args, str(staged), timeout=120)
+
+    def logs(self, tail: int = 50) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+        except OSError:
+            return "\n".join(self._final_log.splitlines()[-tail:])
+
+    def classify(self):
+        """Blocker signatures in containerd's log (:func:`k3snb.classify`)."""
+        from ..signatures import classify
+
+        return classify(self.logs(100_000))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> dict[str, Any]:
+        """End every container, shim and containerd of this instance; remove its mounts, cgroups, dirs."""
+        report: dict[str, Any] = {}
+        runner_up = getattr(self.runner, "alive", lambda: True)()
+        if runner_up and self.alive():
+            with contextlib.suppress(Exception):
+                for cid in self.ctr("tasks", "ls", "-q", timeout=15).stdout.split():
+                    self.ctr("tasks", "kill", "-s", "SIGKILL", cid, timeout=10)
+        if self.proc is not None:
+            self.proc.terminate(5)
+        if runner_up:
+            with contextlib.suppress(Exception):
+                report["cgroups"] = self.runner.run_python(_inside.cgroup_remove, self.cgroup_parent, timeout=60)
+                # shims carry the socket address on their command line; runc/crun state is under base
+                report["killed"] = self.runner.run_python(_ops.kill_matching, [self.base, str(self.conf_dir)],
+                                                          [], timeout=60)["killed"]
+                report["cgroups_after"] = self.runner.run_python(_inside.cgroup_remove, self.cgroup_parent,
+                                                                 timeout=60)
+                report["umount"] = self.runner.run_python(_ops.umount_under, [self.base], timeout=60).get("mounts")
+                self.runner.run_python(_ops.cleanup_dir, self.base, timeout=60)
+        with contextlib.suppress(OSError):
+            self._final_log = self.log_path.read_text(errors="replace")
+        shutil.rmtree(self.conf_dir, ignore_errors=True)
+        self.proc = None
+        if self.record is not None:
+            left = [p for p in self.record.paths if Path(p).exists()]
+            if not left:
+                self.record.drop()
+                self.record = None
+            report["left"] = left
+        self.cleanup = report
+        return report
+
+    def __enter__(self) -> Containerd:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- containers --------------------------------------------------------------------------
+    def run(self, image: Image | str, args: list[str] | tuple[str, ...] | None = None, *,
+            runtime: str | None = None, timeout: float = 60.0, attempt: Attempt | None = None) -> Attempt:
+        """Import ``image``, unpack it, run one container with ``ctr run``; the stage record of it.
+
+        Stages: image_imported (``import --no-unpack``), layer_unpacked (the import again, unpacking
+        into the snapshotter), container_created … process_execd (``ctr run``: the shim runs
+        the runtime; its error text is attributed by :mod:`k3snb.runtime.stages`), output_seen,
+        exit_status. The container is removed afterwards.
+        """
+        from ..images import get_image
+
+        rt = runtime or self.runtime
+        binary = runtime_binary(rt)
+        img = get_image(image)
+        a = attempt or Attempt(runner=_runner_name(self.runner), runtime=rt, via="containerd", image=img.ref or
+                               img.name, args=list(args or []), snapshotter=self.snapshotter)
+        if not a.reached:
+            a.passed("runtime_up", self.startup_s, f"containerd socket ready ({self.snapshotter})")
+        cid = new_id("k3snb-c-")
+        t = time.monotonic()
+        res = self.import_image(img, unpack=False)
+        if not res.ok or not img.ref:
+            a.fail("image_imported", res.stderr + res.stdout if img.ref else "image archive has no image name",
+                   seconds=time.monotonic() - t)
+            return a
+        a.passed("image_imported", time.monotonic() - t, img.digest[:19])
+        t = time.monotonic()
+        # the same import again unpacks into the snapshotter: ctr has no separate unpack command
+        res = self.import_image(img, unpack=True)
+        if not res.ok:
+            a.fail("layer_unpacked", res.stderr + res.stdout, seconds=time.monotonic() - t)
+            return a
+        a.passed("layer_unpacked", time.monotonic() - t, f"snapshot prepared ({self.snapshotter})")
+        try:
+            t = time.monotonic()
+            res = self.ctr("run", "--rm", "--snapshotter", self.snapshotter, "--runtime", "io.containerd.runc.v2",
+                           "--runc-binary", binary, "--cgroup", f"{self.cgroup_parent}/{cid}",
+                           "--fifo-dir", f"{self.base}/fifo", img.ref, cid, *(args or []), timeout=timeout)
+            dt = time.monotonic() - t
+            a.stdout, a.stderr = res.stdout, res.stderr
+            if _task_failed(res):
+                a.fail("container_created", res.stderr + res.stdout + "\n" + self._log_since(cid), seconds=dt)
+            else:
+                for s in ("container_created", "runtime_init", "pivot_root", "capabilities_applied"):
+                    a.passed(s, None, f"{rt} create succeeded")
+                a.passed("process_execd", dt, "task started and waited for")
+                if res.stdout or res.stderr:
+                    a.passed("output_seen", None, f"{len(res.stdout)} bytes stdout")
+                else:
+                    a.skipped("output_seen", "the process printed nothing")
+                a.returncode = res.returncode
+                a.passed("exit_status", None, f"exit {res.returncode}")
+        finally:
+            self.ctr("tasks", "delete", "--force", cid, timeout=20)
+            self.ctr("containers", "delete", cid, timeout=20)
+        return a
+
+    def _log_since(self, cid: str) -> str:
+        return "\n".join(ln for ln in self.logs(400).splitlines() if cid in ln or "level=error" in ln)[-4000:]
+
+    def trace_result(self):
+        """The tracer's Trace of containerd and everything it started (after stop(), trace=True)."""
+        from ..tracing._store import convert
+        from ..tracing.tracing import Trace
+
+        rows = self._trace_dir / "trace.rows"
+        if not rows.exists():
+            return None
+        convert(rows, self._trace_dir / "trace.arrow")
+        return Trace(path=self._trace_dir / "trace.arrow", command=["containerd"], returncode=None)
+
+    # -- presentation ------------------------------------------------------------------------
+    def plugins(self):
+        """``ctr plugins ls`` as a DataFrame (type, id, platforms, status)."""
+        import pandas as pd
+
+        res = self.ctr("plugins", "ls")
+        rows = []
+        for line in res.stdout.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 3:
+                rows.append({"type": parts[0], "id": parts[1], "platforms": " ".join(parts[2:-1]), "status": parts[-1]})
+        return pd.DataFrame(rows, columns=["type", "id", "platforms", "status"])
+
+    def summary(self) -> dict[str, Any]:
+        return {"runner": _runner_name(self.runner), "alive": self.alive(), "address": self.address,
+                "startup_s": self.startup_s, "snapshotter": self.snapshotter, "runtime": self.runtime}
+
+    def to_frame(self):
+        return self.plugins() if self.alive() else __import__("pandas").DataFrame()
+
+    def _repr_html_(self) -> str:
+        return render("containerd", self.summary(), [("log (tail)", self.logs(30) or "(empty)")],
+                      text=self._repr_text())
+
+
+def _task_failed(res: RunResult) -> bool:
+    # `ctr tasks start` exits with the container's status; its own failures print "ctr: ..." on stderr
+    return res.returncode is None or res.timed_out or "ctr: " in res.stderr and (
+        "failed" in res.stderr or "error" in res.stderr.lower())
+
+
+def _runner_name(runner: Runner) -> str:
+    spec = getattr(runner, "spec", None)
+    if isinstance(spec, str) and spec:
+        return spec
+    build = getattr(runner, "runsc_build", None)
+    return f"{runner.kind}:{build}" if build else runner.kind
+
+
+def _host_cgroup_mounts() -> list[str]:
+    """This machine's cgroup mountpoints (where a Host runner's containers get their cgroups)."""
+    return [m["mountpoint"] for m in _inside.cgroup_mounts()]

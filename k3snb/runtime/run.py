@@ -1,0 +1,217 @@
+"""One container start in a runner, end to end, as a stage record (:class:`~k3snb.runtime.Attempt`).
+
+``run_container(runner, "busybox", ["echo", "hi"], runtime="crun", via="containerd")`` validates its
+input first (unknown runtime/snapshotter/via, missing or corrupt archive, missing runtime binary:
+one UsageError each), gives the runner cgroup v1 hierarchies when it has none (the ``cgroup-v1``
+workaround, best effort: what mounted is reported in ``attempt.cgroups``), runs the container and
+cleans up everything it started, also on exceptions and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._state import Record, new_id
+from ..errors import InvalidParameter, K3snbError
+from ..workarounds import _ops
+from . import _inside
+from .containerd import RUNTIMES, SNAPSHOTTERS, Containerd, _host_cgroup_mounts, _runner_name, runtime_binary
+from .stages import Attempt, failing_syscall
+
+if TYPE_CHECKING:
+    from ..images import Image
+    from ..runners.base import Runner
+
+__all__ = ["run_container", "run_direct", "VIAS", "ALL_CONTROLLERS", "ensure_cgroups"]
+
+VIAS = ("containerd", "direct")
+ALL_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "pids", "freezer", "blkio")
+# a runtime's own failure (not the container's exit status): runc logs "runc run failed", crun "crun: ..."
+_RUNTIME_ERR = re.compile(r"runc run failed|^(crun|runc): |level=error|ERRO\[\d+\]|^libcontainer", re.M)
+
+
+def validate(runtime: str, via: str, snapshotter: str | None, image: Image | str) -> Image:
+    """Check every input before anything starts; UsageError (CLI exit 2) with a fix on bad input."""
+    from ..images import get_image
+
+    if runtime not in RUNTIMES:
+        raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}",
+                               hint="pass --runtime runc or --runtime crun")
+    if via not in VIAS:
+        raise InvalidParameter(f"unknown --via {via!r}; valid: {', '.join(VIAS)}",
+                               hint="pass --via containerd or --via direct")
+    if snapshotter is not None and snapshotter not in SNAPSHOTTERS:
+        raise InvalidParameter(f"unknown snapshotter {snapshotter!r}; valid: {', '.join(SNAPSHOTTERS)}",
+                               hint="pass --snapshotter native or --snapshotter overlayfs")
+    runtime_binary(runtime)
+    if via == "containerd":
+        runtime_binary("containerd")
+        runtime_binary("ctr")
+    return get_image(image)
+
+
+@contextlib.contextmanager
+def ensure_cgroups(runner: Runner, mode: bool | str = "auto"):
+    """Yield a report of the runner's cgroup hierarchies; with ``auto``, mount v1 ones if there are none.
+
+    The mounts are the ``cgroup-v1`` workaround (best effort over every v1 controller), reverted on exit;
+    ``"v1"`` also replaces a hybrid v1+v2 view (crun refuses it) inside the runner's own mount namespace.
+    """
+    have = runner.run_python(_inside.cgroup_mounts, timeout=60) if mode else []
+    # crun refuses a hybrid layout (v1 controllers plus a cgroup2 mount): "v1" asks for a pure v1 view
+    hybrid = {m["type"] for m in have} == {"cgroup", "cgroup2"}
+    if not mode or (have and not (mode == "v1" and hybrid)):
+        yield {"applied_by_kit": False, "mounted": sorted({Path(m["mountpoint"]).name for m in have})}
+        return
+    from ..workarounds import get_workaround
+
+    w = get_workaround("cgroup-v1", controllers=ALL_CONTROLLERS, best_effort=True)
+    res = w.apply(runner)
+    try:
+        st = w.state or {}
+        yield {"applied_by_kit": True, "mounted": st.get("controllers_mounted", []),
+               "refused": st.get("errors", {}), "ok": bool(res)}
+    finally:
+        w.revert(runner)
+
+
+def run_container(runner: Runner, image: Image | str = "busybox", args: list[str] | tuple[str, ...] = ("echo", "hi"),
+                  *, runtime: str = "runc", via: str = "containerd", snapshotter: str = "native",
+                  trace: bool = False, cgroups: bool | str = "auto", timeout: float = 60.0) -> Attempt:
+    """Run one container and return its stage record (see module doc)."""
+    img = validate(runtime, via, snapshotter if via == "containerd" else None, image)
+    a = Attempt(runner=_runner_name(runner), runtime=runtime, via=via, image=img.ref or img.name, args=list(args),
+                snapshotter=snapshotter if via == "containerd" else None)
+    if cgroups == "auto" and runtime == "crun":
+        cgroups = "v1"
+    with ensure_cgroups(runner, cgroups) as cg:
+        a.cgroups = cg
+        if via == "direct":
+            run_direct(runner, img, list(args), runtime=runtime, trace=trace, timeout=timeout, attempt=a)
+        else:
+            c = Containerd(runner, snapshotter=snapshotter, runtime=runtime, trace=trace)
+            try:
+                try:
+                    c.start()
+                except K3snbError as e:
+                    a.fail("runtime_up", f"{e.msg}\n{c.logs(200)}")
+                else:
+                    c.run(img, list(args), runtime=runtime, timeout=timeout, attempt=a)
+                    a.log = c.logs(400)
+            finally:
+                c.stop()
+            if trace and a.failed_stage:
+                tr = c.trace_result()
+                if tr is not None:
+                    a.syscall = failing_syscall(tr, a.failed_stage)
+                    tr.path.unlink(missing_ok=True)
+    return a.finish()
+
+
+def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: str = "runc", trace: bool = False,
+               timeout: float = 60.0, attempt: Attempt | None = None) -> Attempt:
+    """``runc run`` / ``crun run`` on a bundle unpacked from ``image`` inside the runner (no containerd)."""
+    from ..images import get_image
+
+    img = get_image(image)
+    binary = runtime_binary(runtime)
+    a = attempt or Attempt(runner=_runner_name(runner), runtime=runtime, via="direct", image=img.ref or img.name,
+                           args=list(args))
+    cid = new_id("k3snb-rt-")
+    base = f"/run/{cid}"
+    stage_dir = Path(runner.workdir) / f"{cid}-img"
+    rec = Record(kind="runtime", id=cid, paths=[str(stage_dir), base]
+                 + [f"{m}/{cid}" for m in _host_cgroup_mounts()], note=f"{runtime} {base}").save()
+    try:
+        t = time.monotonic()
+        v = runner.run([binary, "--version"], timeout=30)
+        if not v.ok:
+            a.fail("runtime_up", v.stderr + v.stdout, seconds=time.monotonic() - t)
+            return a.finish()
+        a.passed("runtime_up", time.monotonic() - t, v.stdout.splitlines()[0] if v.stdout else runtime)
+        t = time.monotonic()
+        stage_dir.mkdir(parents=True)
+        staged = stage_dir / img.archive.name
+        staged.write_bytes(img.archive.read_bytes())  # the runner may not see the kit cache
+        a.passed("image_imported", time.monotonic() - t, img.digest[:19])
+        t = time.monotonic()
+        try:
+            runner.run_python(_inside.extract_layers, str(staged), [d["digest"] for d in img.layers],
+                              f"{base}/bundle/rootfs", timeout=timeout)
+        except K3snbError as e:
+            a.fail("layer_unpacked", e.msg, seconds=time.monotonic() - t)
+            return a.finish()
+        cfg = img.config.get("config", {})
+        argv = list(args) or [*(cfg.get("Entrypoint") or []), *(cfg.get("Cmd") or [])]
+        from . import oci_config
+
+        conf = oci_config(argv, env=cfg.get("Env"), cwd=cfg.get("WorkingDir") or "/", cgroups_path=f"/{cid}")
+        runner.run(["sh", "-c", f"cat > {base}/bundle/config.json"], input=json.dumps(conf), check=True)
+        a.passed("layer_unpacked", time.monotonic() - t, "rootfs extracted, config.json written")
+        # the runtime's own errors go to its JSON log; the container's exit status is separate
+        log = f"{base}/runtime.log"
+        cmd = [binary, "--root", f"{base}/state", "--log", log, "--log-format", "json", "run", "--bundle",
+               f"{base}/bundle", cid]
+        t = time.monotonic()
+        if trace:
+            from ..tracing import trace as _trace
+
+            tr = _trace(cmd, runner=runner, timeout=timeout)
+            rc, out, err = tr.returncode, tr.stdout, tr.stderr
+        else:
+            tr = None
+            res = runner.run(cmd, timeout=timeout)
+            rc, out, err = res.returncode, res.stdout, res.stderr
+        dt = time.monotonic() - t
+        a.stdout, a.stderr = out, err
+        errors = _log_errors(runner.run(["cat", log], timeout=30).stdout)
+        if rc is None or (rc != 0 and (errors or _RUNTIME_ERR.search(err))):
+            text = "\n".join([*errors, err]) if rc is not None else f"timed out after {timeout}s\n{err}"
+            a.fail("container_created", text, seconds=dt)
+            if tr is not None:
+                a.syscall = failing_syscall(tr, a.failed_stage)
+        else:
+            for s in ("container_created", "runtime_init", "pivot_root", "capabilities_applied"):
+                a.passed(s, None, f"{runtime} run got the process started")
+            a.passed("process_execd", dt, f"{runtime} run returned")
+            if out or err:
+                a.passed("output_seen", None, f"{len(out)} bytes stdout")
+            else:
+                a.skipped("output_seen", "the process printed nothing")
+            a.returncode = rc
+            a.passed("exit_status", None, f"exit {rc}")
+        if tr is not None:
+            tr.close()
+        return a.finish()
+    finally:
+        with contextlib.suppress(Exception):
+            runner.run([binary, "--root", f"{base}/state", "delete", "--force", cid], timeout=30)
+        with contextlib.suppress(Exception):
+            runner.run_python(_ops.kill_matching, [base], [], timeout=60)
+            runner.run_python(_inside.cgroup_remove, f"/{cid}", timeout=60)
+            runner.run_python(_ops.umount_under, [base], timeout=60)
+            runner.run_python(_ops.cleanup_dir, base, timeout=60)
+        import shutil
+
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        if not any(Path(p).exists() for p in rec.paths):
+            rec.drop()
+
+
+
+def _log_errors(text: str) -> list[str]:
+    """Error messages in a runc/crun JSON log (one object per line)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if str(d.get("level", "")).lower() in ("error", "fatal", "panic"):
+            out.append(str(d.get("msg", "")))
+    return out

@@ -1,0 +1,218 @@
+"""The stage model of one container start: which stages were reached, in order, and why it stopped.
+
+Stage names and the patterns that attribute a runtime's error text to a stage are data
+(``k3snb/data/runtime_stages.yaml``). Stages before the failing one are ``ok``; the failing one is
+``failed`` with its error text, blocker signature (:func:`k3snb.classify`) and, with tracing, the
+failing syscall; later ones are ``not reached``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from ..report import Rich, render
+
+__all__ = ["STAGES", "Attempt", "attribute", "stage_labels"]
+
+OK, FAILED, NOT_REACHED, SKIPPED = "ok", "failed", "not reached", "n/a"
+
+
+@cache
+def _data() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(resources.files("k3snb").joinpath("data/runtime_stages.yaml").read_text())
+
+
+def stage_labels() -> dict[str, str]:
+    return {s["id"]: s["label"] for s in _data()["stages"]}
+
+
+STAGES: tuple[str, ...] = tuple(s["id"] for s in _data()["stages"])
+
+
+def attribute(text: str, default: str) -> str:
+    """The stage a failing step's error text belongs to (first matching pattern), else ``default``.
+
+    Only stages at or after ``default`` are considered: a step cannot fail at a stage it had passed.
+    """
+    start = STAGES.index(default)
+    for rule in _data()["attribution"]:
+        if STAGES.index(rule["stage"]) >= start and re.search(rule["pattern"], text, re.I):
+            return rule["stage"]
+    return default
+
+
+def _syscalls_for(stage: str) -> list[str]:
+    for rule in _data()["attribution"]:
+        if rule["stage"] == stage:
+            return list(rule.get("syscalls") or [])
+    return []
+
+
+def failing_syscall(trace: Any, stage: str) -> dict[str, Any] | None:
+    """The last failing call (of the stage's syscalls, else any but ENOENT-ish noise) in a Trace."""
+    try:
+        d = trace.syscalls()
+    except Exception:
+        return None
+    if d.empty:
+        return None
+    d = d[d.errno.notna()]
+    want = _syscalls_for(stage)
+    cand = d[d.syscall.isin(want)] if want else d
+    if cand.empty:
+        cand = d[~d.errno.isin(["ENOENT", "EAGAIN", "EINTR", "ENOTTY", "ECHILD", "EEXIST", "ENOSYS"])]
+    if cand.empty:
+        return None
+    row = cand.iloc[-1]
+    out = {k: (None if v is None or v != v else v) for k, v in row.items()
+           if k in ("syscall", "args", "path", "path2", "errno", "exe", "ret")}
+    out["ret"] = None if out.get("ret") is None else int(out["ret"])
+    return out
+
+
+@dataclass(repr=False)
+class Attempt(Rich):
+    """One attempt to run a container: stages reached in order, output, and what stopped it."""
+
+    runner: str
+    runtime: str
+    via: str
+    image: str
+    args: list[str]
+    snapshotter: str | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    returncode: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    failed_stage: str | None = None
+    error: str | None = None
+    signature: str | None = None
+    signatures: list[str] = field(default_factory=list)
+    syscall: dict[str, Any] | None = None
+    cgroups: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    log: str = ""
+    _title_text = "container start"
+
+    # -- building ------------------------------------------------------------------------------
+    def passed(self, stage: str, seconds: float | None = None, detail: str = "") -> None:
+        self._set(stage, OK, seconds, detail)
+
+    def skipped(self, stage: str, detail: str = "") -> None:
+        self._set(stage, SKIPPED, None, detail)
+
+    def fail(self, step_stage: str, text: str, *, seconds: float | None = None) -> str:
+        """Record a failing step: attribute its text to a stage, classify it; returns the stage."""
+        stage = attribute(text, step_stage)
+        for s in STAGES[STAGES.index(step_stage):STAGES.index(stage)]:
+            self._set(s, OK, None, "passed (the failure is later)")
+        msg = _message(text)
+        self._set(stage, FAILED, seconds, msg)
+        self.failed_stage, self.error = stage, msg
+        self.signatures = _classify(text)
+        self.signature = self.signatures[0] if self.signatures else None
+        return stage
+
+    def finish(self) -> Attempt:
+        """Mark every stage never recorded as not reached (in stage order)."""
+        have = {s["stage"] for s in self.stages}
+        for s in STAGES:
+            if s not in have:
+                self._set(s, NOT_REACHED, None, "")
+        order = {s: i for i, s in enumerate(STAGES)}
+        self.stages.sort(key=lambda r: order[r["stage"]])
+        return self
+
+    def _set(self, stage: str, status: str, seconds: float | None, detail: str) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        self.stages = [s for s in self.stages if s["stage"] != stage]
+        self.stages.append({"stage": stage, "status": status,
+                            "seconds": None if seconds is None else round(seconds, 3), "detail": detail})
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        """The container ran and its exit status was collected (whatever that status is)."""
+        return self.failed_stage is None and any(s["stage"] == "exit_status" and s["status"] == OK
+                                                 for s in self.stages)
+
+    @property
+    def reached(self) -> list[str]:
+        return [s["stage"] for s in self.stages if s["status"] == OK]
+
+    def seconds(self, start: str, end: str) -> float | None:
+        """Sum of stage times from ``start`` to ``end`` inclusive (None if any is missing)."""
+        by = {s["stage"]: s["seconds"] for s in self.stages}
+        vals = [by.get(s) for s in STAGES[STAGES.index(start):STAGES.index(end) + 1]]
+        vals = [v for v in vals if v is not None]
+        return round(sum(vals), 3) if vals else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"runner": self.runner, "runtime": self.runtime, "via": self.via, "snapshotter": self.snapshotter,
+                "image": self.image, "ok": self.ok, "returncode": self.returncode,
+                "failed_stage": self.failed_stage, "signature": self.signature,
+                "syscall": _syscall_text(self.syscall)}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+    def to_frame(self):
+        import pandas as pd
+
+        labels = stage_labels()
+        return pd.DataFrame([{**s, "label": labels[s["stage"]]} for s in self.stages],
+                            columns=["stage", "status", "seconds", "detail", "label"])
+
+    def _repr_text(self) -> str:
+        where = f"{self.runtime} via {self.via} in {self.runner}"
+        if self.ok:
+            return f"<Attempt {where}: ran, exit {self.returncode}>"
+        return f"<Attempt {where}: {self.failed_stage} failed: {(self.error or '')[:80]}>"
+
+    def _repr_html_(self) -> str:
+        sections: list[tuple[str, Any]] = [("stages", self.to_frame())]
+        if self.stdout:
+            sections.append(("stdout", self.stdout))
+        if self.stderr:
+            sections.append(("stderr", self.stderr[-3000:]))
+        if self.syscall:
+            sections.append(("failing syscall", self.syscall))
+        if self.cgroups:
+            sections.append(("cgroups", self.cgroups))
+        return render(f"{self.image} with {self.runtime} via {self.via} in {self.runner}", self.summary(),
+                      sections, text=self._repr_text())
+
+
+def _syscall_text(sc: dict[str, Any] | None) -> str | None:
+    if not sc:
+        return None
+    return f"{sc.get('syscall')}({sc.get('args') or ''}) = {sc.get('errno')}"
+
+
+_NOISE = re.compile(r"^(time=\S+ level=\w+ msg=|ctr: |Error: |error: )")
+
+
+def _message(text: str) -> str:
+    """The most telling line of a runtime's error output (the last error-looking one)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errs = [ln for ln in lines if re.search(r"error|fail|invalid|denied|cannot|can't|unable|not found", ln, re.I)]
+    line = (errs or lines or [""])[-1]
+    return _NOISE.sub("", line)[:600]
+
+
+def _classify(text: str) -> list[str]:
+    try:
+        from ..signatures import classify
+
+        return classify(text).ids
+    except Exception:  # the classifier is not the thing under test here
+        return []

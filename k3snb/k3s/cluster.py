@@ -319,11 +319,8 @@ class K3sCluster(Rich):
         p = getattr(getattr(self.proc, "popen", None), "pid", None)
         if p:
             pids.append(p)
-        if self.runner.kind == "gvisor":
-            from ..runners.gvisor import pids_with_root
-
-            with contextlib.suppress(Exception):
-                pids += pids_with_root(str(self.runner.root_dir))
+        with contextlib.suppress(Exception):
+            pids += self.runner.sandbox_pids()
         return pids
 
     def status(self) -> dict[str, Any]:
@@ -378,7 +375,7 @@ class K3sCluster(Rich):
     def client(self):
         """A ``kubernetes`` ApiClient for this cluster, usable where the API is reachable from this
         process (the Host runner shares the host's network); gVisor keeps it inside the sandbox."""
-        if self.runner.kind != "host":
+        if not self.runner.capabilities.shares_host_network:
             raise K3sError("the API server listens inside the sandbox's network namespace",
                            hint="use cluster.objects() / cluster.apply_manifests(), which run inside the runner")
         from kubernetes import config
@@ -411,7 +408,7 @@ class K3sCluster(Rich):
             step("terminate", lambda: self.proc.terminate(grace))
         runner_ok = r.alive() if hasattr(r, "alive") else True
         needles = [str(self.dir)] + ([self.plan.data_dir] if self.plan else [])
-        if r.kind == "gvisor" or _safe(r.info).get("pid_ns"):
+        if r.capabilities.private_pids:
             needles.append("/run/k3s/containerd")  # shims; safe only inside the runner's own pid ns
         if runner_ok and self.dir is not None:
             step("kill", lambda: r.run_python(_ops_kill, needles, [], timeout=60))
@@ -489,7 +486,8 @@ def launch_k3s(
 
     Args:
         profile: a profile name (``k3snb.profiles()``) or a Profile.
-        runner: a Runner, or "host" / "gvisor" (then created here and closed by ``stop()``).
+        runner: a Runner, or a runner spec ("host", "gvisor", "gvisor:2024" …; then created here and
+            closed by ``stop()``).
         data_dir: k3s ``--data-dir`` as seen inside the runner (default: in the cluster's work dir).
         extra_flags: more k3s server flags, validated against the k3s flag catalogue.
         timeout: seconds to wait for the target stage (when ``wait``).
@@ -506,7 +504,7 @@ def launch_k3s(
         K3sBinaryMissing: no k3s binary (before anything starts).
         WorkaroundFailed, K3sError: a start step failed (everything started so far is undone).
     """
-    from ..runners import Runner, get_runner
+    from ..runners import resolve
     from ..workarounds import get_workaround
 
     prof = get_profile(profile)
@@ -529,19 +527,14 @@ def launch_k3s(
         k3s = find_k3s()
     _ = k3s.version  # parse `k3s --version` now: a broken binary fails before anything starts
     agent = prof.agent and "disable-agent" not in [w for w in prof.workarounds if w not in skip]
-    if isinstance(runner, Runner):
-        r, own = runner, False
-    else:
-        kind = runner or "host"
-        if kind not in ("host", "gvisor"):
-            get_runner(kind)  # raises the runner's own UsageError
-        r, own = get_runner(kind, **(runner_options or {})), True
-    if r.kind == "host" and agent and not host:
+    r = resolve(runner, **(runner_options or {}))  # raises the runner's own UsageError on a bad spec
+    own = r is not runner
+    if r.capabilities.host_network_writable and agent and not host:
         if own:
             with contextlib.suppress(Exception):
                 r.close()
         raise UsageError(
-            f"profile {prof.name} runs an agent, and the Host runner shares the host's network namespace "
+            f"profile {prof.name} runs an agent, and the {r.label} runner shares the host's network namespace "
             "(kube-proxy/flannel/CNI would change the host's iptables and routes)",
             hint="use runner='gvisor', or pass host=True to accept changes to the host's network tables",
         )

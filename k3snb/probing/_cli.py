@@ -21,15 +21,16 @@ def register(subparsers) -> None:
 
 def _probe(args: argparse.Namespace) -> int:
     from ..errors import InvalidParameter
+    from ..runners import ignored_by
     from . import probe
 
-    options: dict = {}
-    if args.runner == "gvisor":
-        options = {"runsc": args.runsc, "cgroupfs": args.cgroupfs, "net_raw": args.net_raw}
-    elif args.runsc or args.cgroupfs or args.net_raw:
-        raise InvalidParameter("--runsc, --cgroupfs and --net-raw only apply to --runner gvisor",
+    options = {"runsc": args.runsc, "cgroupfs": args.cgroupfs, "net_raw": args.net_raw}
+    ignored = ignored_by(args.runner, **options)
+    if ignored:  # the API records ignored options; on the command line a flag that does nothing is a mistake
+        raise InvalidParameter(f"{', '.join('--' + k.replace('_', '-') for k in ignored)} only apply to a "
+                               f"gVisor runner, not --runner {args.runner}",
                                hint="add --runner gvisor, or drop the gVisor options")
-    p = probe(args.runner, label=args.label, **options)
+    p = probe(args.runner, label=args.label, **{k: v for k, v in options.items() if v})
     if args.output:
         p.to_json(args.output)
     if args.json:

@@ -401,14 +401,14 @@ def _count_files(top: str) -> int:
 
 
 def _sandbox(uname: Any, root: dict[str, Any] | None, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which sandbox (if any) this process runs in, detected from inside, with the evidence."""
     evidence: list[str] = []
-    kind = None
-    if uname.version == GVISOR_UNAME_VERSION:
-        kind = "gvisor"
+    in_gvisor = uname.version == GVISOR_UNAME_VERSION
+    if in_gvisor:
         evidence.append(f"uname -v is gVisor's fixed build string {uname.version!r}")
     if root and root["fstype"] == "9p" and "trans=fd" in (root["super_options"] + root["options"]):
         evidence.append("root is 9p over a file-descriptor transport (gVisor gofer)")
-        kind = kind or "gvisor"
+        in_gvisor = True
     # Strong container markers come from pid 1; marker files alone are weak (VM images are often
     # built from container images and keep /.dockerenv, as this kit's own VM does).
     strong = []
@@ -420,7 +420,7 @@ def _sandbox(uname: Any, root: dict[str, Any] | None, mounts: list[dict[str, Any
         if word in cg1:
             strong.append(f"/proc/1/cgroup mentions {word}")
             break
-    if root and root["fstype"] == "overlay" and kind != "gvisor":
+    if root and root["fstype"] == "overlay" and not in_gvisor:
         strong.append("root filesystem is overlay")
     weak = [
         f"{m} exists (weak: image marker)" for m in ("/.dockerenv", "/run/.containerenv") if os.path.exists(m)
@@ -435,10 +435,12 @@ def _sandbox(uname: Any, root: dict[str, Any] | None, mounts: list[dict[str, Any
         vm.append(f"DMI says {vendor} {product}".strip())
     if "-fc-" in uname.release:
         vm.append(f"kernel release {uname.release!r} looks like a Firecracker guest")
-    if kind == "gvisor":
+    if in_gvisor:
         vm = [f"host side, passed through: {v}" for v in vm]
     evidence += strong + weak + vm
-    if not kind:
+    if in_gvisor:
+        kind = "gvisor"
+    else:
         if strong or (weak and not vm):
             kind = "container"
         elif vm:

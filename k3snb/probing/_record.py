@@ -25,11 +25,14 @@ JSON_KEYS = ("kernel_release", "sandbox", "root_fstype", "root_fsmagic", "proc_s
 
 
 def default_label(data: dict[str, Any]) -> str:
-    """``host`` or ``gvisor-2022``/``gvisor-2024`` (from the runsc version's date) or the sandbox kind."""
-    kind = (data.get("runner") or {}).get("kind") or (data.get("sandbox") or {}).get("kind") or "env"
-    version = data.get("runsc_version") or ""
-    m = re.search(r"(20\d\d)\d{4}", version)
-    return f"{kind}-{m.group(1)}" if kind == "gvisor" and m else kind
+    """The runner's label (``host``, ``gvisor-2022`` …); for records made before runners had labels,
+    the runner kind plus the year of its runsc version (only sandboxes have one), or the sandbox kind."""
+    runner = data.get("runner") or {}
+    if runner.get("label"):
+        return runner["label"]
+    kind = runner.get("kind") or (data.get("sandbox") or {}).get("kind") or "env"
+    m = re.search(r"(20\d\d)\d{4}", data.get("runsc_version") or "")
+    return f"{kind}-{m.group(1)}" if m else kind
 
 
 @dataclass(repr=False)
@@ -83,7 +86,13 @@ class EnvProbe(Rich):
 
     @property
     def kind(self) -> str:
+        """The sandbox the probe detected from inside: ``gvisor``, ``container``, ``vm``, ``bare-metal``."""
         return (self.data.get("sandbox") or {}).get("kind", "?")
+
+    @property
+    def in_gvisor(self) -> bool:
+        """The probe ran inside gVisor (detected from inside: uname -v, the gofer's 9p root)."""
+        return self.kind == "gvisor"  # not-a-runner-branch: the sandbox the probe detected (data)
 
     def proc_sys(self, key: str) -> dict[str, Any]:
         """The record of one /proc/sys key (``present``, ``writable``, ``value``, ...)."""
@@ -172,29 +181,30 @@ def probe(
 
     Args:
         runner: a :class:`~k3snb.runners.Runner` (used as is, started if needed, not closed),
-            or a runner name ("host", "gvisor"; created with ``runner_options`` and closed after),
-            or None for "host".
+            or a runner spec ("host", "gvisor", "gvisor:2024:ptrace" …, see :mod:`k3snb.runners`;
+            created with ``runner_options`` and closed after), or None for "host".
         label: name shown in tables and diffs; default ``host`` / ``gvisor-2022`` / ``gvisor-2024``.
         timeout: seconds for the whole collection.
         write_back: test /proc/sys writability by writing the value just read back. Default: only
-            in gVisor (the collector refuses it anywhere else); elsewhere ``open(O_WRONLY)`` decides.
+            where the runner has its own kernel (gVisor; the collector refuses it anywhere else);
+            elsewhere ``open(O_WRONLY)`` decides.
         retries: for a runner created here, how often to retry with a fresh sandbox if it dies.
-        **runner_options: passed to the runner when ``runner`` is a name, e.g. ``runsc="2024"``.
+        **runner_options: passed to the runner when ``runner`` is a spec, e.g. ``runsc="2024"``;
+            options of another kind of runner are recorded as ignored (``data["runner"]``).
 
     Raises:
         InvalidParameter: unknown runner name or options, wrong argument types.
         SandboxDied: the sandbox died during the probe (after ``retries`` fresh attempts).
     """
-    from ..runners.base import Runner, get_runner
+    from ..runners import Runner, resolve
     from ._collect import collect
     from ._procsys import procsys_keys
 
-    if runner is not None and not isinstance(runner, Runner | str):
-        raise InvalidParameter(f"runner must be a Runner, a runner name or None, got {type(runner).__name__}",
-                               hint="pass runner='host', runner='gvisor' or a Runner such as GVisor(runsc='2024')")
-    if isinstance(runner, Runner) and runner_options:
-        raise InvalidParameter(f"runner options {sorted(runner_options)} only apply to a runner name",
-                               hint="configure the Runner object itself, or pass runner='gvisor', runsc=...")
+    if runner is not None and not isinstance(runner, Runner | str | os.PathLike):
+        raise InvalidParameter(f"runner must be a Runner, a runner spec or None, got {type(runner).__name__}",
+                               hint="pass runner='host', runner='gvisor:2024' or a Runner such as GVisor(runsc='2024')")
+    if isinstance(runner, Runner):
+        resolve(runner, **runner_options)  # options next to a Runner object: one clear error
     if label is not None and (not isinstance(label, str) or not label):
         raise InvalidParameter(f"label must be a non-empty string, got {label!r}")
     keys = [k["key"] for k in procsys_keys()]
@@ -202,10 +212,10 @@ def probe(
     while True:
         attempts += 1
         own = not isinstance(runner, Runner)
-        r = get_runner(runner, **runner_options) if own else runner
+        r = resolve(runner, **runner_options) if own else runner
         try:
             r.start()  # idempotent by the Runner contract
-            wb = r.kind == "gvisor" if write_back is None else bool(write_back)
+            wb = r.capabilities.own_kernel if write_back is None else bool(write_back)
             data = r.run_python(collect, keys, write_back=wb, timeout=timeout)
             info = r.info()
             break
@@ -241,7 +251,8 @@ def probe_environments(
     runners: list[str] | tuple[str, ...] = ("host", "gvisor"),
     runsc_versions: list[str] | tuple[str, ...] = ("2022", "2024"),
 ) -> tuple[dict[str, EnvProbe], dict[str, str]]:
-    """Probe each runner (and each runsc build for "gvisor"); what cannot run here is skipped.
+    """Probe each runner spec (and each runsc build for a spec that takes one but names none); what
+    cannot run here is skipped.
 
     Returns:
         ``(probes, skipped)``: probes by label (``host``, ``gvisor-2022`` …) and, for each
@@ -256,12 +267,17 @@ def probe_environments(
     if isinstance(runners, str) or isinstance(runsc_versions, str):
         raise InvalidParameter("runners and runsc_versions must be lists, e.g. ['host', 'gvisor']",
                                hint="write runners = ['host'] rather than runners = 'host'")
+    from ..runners import REGISTRY, parse_spec, spec_label
+
     plan: list[tuple[str, str, dict[str, Any]]] = []
-    for name in runners:
-        if name == "gvisor":
-            plan += [(f"gvisor-{v}", name, {"runsc": v}) for v in runsc_versions]
-        else:
-            plan.append((name, name, {}))
+    for spec in runners:
+        name, given = parse_spec(spec)
+        builds = [{"runsc": v} for v in runsc_versions] if "runsc" in REGISTRY[name].OPTIONS and "runsc" not in given \
+            else [{}]
+        for opts in builds:
+            label = spec_label(spec, **opts)
+            if label not in [p[0] for p in plan]:
+                plan.append((label, spec, opts))
     probes: dict[str, EnvProbe] = {}
     skipped: dict[str, str] = {}
     for label, name, opts in plan:

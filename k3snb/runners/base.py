@@ -18,14 +18,16 @@ import atexit
 import contextlib
 import os
 import pickle
+import select
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -103,6 +105,31 @@ class RunResult(Rich):
         return render(f"$ {shlex.join(self.args)}", self.summary(), sections, text=self._repr_text())
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a runner's environment offers; callers branch on these, never on the runner's kind."""
+
+    own_kernel: bool
+    """Commands meet an emulated kernel (gVisor's Sentry): sysctl writes, mounts and modules stay inside."""
+    has_real_cgroups: bool
+    """The host kernel's cgroup controllers are what commands see under /sys/fs/cgroup."""
+    needs_net_raw: bool
+    """Raw sockets (legacy iptables, ping) need the runner's ``net_raw`` option."""
+    root_fstype: str
+    """Filesystem type of ``/`` as commands see it (``9p`` for gVisor's view of the host root)."""
+    private_tmp: bool
+    """``/tmp``, ``/run`` and ``/var/lib`` are private tmpfs mounts, not the host's directories."""
+    private_pids: bool
+    """The runner has its own pid namespace: killing by command-line pattern stays inside it."""
+    shares_host_network: bool
+    """A server listening inside is reachable from this process (same network namespace)."""
+    host_network_writable: bool
+    """Commands can change the host's iptables, routes and links (kube-proxy, flannel, CNI)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Spawned(Protocol):
     """Handle of a background process started by :meth:`Runner.spawn`."""
 
@@ -163,6 +190,77 @@ class BackgroundProcess:
                 self.wait(3)
 
 
+@contextlib.contextmanager
+def _open_logs(out_path: Path, err_path: Path):
+    """Append-mode files for a background process; one shared fd when both name the same file."""
+    with open(out_path, "ab") as fo:
+        if os.path.abspath(err_path) == os.path.abspath(out_path):
+            yield fo, fo
+        else:
+            with open(err_path, "ab") as fe:
+                yield fo, fe
+
+
+class _Pipes:
+    """Collect a child's stdout/stderr (and feed stdin) in threads, so waiting is about the *process*.
+
+    ``subprocess.communicate`` waits for EOF, which never comes while a background grandchild
+    (``cmd &``, a daemon) still holds the pipe: run() would hang until its timeout. Here we wait for
+    the process, then give the pipes a short grace and return what arrived.
+    """
+
+    def __init__(self, p: subprocess.Popen, data: bytes | None) -> None:
+        self.p = p
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.threads = [threading.Thread(target=self._read, args=(p.stdout, self.out), daemon=True),
+                        threading.Thread(target=self._read, args=(p.stderr, self.err), daemon=True)]
+        if data is not None:
+            self.threads.append(threading.Thread(target=self._write, args=(p.stdin, data), daemon=True))
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _read(f, sink: list[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := f.read1(65536):
+                sink.append(chunk)
+
+    @staticmethod
+    def _write(f, data: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            f.write(data)
+            f.close()
+
+    def wait(self, deadline: float, abort=None) -> str:
+        """Wait for the process: ``"exited"``, ``"timeout"`` or ``"abort"`` (``abort()`` said so)."""
+        # a pidfd wakes us the moment the process exits; Popen.wait(timeout) polls with sleeps of
+        # up to 50 ms, which would add ~30 ms to every 30 ms sandbox exec
+        try:
+            fd = os.pidfd_open(self.p.pid)
+        except ProcessLookupError:
+            self.p.wait()
+            return "exited"
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], min(0.5, max(0.0, deadline - time.monotonic())))
+                if ready:
+                    self.p.wait()
+                    return "exited"
+                if abort is not None and abort():
+                    return "abort"
+                if time.monotonic() >= deadline:
+                    return "timeout"
+        finally:
+            os.close(fd)
+
+    def result(self, grace: float = 1.0) -> tuple[str, str]:
+        end = time.monotonic() + grace
+        for t in self.threads[:2]:
+            t.join(max(0.0, end - time.monotonic()))
+        return (b"".join(self.out).decode(errors="replace"), b"".join(self.err).decode(errors="replace"))
+
+
 # Runners still open when the interpreter exits (a notebook kernel shut down without close()).
 _OPEN: weakref.WeakSet[Runner] = weakref.WeakSet()
 
@@ -175,15 +273,45 @@ def _close_open_runners() -> None:
 
 
 class Runner(abc.ABC):
-    """Base class of execution environments. Subclasses register themselves by ``kind``."""
+    """Base class of execution environments; the registry of kinds is in :mod:`k3snb.runners`.
+
+    Callers ask :attr:`capabilities` what the environment offers instead of testing ``kind``;
+    options a runner does not use are kept in :attr:`ignored_options` (and in :meth:`info`).
+    """
 
     kind: ClassVar[str] = ""
-    registry: ClassVar[dict[str, type[Runner]]] = {}
+    # options of other runners this one accepts and ignores (so one spec + options fits every runner)
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    IGNORES: ClassVar[frozenset[str]] = frozenset()
+    ignored_options: dict[str, Any] = {}  # noqa: RUF012 (replaced per instance by _take_ignored)
 
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if cls.kind:
-            Runner.registry[cls.kind] = cls
+    def _take_ignored(self, unknown: dict[str, Any]) -> None:
+        """Keep the other runners' options (those that would change something) as ignored; raise on
+        names no runner knows."""
+        bad = sorted(set(unknown) - self.IGNORES)
+        if bad:
+            raise InvalidParameter(f"unknown {type(self).__name__} option(s) {bad}",
+                                   hint=f"valid options: {', '.join(self.OPTIONS)}")
+        self.ignored_options = {k: v for k, v in unknown.items() if v not in (None, False, (), [], {}, "")}
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this environment offers (see :class:`Capabilities`)."""
+
+    @property
+    def label(self) -> str:
+        """Short name for tables and probe labels (``host``, ``gvisor-2024``)."""
+        return self.spec_label({})
+
+    @classmethod
+    def spec_label(cls, options: Mapping[str, Any]) -> str:
+        """The label of a runner built with ``options`` (no instance needed)."""
+        return cls.kind
+
+    def sandbox_pids(self) -> list[int]:
+        """Host pids of the sandbox that holds the runner's processes (empty when they are host processes)."""
+        return []
 
     def __enter__(self):
         self.start()
@@ -248,7 +376,13 @@ class Runner(abc.ABC):
 
     def info(self) -> dict[str, Any]:
         """Facts to record with every result (kind, runsc version, flags …)."""
-        return {"kind": self.kind}
+        return self._info_base()
+
+    def _info_base(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "label": self.label}
+        if getattr(self, "ignored_options", None):
+            out["ignored_options"] = sorted(self.ignored_options)
+        return out
 
     # -- files -------------------------------------------------------------------------------
     def copy_in(self, src: str | os.PathLike, dst: str) -> str:
@@ -318,20 +452,3 @@ def _remove(p: Path) -> None:
     elif p.exists() or p.is_symlink():
         p.unlink()
 
-
-def get_runner(runner: str | Runner | None = None, **options: Any) -> Runner:
-    """Return a Runner: pass one through, or build one by kind name ("host", "gvisor")."""
-    if isinstance(runner, Runner):
-        return runner
-    # import for registration side effects
-    from . import gvisor, host  # noqa: F401
-
-    name = runner or "host"
-    try:
-        cls = Runner.registry[name]
-    except KeyError:
-        raise InvalidParameter(
-            f"unknown runner {name!r}; valid: {', '.join(sorted(Runner.registry))}",
-            hint="pass runner='host' or runner='gvisor'",
-        ) from None
-    return cls(**options)

@@ -34,9 +34,8 @@ from .._procfs import children, pid_alive, proc_start
 from .._state import Record, make_tempdir, new_id
 from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
 from . import _oci
-from .base import BackgroundProcess, Cmd, Runner, RunResult, _argv
-from .host import _open_logs, _Pipes
-from .runsc import find_runsc, runsc_version
+from .base import BackgroundProcess, Capabilities, Cmd, Runner, RunResult, _argv, _open_logs, _Pipes
+from .runsc import VERSIONS, find_runsc, runsc_version
 
 READY = "k3snb-sandbox-ready"
 # network='sandbox' (gvisor-matrix §3): runsc's root-netns test looks for /proc/sys/net/core/rmem_default,
@@ -190,6 +189,10 @@ class GVisor(Runner):
     """
 
     kind = "gvisor"
+    OPTIONS = ("runsc", "caps", "cgroupfs", "net_raw", "platform", "network", "binds", "debug", "runsc_flags",
+               "timeout", "start_retries", "start_timeout", "env", "hostname")
+    # the Host runner's namespace options: a sandbox always has its own pid namespace and user ids
+    IGNORES = frozenset({"pid", "userns"})
 
     def __init__(
         self,
@@ -207,14 +210,10 @@ class GVisor(Runner):
         start_retries: int = 2,
         start_timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
-        **unknown: Any,
+        hostname: str | None = None,
+        **other: Any,
     ) -> None:
-        if unknown:
-            raise InvalidParameter(
-                f"unknown GVisor option(s) {sorted(unknown)}",
-                hint="valid options: runsc, caps, cgroupfs, net_raw, platform, network, binds, debug, "
-                "runsc_flags, timeout, start_retries, start_timeout, env",
-            )
+        self._take_ignored(other)
         if os.geteuid() != 0 and not any(f.startswith(("--rootless", "--TESTONLY-unsafe-nonroot"))
                                          for f in runsc_flags if isinstance(f, str)):
             raise NotRoot("runsc needs root to create sandboxes")
@@ -236,6 +235,10 @@ class GVisor(Runner):
                                    hint="pass e.g. runsc_flags=['--directfs=false']")
         self.runsc_path = find_runsc(runsc)  # raises a UsageError for unknown names / missing paths
         self.runsc_build = str(runsc) if runsc in ("2022", "2024") else None
+        if platform == "systrap" and self._build_name() == "2022":
+            raise InvalidParameter("platform 'systrap' does not exist in the 2022 runsc build; valid: ptrace, kvm",
+                                   hint="use platform='ptrace' with runsc 2022, or runsc='2024' for systrap")
+        self.hostname = hostname
         self.caps = _oci.resolve_caps(caps)
         self.binds = _oci.parse_binds(binds)
         self.cgroupfs, self.net_raw, self.platform, self.network = cgroupfs, net_raw, platform, network
@@ -338,7 +341,7 @@ class GVisor(Runner):
             for d in ("work/.home", "state", "logs", "bundle", "pids"):
                 (self._base / d).mkdir(parents=True)
             config = _oci.spec(str(self.workdir), caps=self.caps, binds=self.binds, env=self._guest_env(),
-                               hostname=self.id[:60], kit_paths=_kit_paths(),
+                               hostname=self.hostname or self.id[:60], kit_paths=_kit_paths(),
                                netns_path="/proc/self/ns/net" if self.network == "sandbox" else None)
             config["process"]["args"] = ["/bin/sh", "-c", INIT_SCRIPT]
             _oci.write_bundle(self._base / "bundle", config)
@@ -659,9 +662,36 @@ class GVisor(Runner):
         self._spawned.append(sp)
         return sp
 
+    @property
+    def label(self) -> str:
+        build = self._build_name()
+        return f"gvisor-{build}" if build != "other" else "gvisor"
+
+    @classmethod
+    def spec_label(cls, options: Mapping[str, Any]) -> str:
+        runsc = options.get("runsc")
+        if runsc is None:
+            return "gvisor-2022"  # the system build
+        return f"gvisor-{runsc}" if str(runsc) in VERSIONS else "gvisor"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            own_kernel=True, has_real_cgroups=False, needs_net_raw=True,
+            root_fstype="9p",  # the host root through the gofer (also with directfs in 2024)
+            private_tmp=True,  # _oci.TMPFS_DIRS
+            private_pids=True,
+            shares_host_network=self.network == "host",  # hostinet: the sandbox uses the host's stack
+            host_network_writable=False,  # netstack, or hostinet which cannot change host routes/iptables
+        )
+
+    def sandbox_pids(self) -> list[int]:
+        """Host pids of the runsc processes holding this sandbox (identity: our tagged ``--root``)."""
+        return pids_with_root(str(self.root_dir)) if self._base is not None else []
+
     def info(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
+            **self._info_base(),
             "runsc": str(self.runsc_path),
             "runsc_version": self.version,
             "flags": self.flags(),

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import selectors
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,83 +22,13 @@ from typing import Any
 
 from .._procfs import children
 from .._state import Record, make_tempdir, new_id
+from .._system import root_fstype
 from ..errors import MissingDependency, NotRoot, SandboxError
-from .base import BackgroundProcess, Cmd, Runner, RunResult, _argv
+from .base import BackgroundProcess, Capabilities, Cmd, Runner, RunResult, _argv, _open_logs, _Pipes
 
 READY = "k3snb-host-ready"
 # pid-namespace init: announce readiness, then reap orphans (dash's `wait` collects any child)
 INIT_SCRIPT = f"echo {READY}; while :; do sleep 3600 & wait; done"
-
-
-@contextlib.contextmanager
-def _open_logs(out_path: Path, err_path: Path):
-    """Append-mode files for a background process; one shared fd when both name the same file."""
-    with open(out_path, "ab") as fo:
-        if os.path.abspath(err_path) == os.path.abspath(out_path):
-            yield fo, fo
-        else:
-            with open(err_path, "ab") as fe:
-                yield fo, fe
-
-
-class _Pipes:
-    """Collect a child's stdout/stderr (and feed stdin) in threads, so waiting is about the *process*.
-
-    ``subprocess.communicate`` waits for EOF, which never comes while a background grandchild
-    (``cmd &``, a daemon) still holds the pipe: run() would hang until its timeout. Here we wait for
-    the process, then give the pipes a short grace and return what arrived.
-    """
-
-    def __init__(self, p: subprocess.Popen, data: bytes | None) -> None:
-        self.p = p
-        self.out: list[bytes] = []
-        self.err: list[bytes] = []
-        self.threads = [threading.Thread(target=self._read, args=(p.stdout, self.out), daemon=True),
-                        threading.Thread(target=self._read, args=(p.stderr, self.err), daemon=True)]
-        if data is not None:
-            self.threads.append(threading.Thread(target=self._write, args=(p.stdin, data), daemon=True))
-        for t in self.threads:
-            t.start()
-
-    @staticmethod
-    def _read(f, sink: list[bytes]) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while chunk := f.read1(65536):
-                sink.append(chunk)
-
-    @staticmethod
-    def _write(f, data: bytes) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            f.write(data)
-            f.close()
-
-    def wait(self, deadline: float, abort=None) -> str:
-        """Wait for the process: ``"exited"``, ``"timeout"`` or ``"abort"`` (``abort()`` said so)."""
-        # a pidfd wakes us the moment the process exits; Popen.wait(timeout) polls with sleeps of
-        # up to 50 ms, which would add ~30 ms to every 30 ms sandbox exec
-        try:
-            fd = os.pidfd_open(self.p.pid)
-        except ProcessLookupError:
-            self.p.wait()
-            return "exited"
-        try:
-            while True:
-                ready, _, _ = select.select([fd], [], [], min(0.5, max(0.0, deadline - time.monotonic())))
-                if ready:
-                    self.p.wait()
-                    return "exited"
-                if abort is not None and abort():
-                    return "abort"
-                if time.monotonic() >= deadline:
-                    return "timeout"
-        finally:
-            os.close(fd)
-
-    def result(self, grace: float = 1.0) -> tuple[str, str]:
-        end = time.monotonic() + grace
-        for t in self.threads[:2]:
-            t.join(max(0.0, end - time.monotonic()))
-        return (b"".join(self.out).decode(errors="replace"), b"".join(self.err).decode(errors="replace"))
 
 
 def _in_mount_ns(pid: int) -> list[int]:
@@ -146,14 +74,15 @@ class Host(Runner):
     """
 
     kind = "host"
+    OPTIONS = ("pid", "userns", "timeout", "hostname")
+    # the GVisor runner's options: accepted so one spec + options fits both runners, kept in
+    # ``ignored_options`` (and info()) instead of raising
+    IGNORES = frozenset({"runsc", "caps", "cgroupfs", "net_raw", "platform", "network", "binds", "debug",
+                         "runsc_flags", "start_retries", "start_timeout", "env"})
 
     def __init__(self, *, pid: bool = True, userns: bool | None = None, timeout: float = 600.0,
-                 hostname: str | None = None, **unknown: Any) -> None:
-        if unknown:
-            from ..errors import InvalidParameter
-
-            raise InvalidParameter(f"unknown Host option(s) {sorted(unknown)}",
-                                   hint="valid options: pid, userns, timeout, hostname")
+                 hostname: str | None = None, **other: Any) -> None:
+        self._take_ignored(other)
         for prog in ("unshare", "nsenter"):
             if shutil.which(prog) is None:
                 raise MissingDependency(f"{prog} not found", hint="apt-get install util-linux")
@@ -341,8 +270,16 @@ class Host(Runner):
         self._spawned.append(sp)
         return sp
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            own_kernel=False, has_real_cgroups=True, needs_net_raw=False,
+            root_fstype=root_fstype() or "unknown",  # the private mount namespace starts as a copy of the host's
+            private_tmp=False, private_pids=self.pid_ns, shares_host_network=True, host_network_writable=True,
+        )
+
     def info(self) -> dict[str, Any]:
-        return {"kind": self.kind, "pid_ns": self.pid_ns, "userns": self.userns,
+        return {**self._info_base(), "pid_ns": self.pid_ns, "userns": self.userns,
                 "kernel": os.uname().release, "holder_pid": self._init_pid}
 
     def __repr__(self) -> str:

@@ -103,3 +103,101 @@ def test_sigterm_with_a_runner_ends_the_traced_tree_and_the_sandbox(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+# -- output files ------------------------------------------------------------------------------------
+ARROW_MAGIC = b"ARROW1"
+
+
+@pytest.mark.parametrize("action", ["trace", "intercept"])
+def test_planted_symlinks_in_a_sticky_folder_are_never_followed(tmp_path, action):
+    victim = tmp_path / "victim"  # stands for a root-only file such as /etc/shadow
+    victim.write_text("secret\n")
+    victim.chmod(0o600)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    names = ["trace.arrow.rows", "trace.arrow.part", "trace.arrow", "meta.json"]
+    for name in names:
+        (shared / name).symlink_to(victim)
+    r = subprocess.run([*CLI, action, "--meta", "meta.json", "--", "true"], cwd=shared, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "secret\n"
+    assert (shared / "meta.json").is_file() and not (shared / "meta.json").is_symlink()
+    if action == "trace":  # the output replaced the planted link; it did not write through it
+        assert not (shared / "trace.arrow").is_symlink()
+        assert (shared / "trace.arrow").read_bytes()[:6] == ARROW_MAGIC
+    assert sorted(p.name for p in shared.iterdir()) == sorted(names)  # no temp files left
+
+
+def test_a_log_planted_as_a_symlink_is_refused(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("secret\n")
+    (tmp_path / "icept.log").symlink_to(victim)
+    r = subprocess.run([*CLI, "intercept", "--log", "icept.log", "--redirect", "/k3snb-a=/k3snb-b", "--", "true"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "symbolic link" in r.stderr, r.stderr
+    assert victim.read_text() == "secret\n"
+
+
+def test_out_in_a_missing_folder_is_refused_and_not_created(tmp_path):
+    r = subprocess.run([*CLI, "trace", "-o", str(tmp_path / "missing" / "dir" / "t.arrow"), "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "folder" in r.stderr and "does not exist" in r.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+BAD = [
+    (["trace", "-o", "/proc/version", "--", "true"], 2, "--out /proc/version"),
+    (["trace", "-o", ".", "--", "true"], 2, "is a directory"),
+    (["trace", "--meta", "/proc/k3snb-meta", "--", "true"], 2, "--meta"),
+    (["trace", "--attach", "999999999"], 2, "no process with pid"),
+    (["trace", "--attach", "0"], 2, "wants a pid"),
+    (["trace", "--attach", "1", "--", "true"], 2, "not both"),
+    (["trace", "--duration", "1", "--", "true"], 2, "only with --attach"),
+    (["trace", "-e", "opnat", "--", "true"], 2, "unknown syscall"),
+    (["trace", "-e", "%nope", "--", "true"], 2, "unknown syscall category"),
+    (["intercept", "--grace", "-1", "--", "true"], 2, "--grace"),
+    (["intercept", "--redirect", "nope", "--", "true"], 2, "SRC=DST"),
+    (["intercept", "--redirect", "rel=/x", "--", "true"], 2, "absolute"),
+    (["intercept", "--fail", "unshare=ENOPE", "--", "true"], 2, "unknown errno"),
+    (["intercept", "--statfs", "9p=zfsx", "--", "true"], 2, "filesystem type"),
+    (["intercept", "--rules", "missing.json", "--", "true"], 2, "not found"),
+    (["intercept", "--log", "/nonexistent/dir/x.log", "--", "true"], 2, "does not exist"),
+    (["intercept"], 2, "no command"),
+    (["intercept", "--", "/nonexistent/cmd"], 2, "not executable"),
+    (["intercept", "--", "k3snb-no-such-command"], 2, "command not found"),
+]
+
+
+@pytest.mark.parametrize("args,code,text", BAD, ids=[" ".join(a) for a, _, _ in BAD])
+def test_bad_input_is_one_error_and_fix_pair(tmp_path, args, code, text):
+    r = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == code, r.stderr
+    lines = r.stderr.splitlines()
+    assert [ln.split(":")[0].strip() for ln in lines] == ["error", "fix"], r.stderr
+    assert text in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing started
+
+
+def test_attaching_to_an_already_traced_process_is_one_error(tmp_path):
+    marker = f"100.{uuid.uuid4().int % 10**9}"
+    p = _start("intercept", f"exec sleep {marker}", tmp_path)
+    try:
+        (pid,) = _wait_for(marker)
+        r = subprocess.run([*CLI, "trace", "--attach", str(pid), "--duration", "1"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("error: cannot attach") and "fix:" in lines[1], r.stderr
+        assert "Operation not permitted" in lines[0]
+        assert not (tmp_path / "trace.arrow").exists()
+    finally:
+        p.kill()
+        p.wait()
+        for pid in procs_with(marker):
+            os.kill(pid, signal.SIGKILL)

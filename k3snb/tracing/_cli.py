@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._cliopts import add_out, add_runner, check_out_parent
 from ._tracer import add_common
+
+_RUNNER_HELP = "where it runs: host, gvisor, or gvisor:BUILD (default: this machine, no namespaces)"
 
 
 def register(subparsers) -> None:
     t = subparsers.add_parser("trace", help="trace a command's syscalls and process tree (ptrace)",
                               description="Record syscalls and process events of CMD and its descendants "
                                           "to an Arrow file; prints the failing syscalls.")
-    t.add_argument("--runner", "-r", default=None, help="host | gvisor (default: this machine, no namespaces)")
-    t.add_argument("--out", "-o", metavar="FILE", default="trace.arrow", help="Arrow IPC file (default trace.arrow)")
+    add_runner(t, default=None, help=_RUNNER_HELP)
+    add_out(t, "Arrow IPC file for the rows; its folder must exist", default="trace.arrow")
     t.add_argument("--syscalls", "-e", metavar="LIST", help="syscall names or %%categories (default: all)")
     t.add_argument("--attach", type=int, metavar="PID", help="attach to a running process instead")
     t.add_argument("--duration", type=float, metavar="S", help="with --attach: detach after S seconds")
@@ -31,7 +35,7 @@ def register(subparsers) -> None:
     i = subparsers.add_parser("intercept", help="run a command with paths redirected / statfs spoofed (ptrace)",
                               description="Run CMD with path redirection, fake files, statfs f_type "
                                           "spoofing and forced errnos; exits with CMD's own status.")
-    i.add_argument("--runner", "-r", default=None, help="host | gvisor (default: this machine, no namespaces)")
+    add_runner(i, default=None, help=_RUNNER_HELP)
     add_common(i)
     i.set_defaults(func=_intercept)
 
@@ -66,20 +70,38 @@ def _local(action: str, ns: argparse.Namespace) -> int:
     return run(ns)
 
 
+def _check_outputs(ns: argparse.Namespace) -> None:
+    # refuse unwritable output paths before a sandbox starts (and never mkdir their folders)
+    for path, option in ((getattr(ns, "out", None), "--out"), (ns.meta, "--meta"),
+                         (ns.log if ns.log != "-" else None, "--log")):
+        if path:
+            check_out_parent(path, option=option)
+
+
 def _trace(ns: argparse.Namespace) -> int:
     if ns.runner is None:
         return _local("trace", ns)
     from . import trace
-    from ._tracer import collect_rules
+    from ._store import create_new
+    from ._tracer import collect_rules, new_output, write_new
 
-    with _stop_on_signals():
-        res = trace(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, runner=ns.runner, syscalls=ns.syscalls,
-                    follow=not ns.no_follow, rules=collect_rules(ns), seccomp=False if ns.no_seccomp else None,
-                    pid=ns.attach, duration=ns.duration)
+    _check_outputs(ns)
+    out = Path(ns.out)
+    fd, tmp = new_output(out, "--out", lambda: create_new(out))  # claimed before the run starts
+    os.close(fd)
+
+    try:
+        with _stop_on_signals():
+            res = trace(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, runner=ns.runner, syscalls=ns.syscalls,
+                        follow=not ns.no_follow, rules=collect_rules(ns), seccomp=False if ns.no_seccomp else None,
+                        pid=ns.attach, duration=ns.duration)
+        if res.path.exists():
+            shutil.copyfile(res.path, tmp)  # our fresh file: no symlink to follow
+            os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
-    if res.path.exists():
-        shutil.copyfile(res.path, ns.out)
     print(f"k3snb trace: {res.meta.get('rows', 0)} rows -> {ns.out}", file=sys.stderr)
     fails = res.failures().head(15)
     if len(fails):
@@ -87,7 +109,7 @@ def _trace(ns: argparse.Namespace) -> int:
     if ns.meta:
         import json
 
-        Path(ns.meta).write_text(json.dumps(res.meta))
+        write_new(Path(ns.meta), json.dumps(res.meta))
     return _exit_code(res.returncode)
 
 
@@ -95,7 +117,9 @@ def _intercept(ns: argparse.Namespace) -> int:
     if ns.runner is None:
         return _local("intercept", ns)
     from . import intercept
-    from ._tracer import collect_rules
+    from ._tracer import collect_rules, new_output, open_append
+
+    _check_outputs(ns)
 
     with _stop_on_signals():
         res = intercept(ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd, collect_rules(ns), runner=ns.runner,
@@ -103,7 +127,7 @@ def _intercept(ns: argparse.Namespace) -> int:
     sys.stdout.write(res.stdout)
     sys.stderr.write(res.stderr)
     if ns.log:
-        out = sys.stderr if ns.log == "-" else open(ns.log, "a")  # noqa: SIM115
+        out = sys.stderr if ns.log == "-" else new_output(Path(ns.log), "--log", lambda: open_append(ns.log))
         out.write("".join(line + "\n" for line in res.log))
         if out is not sys.stderr:
             out.close()

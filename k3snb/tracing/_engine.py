@@ -609,15 +609,32 @@ class Engine:
 
     def attach(self, pid: int) -> list[int]:
         """Seize every thread of a running process and interrupt it (no seccomp: it is already running)."""
+        from ..errors import InvalidParameter, TraceError
+
         self._attached = True
         self.use_seccomp = False
-        tids = sorted(int(x) for x in os.listdir(f"/proc/{pid}/task"))
-        for tid in tids:
-            P.seize(tid, self.options())
-            t = Task(tid)
-            t.tgid = pid
-            self.tasks[tid] = t
-            P.interrupt(tid)
+        try:
+            tids = sorted(int(x) for x in os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            raise InvalidParameter(f"no process with pid {pid}", hint="check the pid with `ps -p PID`") from None
+        if pid == os.getpid():
+            raise InvalidParameter("the tracer cannot attach to itself", hint="pass another process's pid")
+        try:
+            for tid in tids:
+                P.seize(tid, self.options())
+                t = Task(tid)
+                t.tgid = pid
+                self.tasks[tid] = t
+                P.interrupt(tid)
+        except P.PtraceError as e:
+            self._detach_all()  # let go of the threads already seized
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise TraceError(
+                f"cannot attach to pid {pid}: {why}",
+                hint="attach to a process of your own that no debugger (strace, gdb, another k3snb tracer) "
+                     "traces, not pid 1 of a namespace or an ancestor of the tracer; else check "
+                     "CAP_SYS_PTRACE, kernel.yama.ptrace_scope and the seccomp profile",
+            ) from None
         self.root = pid
         try:
             self.exe[pid] = os.readlink(f"/proc/{pid}/exe")

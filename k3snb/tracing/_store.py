@@ -11,6 +11,7 @@ Two stages, so the tracer stays light and its memory bounded:
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import struct
@@ -25,6 +26,25 @@ _LEN = struct.Struct("<Q")
 MAGIC = b"K3SNBROWS1\n"
 
 
+def create_new(near: str | os.PathLike) -> tuple[int, Path]:
+    """Create a fresh file with a random name in ``near``'s folder: ``(fd, path)``.
+
+    ``O_EXCL|O_NOFOLLOW``: never opens a file or symlink someone planted under a predictable name
+    (``<out>.rows`` in a shared sticky folder). The folder must exist: it is not created.
+    Publish the finished file with ``os.replace`` (which replaces a planted symlink, never follows it).
+    """
+    near = Path(near)
+    folder = near.parent
+    for _ in range(100):
+        tmp = folder / f".{near.name}.{os.urandom(4).hex()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+        return fd, tmp
+    raise FileExistsError(f"no free temporary name next to {near}")
+
+
 def schema():
     import pyarrow as pa
 
@@ -32,16 +52,29 @@ def schema():
 
 
 class RowWriter:
-    """Append row tuples (in ``FIELDS`` order); ``close()`` always leaves a readable stream."""
+    """Append row tuples (in ``FIELDS`` order); ``close()`` always leaves a readable stream.
 
-    def __init__(self, path: str | os.PathLike, batch: int = 20_000) -> None:
-        self.path = Path(path)
+    The stream goes to a new file made by :func:`create_new` next to ``dest``. With
+    ``publish=True`` it is renamed to ``dest`` at once (a killed tracer leaves a readable stream
+    there); otherwise it stays at ``self.path`` for the caller to convert and remove.
+    """
+
+    def __init__(self, dest: str | os.PathLike, batch: int = 20_000, *, publish: bool = True) -> None:
         self.batch = batch
         self.rows: list[tuple] = []
         self.count = 0
         self.batches = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        fd, self.path = create_new(dest)
+        try:
+            if publish:
+                os.replace(self.path, dest)
+                self.path = Path(dest)
+            self._f = open(fd, "wb")  # noqa: SIM115 - closed in close()
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
         self._f.write(MAGIC)
 
     def __call__(self, row: tuple) -> None:
@@ -89,13 +122,19 @@ def convert(rows: str | os.PathLike, arrow: str | os.PathLike) -> int:
 
     sc = schema()
     n = 0
-    tmp = Path(str(arrow) + ".part")
-    with ipc.new_file(str(tmp), sc) as w:
-        for cols in read_batches(rows):
-            arrays = [pa.array(c, type=f.type) for c, f in zip(cols, sc, strict=True)]
-            w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=sc))
-            n += len(cols[0])
-    os.replace(tmp, arrow)
+    fd, tmp = create_new(arrow)
+    os.close(fd)  # pyarrow reopens the fresh, randomly named file by name
+    try:
+        with ipc.new_file(str(tmp), sc) as w:
+            for cols in read_batches(rows):
+                arrays = [pa.array(c, type=f.type) for c, f in zip(cols, sc, strict=True)]
+                w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=sc))
+                n += len(cols[0])
+        os.replace(tmp, arrow)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return n
 
 

@@ -8,6 +8,8 @@ meta file, a text log).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import resource
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from .._cliopts import check_out_parent
 from ..errors import InvalidParameter, K3snbError
 from ._rules import Rule, load_rules, parse_redirect, parse_statfs
 
@@ -125,76 +128,144 @@ def _argv(cmd: list[str]) -> list[str]:
     return [exe] + cmd[1:]
 
 
+def _check_options(ns: argparse.Namespace, attach: int | None) -> None:
+    cmd = ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd
+    if attach is not None and cmd:
+        raise InvalidParameter("pass either --attach PID or a command, not both",
+                               hint="drop the command to attach, or drop --attach to start it")
+    if attach is not None and attach <= 0:
+        raise InvalidParameter(f"--attach wants a pid, got {attach}", hint="pass a positive process id")
+    if getattr(ns, "duration", None) is not None and attach is None:
+        raise InvalidParameter("--duration works only with --attach",
+                               hint="use --attach PID --duration S, or let the command run to its end")
+    for option in ("duration", "grace", "linger"):
+        v = getattr(ns, option, None)
+        if v is not None and not v >= 0:  # also NaN
+            raise InvalidParameter(f"--{option} wants seconds >= 0, got {v}", hint=f"e.g. --{option} 5")
+
+
+def new_output(path: Path, option: str, make):
+    # a path the user named that cannot be written is bad input: one error, nothing started
+    try:
+        return make()
+    except OSError as e:
+        why = "a symbolic link (never followed)" if e.errno == errno.ELOOP else e.strerror or str(e)
+        raise InvalidParameter(f"{option} {path}: cannot write there: {why}",
+                               hint=f"pass {option} a file in a folder you can write") from None
+
+
+def _row_writer(out: Path, batch: int):
+    from ._store import RowWriter
+
+    # a name ending in .rows keeps the raw stream (published at once); else a hidden temp file
+    return RowWriter(out, batch=batch, publish=out.suffix == ".rows")
+
+
+def open_append(path: str):
+    # append to an existing log, but never through a symlink planted at its name
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return open(fd, "a", buffering=1)  # noqa: SIM115 - closed by run()
+
+
+def write_new(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fresh temp file renamed into place (no symlink followed)."""
+    from ._store import create_new
+
+    _publish(create_new(path), path, text)
+
+
+def _publish(claim: tuple[int, Path], path: Path, text: str) -> None:
+    fd, tmp = claim
+    try:
+        with open(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def run(ns: argparse.Namespace) -> int:
     from ._decode import resolve_syscalls
     from ._engine import Engine, exit_like, probe_features
+    from ._store import create_new
 
     if ns.action == "probe":
         print(json.dumps(probe_features().to_dict()))
         return 0
     rules = collect_rules(ns)
     attach = getattr(ns, "attach", None)
+    _check_options(ns, attach)
     argv = None if attach else _argv(ns.cmd)
     tracing = ns.action == "trace"
     syscalls = resolve_syscalls(ns.syscalls) if tracing else set()
-    writer = None
-    if tracing:
-        from ._store import RowWriter
+    out = Path(ns.out or "trace.arrow") if tracing else None
+    for path, option in ((out, "--out"), (ns.meta, "--meta"), (ns.log if ns.log != "-" else None, "--log")):
+        if path:
+            check_out_parent(path, option=option)  # before anything starts; never mkdir
+    with contextlib.ExitStack() as undo:  # what to close or remove if the run never starts
+        meta_claim = None
+        if ns.meta:
+            meta_claim = new_output(Path(ns.meta), "--meta", lambda: create_new(ns.meta))
+            undo.callback(meta_claim[1].unlink, missing_ok=True)
+            undo.callback(os.close, meta_claim[0])
+        logf = log = None
+        if ns.log:
+            logf = sys.stderr if ns.log == "-" else new_output(Path(ns.log), "--log", lambda: open_append(ns.log))
+            if logf is not sys.stderr:
+                undo.callback(logf.close)
 
-        out = Path(ns.out or "trace.arrow")
-        # the tracer streams raw column batches; an Arrow file is made from them at the end
-        rows_path = out if out.suffix == ".rows" else out.with_name(out.name + ".rows")
-        writer = RowWriter(rows_path, batch=max(1, getattr(ns, "batch", 20_000)))
-    logf = None
-    log = None
-    if ns.log:
-        logf = sys.stderr if ns.log == "-" else open(ns.log, "a", buffering=1)  # noqa: SIM115
-
-        def log(line: str) -> None:
-            logf.write(f"k3snb.trace {time.strftime('%H:%M:%S')} {line}\n")
-    fakedir = None
-    status = None
-    t0 = time.monotonic()
-    eng = None
-    try:
+            def log(line: str) -> None:
+                logf.write(f"k3snb.trace {time.strftime('%H:%M:%S')} {line}\n")
+        writer = None
+        if tracing:
+            # the tracer streams raw column batches; an Arrow file is made from them at the end
+            writer = new_output(out, "--out", lambda: _row_writer(out, max(1, getattr(ns, "batch", 20_000))))
+            undo.callback(writer.path.unlink, missing_ok=True)
+            undo.callback(writer.close)
         rules, fakedir = materialise(rules, None)
+        if fakedir is not None:
+            undo.callback(shutil.rmtree, fakedir, ignore_errors=True)
         eng = Engine(rules, syscalls=syscalls, record=writer, seccomp=False if ns.no_seccomp else None,
                      follow=not ns.no_follow, linger=ns.linger, log=log, grace=ns.grace)
+        t0 = time.monotonic()
         if attach:
-            try:
-                eng.attach(attach)
-            except (OSError, K3snbError) as e:
-                raise InvalidParameter(f"cannot attach to pid {attach}: {e}",
-                                       hint="the pid must exist and be traceable (root, or same user)") from e
-            status = eng.loop(until=time.monotonic() + ns.duration if ns.duration else None)
+            eng.attach(attach)
         else:
             eng.spawn(argv)
-            status = eng.loop()
+        undo.pop_all()  # started: from here the finally below finishes the outputs
+    status = None
+    try:
+        status = eng.loop(until=time.monotonic() + ns.duration if attach and ns.duration else None)
     finally:
-        if writer is not None:
-            writer.close()
-            if rows_path != out:
-                from ._store import convert
-
-                convert(rows_path, out)
-                rows_path.unlink()
         if fakedir is not None:
             shutil.rmtree(fakedir, ignore_errors=True)
-        if ns.meta:
-            meta = {
-                "argv": argv, "attach": attach, "action": ns.action,
-                "returncode": None if status is None else (
-                    os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)),
-                "wall_s": time.monotonic() - t0,
-                "rows": writer.count if writer is not None else 0,
-                "stats": eng.stats if eng else {}, "features": eng.features.to_dict() if eng else {},
-                "seccomp": eng.use_seccomp if eng else None, "rules": [r.to_json() for r in rules],
-                "tracer_pid": os.getpid(),
-                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            }
-            Path(ns.meta).write_text(json.dumps(meta))
-        if logf is not None and logf is not sys.stderr:
-            logf.close()
+        try:
+            if writer is not None:
+                writer.close()
+                if writer.path != out:
+                    from ._store import convert
+
+                    try:
+                        convert(writer.path, out)
+                    finally:
+                        writer.path.unlink()
+        finally:
+            if meta_claim is not None:
+                meta = {
+                    "argv": argv, "attach": attach, "action": ns.action,
+                    "returncode": None if status is None else (
+                        os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)),
+                    "wall_s": time.monotonic() - t0,
+                    "rows": writer.count if writer is not None else 0,
+                    "stats": eng.stats, "features": eng.features.to_dict(),
+                    "seccomp": eng.use_seccomp, "rules": [r.to_json() for r in rules],
+                    "tracer_pid": os.getpid(),
+                    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                }
+                _publish(meta_claim, Path(ns.meta), json.dumps(meta))
+            if logf is not None and logf is not sys.stderr:
+                logf.close()
     if attach:
         return 0
     return exit_like(status)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from k3snb.errors import InvalidParameter, UsageError
-from k3snb.probing import EnvProbe, check_claims, diff, probe, procsys_keys
+from k3snb.probing import EnvProbe, diff, probe, procsys_keys
 from k3snb.probing._collect import collect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,20 +189,20 @@ def test_diff_host_vs_gvisor(host_probe, gvisor_2022):
 @pytest.mark.root
 @pytest.mark.runsc
 def test_claims_from_probes(host_probe, gvisor_2022):
-    claims = {c.claim.split(":")[0]: c for c in check_claims([host_probe, gvisor_2022])}
-    for cid in ("seed §1.2", "S01", "S02", "S06", "S40", "S33", "anchors D.3"):
+    from k3snb.studies.environment import environment_claims
+
+    claims = {v.claim: v for v in environment_claims([host_probe, gvisor_2022])}
+    for cid in ("§1.2 9p root", "S01", "S02", "S06", "S40", "S33", "D.3 uid_map"):
         assert claims[cid].status == "reproduced", claims[cid]
-    cap = [c for c in check_claims([gvisor_2022]) if "cap_last_cap" in c.claim]
-    assert [c.status for c in cap] == ["reproduced", "not-testable"]
-    ev = claims["seed §1.1"].evidence
-    assert ev == {"gvisor-2022.kernel_release": "4.4.0"}
+    assert claims["§1.3 cap_last_cap"].status == "reproduced"
+    assert claims["matrix cap_last_cap 2024"].status == "not-testable"  # no 2024 probe given
+    assert claims["§1.1 kernel"].evidence == {"gvisor-2022: kernel_release": "4.4.0"}  # the host is never evidence
     # evidence comes from the probes: a host probe relabelled as gVisor refutes the 9p claim
     fake = EnvProbe(json.loads(host_probe.to_json()), label="not-gvisor")
     fake.data["sandbox"]["kind"] = "gvisor"
-    mixed = {c.claim.split(":")[0]: c for c in check_claims([gvisor_2022, fake])}
-    assert mixed["seed §1.2"].status == "inconclusive" and "not-gvisor" in mixed["seed §1.2"].reason
-    only_host = check_claims([host_probe])
-    assert {c.status for c in only_host} == {"not-testable"}
+    mixed = {v.claim: v for v in environment_claims([gvisor_2022, fake])}
+    assert mixed["§1.2 9p root"].status == "inconclusive" and "not-gvisor" in mixed["§1.2 9p root"].reason
+    assert {v.status for v in environment_claims([host_probe])} == {"not-testable"}
 
 
 # --- recorded probes and bad input -----------------------------------------------------------
@@ -229,8 +229,10 @@ def test_bad_input_gives_one_clear_error(tmp_path):
         diff(rec, rec)
     with pytest.raises(UsageError, match="expected an EnvProbe"):
         diff(rec, 5)  # type: ignore[arg-type]
+    from k3snb.studies.environment import environment_claims
+
     with pytest.raises(InvalidParameter) as e:
-        check_claims([])
+        environment_claims([])
     assert e.value.hint
 
 

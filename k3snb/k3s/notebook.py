@@ -3,8 +3,8 @@ thin and everything they compute is reachable from tests.
 
 Each notebook: (1) checks for a k3s binary (``k3s_status``); (2) gathers evidence that needs no k3s
 (the research's quoted log lines through the classifier, workaround apply/check/revert in the runner);
-(3) when k3s exists, launches the profile and judges the claim (``judge``); otherwise the verdict
-is ``not-testable`` with the reason.
+(3) when k3s exists, launches the profile. The verdicts are ``k3snb.studies.k3s`` functions of what
+these helpers return.
 """
 
 from __future__ import annotations
@@ -16,17 +16,6 @@ from importlib import resources
 from typing import Any
 
 from ..errors import K3sBinaryMissing, K3snbError, WorkaroundFailed
-
-CLAIMS = {
-    "01": "Exp 01 / C6: `k3s server --disable-agent` alone brings the API server up (no hang waiting for agent config)",
-    "02": "Exp 02: a native worker with the Exp 02 fixes ends at the rootfs-info error (S03)",
-    "05": "Exp 05: the control plane with a fake host-local on PATH reaches API readiness",
-    "12": "Exp 12: --local-storage-capacity-isolation=false removes the rootfs-info error (S03)",
-    "13": "Exp 13: the 'ultimate' set clears the six blockers (S01, S02, S03, S06, S15, S17)",
-    "15": "Exp 15 / C9: the worker-stable set keeps k3s alive for the observation window (node registered, NotReady)",
-    "16": "Exp 16 / §9.4: manifests install through the API of the control plane (kubernetes client)",
-}
-SIX_BLOCKERS = ("S01", "S02", "S03", "S06", "S15", "S17")
 
 
 @cache
@@ -96,7 +85,7 @@ def run_profile(profile: str, runner: str, runsc: str | None = None, *, timeout:
                 observe: float = 0.0, monitor_interval: float = 2.0, manifests: str | None = None,
                 helm: bool = False, **launch: Any) -> dict[str, Any]:
     """Launch a profile, optionally observe it for ``observe`` s with resource sampling, apply
-    manifests, classify the log, stop; returns plain data for ``k3snb.record`` and ``judge``."""
+    manifests, classify the log, stop; returns plain data for ``k3snb.record`` and ``k3snb.studies.k3s``."""
     from .cluster import launch_k3s
 
     options = dict(launch.pop("runner_options", {}) or {})
@@ -129,63 +118,6 @@ def run_profile(profile: str, runner: str, runsc: str | None = None, *, timeout:
     finally:
         out["stop"] = {k: str(v)[:200] for k, v in c.stop().items()}
     return out
-
-
-def _has(ids: list[str], prefix: str) -> bool:
-    return any(i == prefix or (i.startswith(prefix) and not i[len(prefix):].isdigit()) for i in ids)
-
-
-def judge(exp: str, k3s: dict[str, Any], run: dict[str, Any] | None,
-          extra: dict[str, Any] | None = None) -> tuple[str, str, list[str], str]:
-    """(claim, status, evidence keys, reason) for ``k3snb.verdict``; ``not-testable`` without k3s."""
-    claim = CLAIMS[exp]
-    evidence = ["k3s", "research_quotes"] + (["run"] if run else [])
-    if not k3s.get("available") or run is None:
-        return claim, "not-testable", evidence, "no k3s binary here: " + (k3s.get("reason") or "not found")
-    rd = run["readiness"]["summary"]
-    ids = run.get("signatures", [])
-    stages = {s["stage"]: s["reached"] for s in run["readiness"]["stages"]}
-    if exp in ("01", "05"):
-        if rd["ok"]:
-            return claim, "reproduced", evidence, f"readyz reached in {_secs(run, 'readyz')} s"
-        why = "hang signature S11 seen" if "S11" in ids else f"reached {rd['reached']}; blockers {ids}"
-        return claim, "refuted", evidence, why
-    if exp == "02":
-        if stages.get("node-ready"):
-            return claim, "refuted", evidence, "the node became Ready"
-        if _has(ids, "S03"):
-            return claim, "reproduced", evidence, f"S03 seen; all blockers {ids}"
-        return claim, "inconclusive", evidence, f"S03 not seen; reached {rd['reached']}; blockers {ids}"
-    if exp == "12":
-        without = (extra or {}).get("without_flag") or {}
-        w_ids = without.get("signatures", [])
-        if _has(ids, "S03"):
-            return claim, "refuted", evidence + ["run_without_flag"], "S03 still present with the flag"
-        if _has(w_ids, "S03"):
-            return claim, "reproduced", evidence + ["run_without_flag"], f"S03 only without the flag; next: {ids}"
-        return claim, "inconclusive", evidence + ["run_without_flag"], "S03 absent in both runs"
-    if exp == "13":
-        left = [b for b in SIX_BLOCKERS if _has(ids, b)]
-        if left:
-            return claim, "refuted", evidence, f"still present: {left}"
-        return claim, "reproduced", evidence, f"none of the six; reached {rd['reached']}; other signatures {ids}"
-    if exp == "15":
-        if run.get("alive_at_end") and stages.get("node-registered"):
-            state = "Ready" if stages.get("node-ready") else "NotReady"
-            return claim, "reproduced", evidence, f"alive after {run['observed_s']} s, node {state}"
-        return claim, "refuted", evidence, f"alive={run.get('alive_at_end')}, reached {rd['reached']}, blockers {ids}"
-    if exp == "16":
-        rows = run.get("manifests") or []
-        if rows and all(r["created"] for r in rows):
-            return claim, "reproduced", evidence, f"{len(rows)} objects created through the API"
-        if not rd["ok"]:
-            return claim, "inconclusive", evidence, f"API not ready (reached {rd['reached']})"
-        return claim, "refuted", evidence, f"failed: {[r for r in rows if not r['created']]}"
-    raise KeyError(exp)
-
-
-def _secs(run: dict[str, Any], stage: str) -> Any:
-    return next((s["seconds"] for s in run["readiness"]["stages"] if s["stage"] == stage), None)
 
 
 EXAMPLE_MANIFESTS = """\

@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from .._paths import kit_python
 from ..errors import InvalidParameter
 from ..report import Rich, render
 from .base import RunResult
-from .gvisor import BUILD_DEFAULTS, GVisor
+from .gvisor import GVisor
 from .runsc import find_runsc, runsc_version, runsc_version_text
 
 # Named configurations: GVisor keyword arguments. Flags given as text ("--directfs=false") map here.
@@ -408,106 +408,3 @@ def combine(results: Sequence[StabilityResult], source: str = "pooled") -> Stabi
                            rounds=max((r.rounds for r in results), default=0),
                            parallel=max((r.parallel for r in results), default=1),
                            wall_s=round(sum(r.wall_s for r in results), 1), source=source)
-
-
-# -- the research notes' claims (gvisor-matrix addendum) ----------------------------------------
-
-NOTES_PANIC = r"readToBlocksAt"  # gofer.(*handle).readToBlocksAt, the bottom of the notes' panic stack
-NOTES_REVISION = "0.0~20240729.0-7+b1"  # the Debian package the addendum measured
-
-
-class Claim(NamedTuple):
-    """One claim judged from stability results: the arguments of ``k3snb.verdict``."""
-
-    claim: str
-    status: str
-    evidence: dict[str, Any]
-    reason: str
-
-
-CLAIM_DIES = ("gvisor-matrix addendum: runsc 2024-07-29 intermittently kills its own sandbox on this kind of machine "
-              "(sentry panic in gofer readToBlocksAt)")
-CLAIM_SHARED = "gvisor-matrix addendum: --file-access=shared was the only configuration with 0/3 crashes"
-CLAIM_DEFAULT = "docs/gvisor-stability.md: the kit's default for runsc 2024 (runsc's own flags) is stable here"
-
-
-def check_claims(this_run: StabilityResult, study: StabilityResult | None = None, package: str | None = None,
-                 *, min_sandboxes: int = 100) -> list[Claim]:
-    """Judge the addendum's stability claims and the kit's 2024 default from recorded trials only.
-
-    ``study`` is pooled with ``this_run`` only when both ran the same runsc version. A claim that nothing
-    died needs ``min_sandboxes`` sandboxes, else it is inconclusive. ``package`` is the Debian revision
-    of the build (:func:`~k3snb.runners.runsc.runsc_provenance`); the notes measured ``NOTES_REVISION``.
-    """
-    pooled_study = study is not None and study.runsc_version == this_run.runsc_version
-    runs = [this_run, study] if pooled_study else [this_run]
-    allr = combine(runs, "this run + stored study" if pooled_study else "this run")
-    counts = f"this run {this_run.deaths}/{this_run.sandboxes}" + (
-        f", stored study {study.deaths}/{study.sandboxes}" if pooled_study else
-        "" if study is None else f", stored study not pooled (runsc {study.runsc_version})")
-    same_pkg = package == NOTES_REVISION
-    scope = (f"runsc {this_run.runsc_version}, Debian {package or 'revision unknown'}" + (
-        "" if same_pkg else f"; the notes used {NOTES_REVISION}, which was not tested, so a difference between "
-                            "the two builds cannot be ruled out"))
-    frame = allr.to_frame().set_index("config")
-    ev = {"sandboxes": allr.sandboxes, "deaths": allr.deaths, "failed_creates": allr.failed_creates,
-          "deaths_with_notes_panic": allr.matching(NOTES_PANIC), "upper95": upper_bound(allr.deaths, allr.sandboxes),
-          "runsc_version": this_run.runsc_version, "package": package, "study_pooled": pooled_study}
-    out = []
-
-    # 1. the sandbox dies by itself
-    n, d, hits, ub = allr.sandboxes, allr.deaths, ev["deaths_with_notes_panic"], ev["upper95"]
-    if hits:
-        status, reason = "reproduced", f"{hits} of {d} deaths carry the notes' readToBlocksAt panic ({counts}); {scope}"
-    elif d:
-        status, reason = "inconclusive", f"{d} of {n} sandboxes died, none with the notes' readToBlocksAt panic ({counts})"
-    elif n >= min_sandboxes:
-        status = "refuted"
-        reason = (f"0 of {n} sandboxes died ({counts}; configurations: {', '.join(frame.index)}); 95% upper bound "
-                  f"on the death rate per sandbox {ub:.2%}, where the notes saw 4 of 5 in one batch. "
-                  f"This holds for the build tested: {scope}")
-    else:
-        status, reason = "inconclusive", f"0 of {n} sandboxes died ({counts}): too few to exclude a rare death"
-    out.append(Claim(CLAIM_DIES, status, ev, reason))
-
-    # 2. --file-access=shared as the only stable configuration
-    rows = {c: (int(r.sandboxes), int(r.deaths)) for c, r in frame.iterrows()}
-    shared = rows.get("file-access=shared")
-    clean = [c for c, (k, dd) in rows.items() if c != "file-access=shared" and k and not dd]
-    dying = [c for c, (k, dd) in rows.items() if c != "file-access=shared" and dd]
-    ev2 = {c: {"sandboxes": k, "deaths": dd} for c, (k, dd) in rows.items()}
-    if not shared or not shared[0]:
-        status, reason = "not-testable", "--file-access=shared was not among the configurations run"
-    elif shared[1]:
-        status, reason = "refuted", f"--file-access=shared itself died {shared[1]}/{shared[0]} ({counts})"
-    elif dying and not clean:
-        status, reason = "reproduced", f"--file-access=shared 0/{shared[0]} while {', '.join(dying)} died ({counts})"
-    elif dying:
-        status = "refuted"
-        reason = (f"deaths in {', '.join(dying)}, but besides --file-access=shared (0/{shared[0]}) also "
-                  f"{', '.join(clean)} had none")
-    else:
-        status = "inconclusive"
-        reason = ("no configuration died: " + ", ".join(f"{c} 0/{rows[c][0]}" for c in clean)
-                  + f", --file-access=shared 0/{shared[0]}. So it is not the only configuration without deaths "
-                    "here, but whether it prevents the notes' failure cannot be tested where that failure does "
-                    "not occur")
-    out.append(Claim(CLAIM_SHARED, status, ev2, reason))
-
-    # 3. the kit's default for the 2024 build
-    k, dd = rows.get("default", (0, 0))
-    ev3 = {"default_flags": BUILD_DEFAULTS.get("2024"), "sandboxes": k, "deaths": dd,
-           "upper95": upper_bound(dd, k)}
-    if BUILD_DEFAULTS.get("2024") != [] or not k:
-        status = "not-testable"
-        reason = f"the kit's 2024 default flags are {BUILD_DEFAULTS.get('2024')}, or 'default' was not run"
-    elif dd:
-        status, reason = "refuted", f"the default configuration died {dd}/{k} ({counts})"
-    elif k >= min_sandboxes:
-        status = "reproduced"
-        reason = (f"runsc's own defaults (systrap, directfs; BUILD_DEFAULTS['2024'] == []): 0/{k} sandboxes died, "
-                  f"95% upper bound {ev3['upper95']:.2%}; {scope}")
-    else:
-        status, reason = "inconclusive", f"the default configuration 0/{k}: too few sandboxes to bound the rate"
-    out.append(Claim(CLAIM_DEFAULT, status, ev3, reason))
-    return out

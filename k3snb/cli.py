@@ -18,6 +18,7 @@ import sys
 import threading
 
 from . import __version__
+from ._cliopts import printable
 from .errors import K3snbError, UsageError
 
 # command -> module whose register() adds it (several commands may share one module)
@@ -32,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "cni": "k3snb.cni._cli",
     "k3s": "k3snb.k3s._cli",
     "report": "k3snb.report._cli", "runs": "k3snb.report._cli",
+    "runtime": "k3snb.runtime._cli",
 }
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -69,7 +71,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _clean(text: str) -> str:
     # error text may quote file content or names: never pass terminal escapes through
-    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _report(msg: str, hint: str) -> None:

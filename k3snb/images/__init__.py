@@ -342,7 +342,8 @@ def load_archive(path: str | os.PathLike, *, name: str | None = None) -> Image:
                 if f"blobs/sha256/{d['digest'].split(':', 1)[1]}" not in names:
                     raise ValueError(f"layer blob {d['digest']} missing")
     except (tarfile.TarError, KeyError, ValueError, IndexError, TypeError, OSError, EOFError) as e:
-        raise InvalidParameter(f"{p} is not a valid OCI image archive: {type(e).__name__}: {e}",
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidParameter(f"{p} is not a valid OCI image archive ({why})",
                                hint="rebuild it (k3snb.images.from_dir) or export it as an OCI archive "
                                "(index.json, oci-layout, blobs/sha256)") from None
     ann = mdesc.get("annotations") or {}

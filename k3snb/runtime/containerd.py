@@ -10,6 +10,7 @@ and cgroup directory of this instance and nothing of another one running on the 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
@@ -34,14 +35,23 @@ _PKG = {"runc": "runc", "crun": "crun", "containerd": "containerd", "ctr": "cont
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def _search_path() -> str:
+    # K3SNB_RUNTIME_PATH: where runc, crun, containerd and ctr are looked up (a PATH-style list)
+    return os.environ.get("K3SNB_RUNTIME_PATH") or SBIN_PATH
+
+
 def runtime_binary(name: str) -> str:
-    """Path of an OCI runtime (``runc``/``crun``) or a containerd tool; MissingDependency (exit 2) if absent."""
+    """Path of an OCI runtime (``runc``/``crun``) or a containerd tool; MissingDependency (exit 2) if absent.
+
+    Looked up in ``$K3SNB_RUNTIME_PATH`` (default: the sbin/bin directories), not the caller's PATH.
+    """
     if name not in _PKG and "/" not in name:
         raise InvalidParameter(f"unknown runtime {name!r}; valid: {', '.join(RUNTIMES)}",
                                hint="pass --runtime runc or --runtime crun")
-    p = name if "/" in name else shutil.which(name, path=SBIN_PATH)
+    p = name if "/" in name else shutil.which(name, path=_search_path())
     if not p or not Path(p).is_file():
-        raise MissingDependency(f"{name} not found", hint=f"apt-get install {_PKG.get(name, name)}")
+        raise MissingDependency(f"{name} not found in {_search_path()}",
+                                hint=f"apt-get install {_PKG.get(name, name)} (or point K3SNB_RUNTIME_PATH at it)")
     return p
 
 
@@ -138,7 +148,7 @@ class Containerd(Rich):
         if runtime not in RUNTIMES:
             raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}",
                                    hint="pass runtime='runc' or runtime='crun'")
-        self.runtimes = {n: p for n in RUNTIMES if (p := shutil.which(n, path=SBIN_PATH))}
+        self.runtimes = {n: p for n in RUNTIMES if (p := shutil.which(n, path=_search_path()))}
         runtime_binary(runtime)  # the default runtime must exist
         self.id = new_id("k3snb-ctd-")
         self.base = state_dir or f"/run/{self.id}"
@@ -277,6 +287,12 @@ class Containerd(Rich):
                 self.runner.run_python(_ops.cleanup_dir, self.base, timeout=60)
         with contextlib.suppress(OSError):
             self._final_log = self.log_path.read_text(errors="replace")
+        if self.trace and (self._trace_dir / "trace.rows").exists():
+            # keep the trace: the workdir copy goes with conf_dir (tagged temp dir, reaped if killed)
+            from ..tracing._launch import OutDir
+
+            self._trace_out = OutDir("ctd-trace")
+            shutil.move(str(self._trace_dir / "trace.rows"), str(self._trace_out.path / "trace.rows"))
         shutil.rmtree(self.conf_dir, ignore_errors=True)
         self.proc = None
         if self.record is not None:
@@ -340,7 +356,7 @@ class Containerd(Rich):
             dt = time.monotonic() - t
             a.stdout, a.stderr = res.stdout, res.stderr
             if _task_failed(res):
-                a.fail("container_created", res.stderr + res.stdout + "\n" + self._log_since(cid), seconds=dt)
+                a.fail("container_created", res.stderr or res.stdout, seconds=dt, context=self._log_since(cid))
             else:
                 for s in ("container_created", "runtime_init", "pivot_root", "capabilities_applied"):
                     a.passed(s, None, f"{rt} create succeeded")
@@ -364,11 +380,14 @@ class Containerd(Rich):
         from ..tracing._store import convert
         from ..tracing.tracing import Trace
 
-        rows = self._trace_dir / "trace.rows"
-        if not rows.exists():
+        out = getattr(self, "_trace_out", None)
+        if out is None or not (out.path / "trace.rows").exists():
             return None
-        convert(rows, self._trace_dir / "trace.arrow")
-        return Trace(path=self._trace_dir / "trace.arrow", command=["containerd"], returncode=None)
+        convert(out.path / "trace.rows", out.path / "trace.arrow")
+        (out.path / "trace.rows").unlink()
+        t = Trace(path=out.path / "trace.arrow", command=["containerd"], returncode=None)
+        out.attach_to(t)  # removed with the Trace (or by doctor --clean after a kill)
+        return t
 
     # -- presentation ------------------------------------------------------------------------
     def plugins(self):

@@ -99,7 +99,7 @@ def run_container(runner: Runner, image: Image | str = "busybox", args: list[str
                 try:
                     c.start()
                 except K3snbError as e:
-                    a.fail("runtime_up", f"{e.msg}\n{c.logs(200)}")
+                    a.fail("runtime_up", e.msg, context=c.logs(200))
                 else:
                     c.run(img, list(args), runtime=runtime, timeout=timeout, attempt=a)
                     a.log = c.logs(400)
@@ -108,8 +108,8 @@ def run_container(runner: Runner, image: Image | str = "busybox", args: list[str
             if trace and a.failed_stage:
                 tr = c.trace_result()
                 if tr is not None:
-                    a.syscall = failing_syscall(tr, a.failed_stage)
-                    tr.path.unlink(missing_ok=True)
+                    a.syscall = failing_syscall(tr, a.failed_stage, a.error or "")
+                    tr.close()
     return a.finish()
 
 
@@ -174,7 +174,7 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
             text = "\n".join([*errors, err]) if rc is not None else f"timed out after {timeout}s\n{err}"
             a.fail("container_created", text, seconds=dt)
             if tr is not None:
-                a.syscall = failing_syscall(tr, a.failed_stage)
+                a.syscall = failing_syscall(tr, a.failed_stage, a.error or "")
         else:
             for s in ("container_created", "runtime_init", "pivot_root", "capabilities_applied"):
                 a.passed(s, None, f"{runtime} run got the process started")

@@ -8,6 +8,7 @@ failing syscall; later ones are ``not reached``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -54,25 +55,41 @@ def _syscalls_for(stage: str) -> list[str]:
     return []
 
 
-def failing_syscall(trace: Any, stage: str) -> dict[str, Any] | None:
-    """The last failing call (of the stage's syscalls, else any but ENOENT-ish noise) in a Trace."""
+_MS = {0x1: "MS_RDONLY", 0x2: "MS_NOSUID", 0x4: "MS_NODEV", 0x8: "MS_NOEXEC", 0x20: "MS_REMOUNT",
+       0x1000: "MS_BIND", 0x2000: "MS_MOVE", 0x4000: "MS_REC", 0x40000: "MS_PRIVATE", 0x80000: "MS_SLAVE",
+       0x100000: "MS_SHARED", 0x400: "MS_NOATIME", 0x200000: "MS_RELATIME"}
+
+
+def mount_flags(value: int) -> str:
+    names = [n for bit, n in _MS.items() if value & bit]
+    rest = value & ~sum(_MS)
+    return "|".join(names + ([hex(rest)] if rest else [])) or "0"
+
+
+def failing_syscall(trace: Any, stage: str, message: str = "") -> dict[str, Any] | None:
+    """The last failing call of the stage's syscalls (else of the fallback list) in a Trace; None if none."""
     try:
         d = trace.syscalls()
     except Exception:
         return None
     if d.empty:
         return None
-    d = d[d.errno.notna()]
-    want = _syscalls_for(stage)
-    cand = d[d.syscall.isin(want)] if want else d
+    d = d[d.errno.notna() & ~d.errno.isin(_data()["noise_errnos"])]
+    cand = d[d.syscall.isin(_syscalls_for(stage))]
     if cand.empty:
-        cand = d[~d.errno.isin(["ENOENT", "EAGAIN", "EINTR", "ENOTTY", "ECHILD", "EEXIST", "ENOSYS"])]
+        cand = d[d.syscall.isin(_data()["fallback_syscalls"])]
     if cand.empty:
         return None
-    row = cand.iloc[-1]
+    # the call on a path the error names, and the first one (what follows is often cleanup failing too)
+    named = cand[[bool(message) and any(p and str(p) in message for p in (r.path, r.path2))
+                  for r in cand.itertuples()]]
+    row = named.iloc[0] if not named.empty else cand.iloc[-1]
     out = {k: (None if v is None or v != v else v) for k, v in row.items()
            if k in ("syscall", "args", "path", "path2", "errno", "exe", "ret")}
     out["ret"] = None if out.get("ret") is None else int(out["ret"])
+    if out.get("syscall") == "mount" and out.get("args"):
+        with contextlib.suppress(ValueError, IndexError):
+            out["flags"] = mount_flags(int(str(out["args"]).split(",")[3].strip(), 0))
     return out
 
 
@@ -107,15 +124,21 @@ class Attempt(Rich):
     def skipped(self, stage: str, detail: str = "") -> None:
         self._set(stage, SKIPPED, None, detail)
 
-    def fail(self, step_stage: str, text: str, *, seconds: float | None = None) -> str:
-        """Record a failing step: attribute its text to a stage, classify it; returns the stage."""
+    def fail(self, step_stage: str, text: str, *, seconds: float | None = None, context: str = "") -> str:
+        """Record a failing step: attribute its text to a stage, classify it; returns the stage.
+
+        ``text`` is the step's own error output (message and stage come from it); ``context`` (e.g.
+        the daemon's log lines of that moment) only adds signatures, and the stage when text has none.
+        """
         stage = attribute(text, step_stage)
+        if stage == step_stage and context:
+            stage = attribute(context, step_stage)
         for s in STAGES[STAGES.index(step_stage):STAGES.index(stage)]:
             self._set(s, OK, None, "passed (the failure is later)")
         msg = _message(text)
         self._set(stage, FAILED, seconds, msg)
         self.failed_stage, self.error = stage, msg
-        self.signatures = _classify(text)
+        self.signatures = _classify(text + "\n" + context)
         self.signature = self.signatures[0] if self.signatures else None
         return stage
 

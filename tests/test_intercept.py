@@ -375,3 +375,26 @@ def test_long_running_spawn_in_a_runner_logs_and_stops_cleanly(fake):
         # the command got SIGTERM, ran its trap, and the tracer recorded its own status: 3
         assert json.loads(_wait_file(meta))["returncode"] == 3
         assert "openat /proc/sys/kernel/cap_last_cap -> " in log.read_text()
+
+
+def test_redirect_of_a_directory_takes_its_subtree_and_of_a_file_only_the_file(tmp_path):
+    fake = tmp_path / "fake"
+    (fake / "kernel").mkdir(parents=True)
+    (fake / "kernel" / "panic").write_text("4242\n")
+    (tmp_path / "panic").write_text("4343\n")
+    real_oops = Path("/proc/sys/kernel/panic_on_oops").read_text().strip()
+    # a directory source without a trailing slash: the whole subtree, as a bind mount would
+    r = subprocess.run([sys.executable, "-m", "k3snb", "intercept", "--redirect", f"/proc/sys={fake}", "--",
+                        "cat", "/proc/sys/kernel/panic"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout.strip()) == (0, "4242"), r.stderr
+    assert intercept("ls /proc/sys", [Rule.redirect("/proc/sys", str(fake))]).stdout.split() == ["kernel"]
+    assert intercept("cat /proc/sys/kernel/panic", [Rule.redirect("/proc/sys/", f"{fake}/")]).stdout.strip() == "4242"
+    # a file source: that file only; its siblings and names sharing its prefix stay real
+    r = intercept("cat /proc/sys/kernel/panic /proc/sys/kernel/panic_on_oops",
+                  [Rule.redirect("/proc/sys/kernel/panic", str(tmp_path / "panic"))])
+    assert r.stdout.split() == ["4343", real_oops]
+    # forced: prefix=False keeps a directory source exact
+    r = intercept("cat /proc/sys/kernel/panic_on_oops", [Rule.redirect("/proc/sys", str(fake), prefix=False)])
+    assert r.stdout.strip() == real_oops
+    assert Rule.redirect("/proc/sys", "/x").subtree and not Rule.redirect("/proc/sys/kernel/panic", "/x").subtree
+    assert load_rules(save_rules(tmp_path / "r.json", [Rule.redirect("/proc/sys", "/x", prefix=False)]))[0].prefix is False

@@ -245,7 +245,7 @@ class Engine:
         for r in self.rules:
             if r.kind == "redirect":
                 src = os.fsencode(r.path)
-                (self.prefixes if r.prefix else self.exact)[src] = (r, os.fsencode(r.target))
+                (self.prefixes if r.subtree else self.exact)[src] = (r, os.fsencode(r.target))
                 roots.add(src)
             elif r.kind == "statfs":
                 if r.path:
@@ -264,7 +264,7 @@ class Engine:
         self.has_path_rules = bool(self.exact or self.prefixes or self.statfs_path or self.errno_path)
         # with exact-file rules only, a relative path can match only if its last component is a
         # rule's last component: most relative lookups (find, tar) skip the /proc readlink then
-        self.only_exact = not self.prefixes and not self.statfs_path and not any(r.prefix for r in self.errno_path)
+        self.only_exact = not self.prefixes and not self.statfs_path and not any(r.subtree for r in self.errno_path)
         self.leaves = {os.path.basename(p) for p in self.exact} | {
             os.path.basename(os.fsencode(r.path)) for r in self.errno_path} | {b".", b".."}
         # quick reject: a path can only match if it starts with one of these

@@ -2,8 +2,11 @@
 
 Four kinds:
 
-* ``redirect`` — a path (exact file, or a directory prefix matched on ``/`` boundaries) is replaced
-  by ``target`` in every path-taking syscall. Targets resolve in the *tracee's* mount namespace.
+* ``redirect`` — a path is replaced by ``target`` in every path-taking syscall, like a bind mount:
+  a directory redirects its whole subtree (matched on ``/`` boundaries), a file just itself.
+  Whether the source is a directory is looked up where the tracer runs (inside a runner: there),
+  when the rule is given as ``prefix=None``; a trailing ``/`` forces a subtree. Targets resolve in
+  the *tracee's* mount namespace.
 * ``fake``     — an exact path reads ``content``; the tracer materialises the file and redirects.
 * ``statfs``   — statfs/fstatfs report ``to`` as ``f_type``: for paths under ``path``, or whenever
   the real type is ``from_type`` (e.g. 9p -> ext4).
@@ -58,7 +61,7 @@ class Rule:
     kind: Kind
     path: str | None = None
     target: str | None = None
-    prefix: bool = False
+    prefix: bool | None = None  # redirect: None = subtree if the source is a directory (see subtree)
     content: str | None = None
     to_type: int | None = None
     from_type: int | None = None
@@ -91,8 +94,9 @@ class Rule:
     # -- constructors ------------------------------------------------------------------------------
     @classmethod
     def redirect(cls, path: str, target: str, *, prefix: bool | None = None, note: str = "") -> Rule:
-        """Rewrite ``path`` to ``target``. ``prefix`` defaults to True when ``path`` ends with ``/``."""
-        pre = path.endswith("/") if prefix is None else prefix
+        """Rewrite ``path`` to ``target``: its whole subtree when it is a directory (or ends with ``/``),
+        else just the file. ``prefix=True/False`` forces subtree / exact-path matching."""
+        pre = True if prefix is None and path.endswith("/") else prefix
         return cls("redirect", path=_norm(path, "redirect source"), target=_norm(target, "redirect target"),
                    prefix=pre, note=note)
 
@@ -121,7 +125,7 @@ class Rule:
 
     # -- JSON ----------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if v not in (None, "", False)}
+        d = {k: v for k, v in asdict(self).items() if v is not None and v != ""}
         d["kind"] = self.kind
         if self.syscalls:
             d["syscalls"] = list(self.syscalls)
@@ -144,18 +148,25 @@ class Rule:
                 d[k] = _fstype(d[k], k)
         return cls(**d)
 
+    @property
+    def subtree(self) -> bool:
+        """True when paths under ``path`` match too (``prefix``, or auto: ``path`` is a directory here)."""
+        if self.prefix is not None:
+            return self.prefix
+        return self.kind == "redirect" and os.path.isdir(self.path)
+
     def matches(self, path: str) -> bool:
         p = self.path
         if p is None:
             return True
         if path == p:
             return True
-        return self.prefix and (p == "/" or path.startswith(p + "/"))
+        return self.subtree and (p == "/" or path.startswith(p + "/"))
 
     def rewrite(self, path: str) -> str:
         """The target for ``path`` (which must match)."""
         assert self.target is not None
-        if path == self.path or not self.prefix:
+        if path == self.path or not self.subtree:
             return self.target
         return self.target + path[len(self.path):] if self.path != "/" else self.target + path
 
@@ -182,7 +193,7 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
 
 
 def parse_redirect(spec: str) -> Rule:
-    """CLI form ``SRC=DST`` (a trailing ``/`` on SRC, or SRC being a directory, means prefix)."""
+    """CLI form ``SRC=DST``: SRC's subtree when it is a directory (or ends with ``/``), else the file."""
     if "=" not in spec:
         raise InvalidParameter(f"--redirect wants SRC=DST, got {spec!r}", hint="e.g. --redirect /proc/sys/=/tmp/fake/")
     src, dst = spec.split("=", 1)

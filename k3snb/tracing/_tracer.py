@@ -34,7 +34,8 @@ seconds is killed. The tree dies with the tracer."""
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", metavar="FILE", help="rules JSON written by k3snb.tracing.save_rules")
     p.add_argument("--redirect", action="append", default=[], metavar="SRC=DST",
-                   help="rewrite path SRC (prefix if it ends with /) to DST; repeatable")
+                   help="rewrite path SRC to DST like a bind mount: a directory's whole subtree, "
+                        "a file just itself; repeatable")
     p.add_argument("--statfs", action="append", default=[], metavar="FROM=TO",
                    help="report f_type TO for FROM (a type like 9p, or a /path); repeatable")
     p.add_argument("--fake", action="append", default=[], metavar="PATH=CONTENT",

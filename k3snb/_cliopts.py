@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import UsageError
 
 __all__ = ["add_runner", "add_runsc", "add_out", "add_param", "add_profile", "add_json", "add_timeout",
-           "check_out_parent"]
+           "check_out_parent", "printable"]
 
 
 def add_runner(p: argparse.ArgumentParser, *, default: str | None = "host", repeatable: bool = False,
@@ -71,3 +71,12 @@ def check_out_parent(path: str | Path, *, option: str = "--out") -> Path:
     if p.is_dir():
         raise UsageError(f"{option} {path} is a directory", hint="pass a file path")
     return p
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters (ESC of ANSI/OSC sequences, BEL,
+    C1 controls, bidi overrides …) shown as ``\\xNN``/``\\uNNNN`` escapes; tabs kept."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\t" else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+                   for c in text)

@@ -49,6 +49,9 @@ _API = {
     "launch_k3s": "k3snb.k3s",
     "profiles": "k3snb.k3s",
     "K3sCluster": "k3snb.k3s",
+    # pods over CRI
+    "Pod": "k3snb.pods",
+    "PodRuntime": "k3snb.pods",
     # experiments / monitoring / display
     "list_experiments": "k3snb.experiments",
     "run_experiments": "k3snb.experiments",

@@ -23,6 +23,7 @@ import sys
 import time
 from typing import IO, Any
 
+from . import _link
 from ._ipam import IpamError, Store, allocate, data_dir, key, range_sets, release
 
 SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -131,6 +132,8 @@ class Plugin:
     # --- commands -------------------------------------------------------------------------
     def add(self) -> dict:
         cid, ifname = self.attachment(netns=True)
+        if _link.wants_link(self.conf) and not self.ipam_mode:  # a real interface: k3snb.cni._link
+            return _link.add_attachment(self, cid, ifname)
         sets = range_sets(self.conf)
         with self.store() as st:
             ips = allocate(st, sets, cid, ifname)
@@ -143,6 +146,9 @@ class Plugin:
     def delete(self) -> None:
         # DEL must succeed for unknown containers and repeated calls (idempotent); no netns needed
         cid, ifname = self.attachment(netns=False)
+        if _link.wants_link(self.conf) and not self.ipam_mode:
+            _link.delete_attachment(self, cid, ifname)
+            return
         with self.store() as st:
             if release(st, cid, ifname):
                 st.save()

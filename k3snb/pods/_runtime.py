@@ -1,0 +1,542 @@
+"""``PodRuntime``: one runner + containerd (CRI) + a CNI network + the kit's images, for pods.
+
+Start-up is a sequence of stages (``runner``, ``cgroups``, ``network``, ``containerd``, ``images``);
+the first that fails raises :class:`PodError` naming it, with the blocker signature when the
+catalogue knows the error. Everything lives under one tagged session directory inside the runner's
+workdir and a :class:`k3snb._state.Record` (cgroup dirs on the host), so ``stop()`` — or, after a
+kill -9, ``k3snb doctor --clean`` — leaves nothing behind.
+
+Networking (``cni=``):
+
+* ``"bridge"``: Debian's ``bridge`` + ``host-local`` + ``loopback``. On the Host runner containerd
+  runs in a private network namespace, so the bridge and veths never touch the host's network.
+  In gVisor the stock ``bridge`` plugin cannot pass (the netstack reports no link kind: S29/F-N01),
+  so with ``workarounds=True`` the kit's CNI plugin in link mode (k3snb.cni._link) builds the same
+  bridge + veth + addresses + default route, still with ``host-local`` as IPAM; the switch is an
+  event in every pod's timeline.
+* ``"fake"``: the kit's fake plugin (addresses only, no interface) + ``loopback``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .._state import Record, new_id
+from ..errors import InvalidParameter, K3snbError, MissingDependency
+from ..report import Rich, render
+
+CNI_MODES = ("bridge", "fake")
+RUNTIMES = ("runc", "crun")
+CNI_BIN = "/usr/lib/cni"
+PAUSE_REF = "k3snb.local/pause:latest"
+CGROUP_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "devices")  # runc needs devices
+
+
+class PodError(K3snbError):
+    """A pod (or its runtime) could not get past ``stage``; ``signature`` is the catalogue id if any."""
+
+    def __init__(self, msg: str, *, hint: str | None = None, stage: str = "", signature: str | None = None,
+                 **fields: Any) -> None:
+        super().__init__(msg, hint=hint or "see the pod's events() and the containerd log", stage=stage,
+                         signature=signature, **fields)
+
+
+def classify_text(text: str) -> list[str]:
+    """Failure signature ids found in ``text`` (the kit's catalogue)."""
+    from ..signatures import classify
+
+    return classify(text).ids if text.strip() else []
+
+
+def _which(prog: str, pkg: str) -> str:
+    p = shutil.which(prog, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if not p:
+        raise MissingDependency(f"{prog} not found", hint=f"apt-get install {pkg}")
+    return p
+
+
+def containerd_config(base: str, conf_dir: str, bin_dir: str, *, runtime: str = "runc",
+                      runtime_binary: str | None = None, snapshotter: str = "native") -> str:
+    """containerd 1.6 config: everything under ``base``; CRI with the kit's pause image, CNI dirs,
+    pod netns mounts under the state dir, and no unprivileged port/ICMP sysctls (S36/S40)."""
+    opts = "NoNewKeyring = true\n"
+    if runtime_binary:
+        opts += f'        BinaryName = "{runtime_binary}"\n'
+    return f"""version = 2
+root = "{base}/root"
+state = "{base}/state"
+[grpc]
+  address = "{base}/containerd.sock"
+[ttrpc]
+  address = "{base}/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_REF}"
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  enable_unprivileged_ports = false
+  enable_unprivileged_icmp = false
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "{snapshotter}"
+    default_runtime_name = "{runtime}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runtime}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runtime}.options]
+        {opts}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{bin_dir}"
+    conf_dir = "{conf_dir}"
+    max_conf_num = 1
+"""
+
+
+def conflist(mode: str, *, subnet: str, ipam_dir: str, bridge: str, link: bool = False) -> dict[str, Any]:
+    """The pod network's conflist: ``bridge`` (stock, or the kit plugin's link mode) or ``fake``."""
+    ranges = [[{"subnet": subnet}]]
+    if mode == "fake":
+        main = {"type": "k3snb", "ipam": {"ranges": ranges, "dataDir": ipam_dir}}
+    else:
+        main = {"type": "k3snb" if link else "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+                "hairpinMode": False, "promiscMode": False,
+                "ipam": {"type": "host-local", "ranges": ranges, "dataDir": ipam_dir,
+                         "routes": [{"dst": "0.0.0.0/0"}]}}
+        if link:
+            main["link"] = "bridge"
+    return {"cniVersion": "1.0.0", "name": "k3snb-pods", "plugins": [main, {"type": "loopback"}]}
+
+
+def _bridge_kind_probe(ip: str, name: str) -> dict[str, Any]:
+    """Inside the runner: does the netstack report a new bridge's kind (IFLA_INFO_KIND)? That is
+    what the stock bridge plugin checks; gVisor creates the bridge but reports no kind."""
+    import subprocess
+
+    add = subprocess.run([ip, "link", "add", "name", name, "type", "bridge"], capture_output=True, text=True)
+    show = subprocess.run([ip, "-d", "-j", "link", "show", "dev", name], capture_output=True, text=True)
+    subprocess.run([ip, "link", "del", "dev", name], capture_output=True, text=True)
+    kind = None
+    with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+        kind = json.loads(show.stdout)[0].get("linkinfo", {}).get("info_kind")
+    return {"created": add.returncode == 0, "add_error": add.stderr.strip(), "link_kind": kind,
+            "request": "RTM_GETLINK (ip -d link show): IFLA_LINKINFO/IFLA_INFO_KIND"}
+
+
+def _pid_setns_probe() -> dict[str, Any]:
+    """Inside the runner: can a process join another process's PID namespace (setns CLONE_NEWPID)?
+    runc needs it for shared-PID pods (create) and for every exec into a container (runc exec)."""
+    import subprocess
+
+    holder = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "30"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        child = None
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                kids = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+                if kids:
+                    child = int(kids[0])
+                    break
+            time.sleep(0.02)
+        if child is None:
+            return {"ok": None, "error": "no child in a new pid namespace (unshare --pid failed?)",
+                    "request": "setns(fd of /proc/<pid>/ns/pid, CLONE_NEWPID)"}
+        r = subprocess.run(["nsenter", "-t", str(child), "--pid", "true"], capture_output=True, text=True)
+        return {"ok": r.returncode == 0, "error": r.stderr.strip(),
+                "request": "setns(fd of /proc/<pid>/ns/pid, CLONE_NEWPID)"}
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+WRAPPER = """#!/bin/sh
+# k3snb pid-node workaround (written by k3snb.pods; regenerate, do not edit): on `create`, drop the
+# PID namespace from the bundle's config.json, because the sandbox refuses setns(CLONE_NEWPID).
+DROP_PID={drop}
+for a in "$@"; do
+  if [ "$a" = create ]; then {python} -c "$DROP_PID" "$@" || exit 1; break; fi
+done
+exec {real} "$@"
+"""
+DROP_PID = r"""
+import json, os, sys
+a = sys.argv[1:]
+b = next((a[i + 1] for i, x in enumerate(a[:-1]) if x in ("--bundle", "-b")), ".")
+p = os.path.join(b, "config.json")
+c = json.load(open(p))
+ns = c.get("linux", {}).get("namespaces", [])
+keep = [n for n in ns if n.get("type") != "pid"]
+if keep != ns:
+    c["linux"]["namespaces"] = keep
+    json.dump(c, open(p + ".k3snb", "w"))
+    os.replace(p + ".k3snb", p)
+"""
+
+
+def write_runtime_wrapper(bin_dir: Path, real: str, python: str) -> Path:
+    """The pid-node workaround's wrapper around the OCI runtime (containerd's ``BinaryName``)."""
+    import shlex
+
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    w = bin_dir / f"k3snb-{Path(real).name}"
+    w.write_text(WRAPPER.format(drop=shlex.quote(DROP_PID), python=shlex.quote(python), real=shlex.quote(real)))
+    w.chmod(0o755)
+    return w
+
+
+class PodRuntime(Rich):
+    """containerd with its CRI plugin in a runner, ready for :class:`k3snb.Pod`.
+
+    Args:
+        runner: ``"host"``, ``"gvisor"`` or a started Runner (then it is not closed by ``stop()``).
+        runsc: ``"2022"``, ``"2024"`` or a path (gvisor only).
+        runtime: ``"runc"`` or ``"crun"`` (through containerd's runc shim).
+        cni: ``"bridge"`` (Debian's bridge + host-local + loopback) or ``"fake"`` (the kit's plugin).
+        workarounds: apply the kit's workarounds for blockers it knows (recorded as events).
+        subnet: the pod network (host-local range).
+
+    Example:
+        >>> with PodRuntime("host") as rt, rt.pod("pod.yaml") as p:
+        ...     p.wait()
+    """
+
+    _title_text = "pod runtime"
+
+    def __init__(self, runner: Any = "host", *, runsc: str | None = None, runtime: str = "runc",
+                 cni: str = "bridge", workarounds: bool = True, subnet: str = "10.88.0.0/24",
+                 timeout: float = 120.0) -> None:
+        if runtime not in RUNTIMES:
+            raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}",
+                                   hint="pass runtime='runc' or runtime='crun'")
+        if cni not in CNI_MODES:
+            raise InvalidParameter(f"unknown cni {cni!r}; valid: {', '.join(CNI_MODES)}",
+                                   hint="pass cni='bridge' (Debian plugins) or cni='fake' (the kit's plugin)")
+        if isinstance(runner, str) and runner not in ("host", "gvisor"):
+            raise InvalidParameter(f"unknown runner {runner!r}; valid: host, gvisor", hint="pass runner='host' or 'gvisor'")
+        if runsc is not None and runner == "host":
+            raise InvalidParameter("runsc= applies to the gvisor runner only", hint="pass runner='gvisor'")
+        from ..cni.conflist import check_subnet
+
+        self.subnet = check_subnet(subnet)
+        self.runner_spec = runner
+        self.runsc = runsc
+        self.runtime = runtime
+        self.cni = cni
+        self.workarounds_enabled = workarounds
+        self.timeout = float(timeout)
+        self.id = new_id("k3snb-pods-")
+        self.runner: Any = None
+        self._own_runner = False
+        self.stages: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # runtime-level events (workarounds, probes)
+        self.workarounds: list[dict[str, Any]] = []
+        self.images: dict[str, str] = {}  # source -> ref imported
+        self.pods: list[Any] = []
+        self._proc = None
+        self._record: Record | None = None
+        self.started = False
+        self.link_mode = False
+        self.pid_node = False  # workaround pid-node: containers in the runner's PID namespace
+
+    # -- layout ------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return getattr(self.runner, "kind", str(self.runner_spec))
+
+    @property
+    def session_dir(self) -> Path:
+        """Host-visible (and runner-visible) dir: configs, CNI bin/conf, host-local store, pod logs."""
+        return Path(self.runner.workdir) / self.id
+
+    @property
+    def base(self) -> str:
+        """containerd root/state/socket; inside gVisor on the sandbox's tmpfs (sockets on 9p are unreliable)."""
+        return f"/tmp/{self.id}" if self.kind == "gvisor" else str(self.session_dir / "ctd")
+
+    @property
+    def address(self) -> str:
+        return f"{self.base}/containerd.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.session_dir / "containerd.log"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.session_dir / "ipam"
+
+    def runner_label(self) -> str:
+        if self.kind == "gvisor":
+            build = getattr(self.runner, "runsc_build", None) or self.runsc or "default"
+            return f"gvisor-{build}"
+        return self.kind
+
+    # -- stages ------------------------------------------------------------------------------
+    def _stage(self, name: str, fn, *args: Any, **kw: Any) -> Any:
+        t0 = time.monotonic()
+        try:
+            out = fn(*args, **kw)
+        except PodError as e:
+            self.stages.append({"stage": name, "ok": False, "duration_s": round(time.monotonic() - t0, 3),
+                                "error": e.msg, "signature": e.fields.get("signature")})
+            raise
+        except K3snbError as e:
+            sig = next(iter(classify_text(str(e.msg))), None)
+            self.stages.append({"stage": name, "ok": False, "duration_s": round(time.monotonic() - t0, 3),
+                                "error": e.msg, "signature": sig})
+            raise PodError(f"{name} failed: {e.msg}", stage=name, signature=sig) from e
+        self.stages.append({"stage": name, "ok": True, "duration_s": round(time.monotonic() - t0, 3)})
+        return out
+
+    def event(self, kind: str, **kw: Any) -> dict[str, Any]:
+        ev = {"t": time.time(), "kind": kind, **kw}
+        self.events.append(ev)
+        return ev
+
+    def start(self) -> PodRuntime:
+        if self.started:
+            return self
+        try:
+            self._stage("runner", self._start_runner)
+            self._record = Record(kind="pods", id=self.id, paths=[], note=str(self.session_dir)).save()
+            if self.kind == "gvisor":
+                self._stage("cgroups", self._cgroups)
+                self._stage("probes", self._probes)
+            else:  # runc makes the pods' cgroups on the host: name them so the reaper can find them
+                self._record.paths += [f"/sys/fs/cgroup/{c}/{self.id}" for c in CGROUP_CONTROLLERS + (
+                    "freezer", "blkio", "systemd")]
+                self._record.save()
+            self._stage("network", self._network)
+            self._stage("containerd", self._start_containerd)
+            self._stage("images", self.ensure_images, ["pause"])
+            self.started = True
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_runner(self) -> None:
+        from ..runners.base import Runner
+
+        if isinstance(self.runner_spec, Runner):
+            self.runner = self.runner_spec
+            return
+        if self.runner_spec == "gvisor":
+            from ..runners.gvisor import GVisor
+
+            # network='sandbox': netstack on a private netns, where bridges and veths can be made
+            self.runner = GVisor(self.runsc, network="sandbox", net_raw=True)
+        else:
+            from ..runners.host import Host
+
+            self.runner = Host()
+        self._own_runner = True
+        self.runner.start()
+
+    def _cgroups(self) -> None:
+        from ..workarounds import _ops
+
+        res = self.runner.run_python(_ops.cgroup_apply, "/sys/fs/cgroup", list(CGROUP_CONTROLLERS), "cgroupfs",
+                                     timeout=60)
+        self.workarounds.append({"id": "cgroup-v1", "ok": res.get("ok"), "mounted": res.get("mounted")})
+        self.event("workaround", id="cgroup-v1", detail=f"cgroup v1 hierarchies mounted: {res.get('mounted')}")
+        if not res.get("ok"):
+            raise PodError(f"cgroups failed: cgroup v1 mounts refused: {res.get('errors')}", stage="cgroups")
+
+    def _probes(self) -> None:
+        probe = self.runner.run_python(_pid_setns_probe, timeout=60)
+        self.event("probe", id="pid-setns", **probe)
+        if probe["ok"] is False:
+            if self.workarounds_enabled:
+                self.pid_node = True
+                self.workarounds.append({"id": "pid-node", "ok": True, "because": "N02"})
+                self.event("workaround", id="pid-node", signature="N02",
+                           detail="setns(CLONE_NEWPID) is refused with EINVAL (even into the caller's own PID "
+                           "namespace), which breaks runc exec (ExecSync) and every container whose spec names a "
+                           "PID namespace path; a wrapper around the OCI runtime drops the PID namespace from each "
+                           "bundle at create, so containers share the runner's PID namespace")
+            else:
+                self.event("note", detail="setns into a PID namespace refused: ExecSync and shared-PID pods will fail")
+
+    def _network(self) -> None:
+        from ..cni import install_cni
+
+        sd = self.session_dir
+        (sd / "net.d").mkdir(parents=True, exist_ok=True)
+        (sd / "logs").mkdir(exist_ok=True)
+        bin_dir = sd / "cni-bin"
+        install_cni(bin_dir, sd / "k3snb-net.d", names=("k3snb",), data_dir=self.ipam_dir, python=self.runner.python)
+        for p in Path(CNI_BIN).iterdir() if Path(CNI_BIN).is_dir() else []:
+            if not (bin_dir / p.name).exists():
+                os.symlink(p, bin_dir / p.name)
+        if self.cni == "bridge" and not (bin_dir / "bridge").exists():
+            raise MissingDependency(f"CNI plugins not found in {CNI_BIN}", hint="apt-get install containernetworking-plugins")
+        bridge = f"k3nb{self.id[-8:]}"  # ≤ 15 chars, unique per session
+        if self.cni == "bridge" and self.kind == "gvisor":
+            probe = self.runner.run_python(_bridge_kind_probe, "ip", f"k3nbprobe{self.id[-5:]}", timeout=60)
+            self.event("probe", id="bridge-kind", **probe)
+            if probe["created"] and not probe["link_kind"]:
+                if self.workarounds_enabled:
+                    self.link_mode = True
+                    self.workarounds.append({"id": "cni-link", "ok": True, "because": "N01"})
+                    self.event("workaround", id="cni-link", signature="N01",
+                               detail="the netstack creates bridges but reports no link kind, so the stock bridge "
+                               "plugin fails ('already exists but is not a bridge'); the kit's CNI plugin in link "
+                               "mode makes the bridge, veth, addresses and default route instead (IPAM: host-local)")
+                else:
+                    self.event("note", detail="bridge kind not reported; stock bridge plugin expected to fail (S29)")
+        conf = conflist(self.cni, subnet=self.subnet, ipam_dir=str(self.ipam_dir), bridge=bridge, link=self.link_mode)
+        (sd / "net.d" / "10-k3snb-pods.conflist").write_text(json.dumps(conf, indent=1))
+        self.conflist = conf
+
+    def _start_containerd(self) -> None:
+        ctd = _which("containerd", "containerd")
+        binary = _which("crun", "crun") if self.runtime == "crun" else None
+        sd = self.session_dir
+        if self.pid_node:
+            binary = str(write_runtime_wrapper(sd / "bin", binary or _which("runc", "runc"), self.runner.python))
+        cfg = sd / "containerd.toml"
+        cfg.write_text(containerd_config(self.base, str(sd / "net.d"), str(sd / "cni-bin"), runtime=self.runtime,
+                                         runtime_binary=binary))
+        self.runner.run(["mkdir", "-p", self.base], check=True)
+        argv = [ctd, "--config", str(cfg)]
+        if self.kind == "host":
+            # a private network namespace: the CNI bridge and veths stay off the host's network
+            argv = ["unshare", "--net", "/bin/sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+        self._proc = self.runner.spawn(argv, stdout=self.log_path, stderr=self.log_path)
+        deadline = time.monotonic() + min(self.timeout, 60)
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                text = self.containerd_log(20)
+                raise PodError(f"containerd failed: exited {self._proc.poll()}: {text[-600:]}", stage="containerd",
+                               signature=next(iter(classify_text(text)), None))
+            if self.runner.run(["test", "-S", self.address], timeout=10).ok:
+                from . import _cri
+
+                with contextlib.suppress(Exception):
+                    self.cri_version = self.runner.run_python(_cri.version, self.address, timeout=30)
+                    return
+            time.sleep(0.2)
+        raise PodError(f"containerd failed: socket not ready after {min(self.timeout, 60):.0f}s", stage="containerd")
+
+    def ensure_images(self, sources: list[str]) -> dict[str, str]:
+        """Import the kit's images (``busybox``, ``pause`` or archive paths) into containerd's k8s.io namespace."""
+        from .. import images as kimages
+
+        for src in sources:
+            if src in self.images:
+                continue
+            img = kimages.get_image(src)
+            res = self.runner.run([shutil.which("ctr") or "ctr", "--address", self.address, "--namespace", "k8s.io",
+                                   "images", "import", "--snapshotter", "native", str(img.archive)], timeout=120)
+            if not res.ok:
+                text = (res.stderr or res.stdout).strip()
+                raise PodError(f"images failed: ctr images import {img.ref}: {text[-500:]}", stage="images",
+                               signature=next(iter(classify_text(text)), None))
+            self.images[src] = img.ref
+            self.event("image", source=src, ref=img.ref, digest=img.digest)
+        return self.images
+
+    # -- use ---------------------------------------------------------------------------------
+    def pod(self, manifest: Any, **kw: Any):
+        """A :class:`k3snb.Pod` on this runtime (not started; use ``with`` or ``.start()``)."""
+        from ._pod import Pod
+
+        return Pod(manifest, runtime=self, **kw)
+
+    def call(self, fn, *args: Any, timeout: float | None = None) -> Any:
+        """Run one of :mod:`k3snb.pods._cri`'s functions in the runner."""
+        return self.runner.run_python(fn, self.address, *args, timeout=timeout or self.timeout + 60)
+
+    def containerd_log(self, tail: int = 50) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+        except (OSError, AttributeError, K3snbError):
+            return ""
+
+    def ipam_allocations(self) -> list[str]:
+        """Addresses host-local holds right now (files named by IP in its store)."""
+        d = self.ipam_dir / "k3snb-pods"
+        return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.is_dir() else []
+
+    # -- teardown ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Delete every pod, end containerd, its shims and containers, unmount and remove everything."""
+        for p in list(self.pods):
+            with contextlib.suppress(Exception):
+                p.delete()
+        runner_ok = self.runner is not None and self.runner.alive() if self.runner is not None else False
+        with contextlib.suppress(Exception):
+            self._final_log = self.containerd_log(400)
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                self._proc.terminate(10)
+        if runner_ok and not self._own_runner:
+            from ..workarounds import _ops
+
+            with contextlib.suppress(Exception):
+                self.runner.run_python(_ops.kill_matching, [self.base, self.id], [], timeout=60)
+            with contextlib.suppress(Exception):
+                self.runner.run_python(_ops.umount_under, [self.base], timeout=60)
+            with contextlib.suppress(Exception):
+                self.runner.run(["rm", "-rf", self.base], timeout=60)
+        self._proc = None
+        if self._own_runner and self.runner is not None:
+            with contextlib.suppress(Exception):
+                self.runner.close()
+        elif self.runner is not None:
+            with contextlib.suppress(Exception, AttributeError):
+                shutil.rmtree(self.session_dir, ignore_errors=True)
+        if self._record is not None:
+            left = _remove_cgroup_trees(self._record.paths)
+            if not left:
+                self._record.drop()
+                self._record = None
+        self.started = False
+
+    def __enter__(self) -> PodRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- presentation ------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        return {"runner": self.runner_label(), "runtime": self.runtime, "cni": self.cni,
+                "cni_link_mode": self.link_mode, "started": self.started, "pods": len(self.pods),
+                "failed_stage": next((s["stage"] for s in self.stages if not s["ok"]), None)}
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.stages, columns=["stage", "ok", "duration_s", "error", "signature"])
+
+    def _repr_html_(self) -> str:
+        return render("pod runtime", self.summary(), [("stages", self.to_frame()), ("workarounds", self.workarounds)],
+                      text=self._repr_text())
+
+
+def _remove_cgroup_trees(paths: list[str]) -> list[str]:
+    """rmdir cgroup trees deepest first (cgroupfs allows rmdir of an empty cgroup with its files)."""
+    left = []
+    for root in paths:
+        r = Path(root)
+        if not r.is_dir():
+            continue
+        dirs = sorted((p for p in r.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [r]
+        for d in dirs:
+            for _ in range(20):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        if r.exists():
+            left.append(root)
+    return left

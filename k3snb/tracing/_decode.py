@@ -1,8 +1,9 @@
 """Syscall tables and decoding (x86_64): names, path arguments, categories, flag/errno names.
 
-Names come from python-ptrace's table (``ptrace.syscall.linux.x86_64``); the path-argument map
-below is ours: for every path-taking syscall, which argument holds a path and which argument is
-the directory fd it is relative to (``None`` = the cwd).
+Numbers come from ``_syscall_table`` (generated from the kernel's UAPI header by
+``scripts/gen_syscall_table.py``, sources named in it); the path-argument map below is ours: for
+every path-taking syscall, which argument holds a path and which argument is the directory fd it
+is relative to (``None`` = the cwd).
 """
 
 from __future__ import annotations
@@ -11,32 +12,9 @@ import errno as _errno
 import os
 import signal as _signal
 
+from . import _syscall_table
 
-def _pp_table() -> dict[int, str]:
-    # load python-ptrace's x86_64 name table without running ``ptrace.syscall/__init__`` (which
-    # imports the whole debugger layer: ~0.1 s on the host, far more over gVisor's 9p)
-    import importlib.util
-
-    root = importlib.util.find_spec("ptrace").submodule_search_locations[0]
-    spec = importlib.util.spec_from_file_location("_k3snb_pp_x86_64", os.path.join(root, "syscall/linux/x86_64.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.SYSCALL_NAMES
-
-
-_PP_NAMES = _pp_table()
-
-SYSCALL_NAMES: dict[int, str] = {k: v for k, v in _PP_NAMES.items() if k < 512}
-# numbers newer than python-ptrace's table (linux/arch/x86/entry/syscalls/syscall_64.tbl)
-SYSCALL_NAMES.update({
-    424: "pidfd_send_signal", 425: "io_uring_setup", 426: "io_uring_enter", 427: "io_uring_register",
-    428: "open_tree", 429: "move_mount", 430: "fsopen", 431: "fsconfig", 432: "fsmount", 433: "fspick",
-    434: "pidfd_open", 435: "clone3", 436: "close_range", 437: "openat2", 438: "pidfd_getfd",
-    439: "faccessat2", 440: "process_madvise", 441: "epoll_pwait2", 442: "mount_setattr",
-    443: "quotactl_fd", 444: "landlock_create_ruleset", 445: "landlock_add_rule",
-    446: "landlock_restrict_self", 447: "memfd_secret", 448: "process_mrelease", 449: "futex_waitv",
-    450: "set_mempolicy_home_node", 451: "cachestat", 452: "fchmodat2",
-})
+SYSCALL_NAMES: dict[int, str] = dict(_syscall_table.SYSCALL_NAMES)
 SYSCALL_NUMBERS: dict[str, int] = {v: k for k, v in SYSCALL_NAMES.items()}
 
 AT_FDCWD = -100

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -180,3 +181,21 @@ def test_syscall_table_is_generated_and_agrees_with_python_ptrace():
     differ = {n: (ours.get(n), v) for n, v in theirs.items() if ours.get(n) != v}
     assert differ == {283: ("timerfd_create", "timerfd")}, differ  # the kernel's name for 283
     assert ours[_decode.SYSCALL_NUMBERS["fchmodat2"]] == "fchmodat2" and _decode.SYSCALL_NUMBERS["openat2"] == 437
+
+
+def test_demo_sources_ship_as_package_data_and_build(tmp_path):
+    import fnmatch
+    import tomllib
+
+    from k3snb.tracing._demo import build_preload, demo_source
+
+    globs = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["k3snb"]
+    for name in ("preload.c", "goread.go"):
+        assert demo_source(name).strip()
+        assert any(fnmatch.fnmatch(f"data/demos/{name}", g) for g in globs), globs  # in the wheel too
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc")
+    so = build_preload(tmp_path)
+    assert so.read_bytes()[:4] == b"\x7fELF"
+    assert (tmp_path / "k3snb_preload.c").read_text() == demo_source("preload.c")

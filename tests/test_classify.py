@@ -8,6 +8,8 @@ import io
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -237,3 +239,110 @@ def test_cli_bad_path_and_signatures(capsys):
     assert _cli(["signatures", "--json"]) == 0
     recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
     assert len(recs) == len(ALL) and recs[0]["id"] == ALL[0].id
+
+
+# --- the real CLI, hostile input, streaming limits (issue 12) ----------------------------------------------
+
+def k3snb_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "k3snb", *args], capture_output=True, timeout=120,
+                          input=stdin if stdin is not None else b"")
+
+
+def _one_error(r: subprocess.CompletedProcess, code: int, needle: str) -> None:
+    err = r.stderr.decode()
+    assert r.returncode == code, err
+    assert "Traceback" not in err and err.count("error:") == 1 and err.count("  fix: ") == 1, err
+    assert needle in err.splitlines()[0], err
+
+
+def test_cli_classifies_several_files_with_cause_and_fix(tmp_path):
+    a, b = LOGS / "exp21-p4-kubelet-procsys.log", LOGS / "exp16-sandbox-cgroup.log"
+    r = k3snb_cli("classify", str(a), str(b))
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    assert f"{a}:21:S01a,S01b,S01c,S01d,S01e,S02: " in out and f"{b}:18:S20,G01: " in out
+    s02 = CAT.get("S02")
+    block = out[out.index("  S02 ["):]
+    assert s02.title in block.splitlines()[0] and f"cause: {s02.root_cause}" in block
+    assert "fix:   W12: fake-procsys" in block  # the W id, the kit workaround that implements it
+    assert "W24 (research only" in out
+    assert r.stderr.decode().count("lines, furthest stage") == 2
+    recs = [json.loads(ln) for ln in k3snb_cli("classify", "--json", str(a), str(b)).stdout.splitlines()]
+    assert {rec["file"] for rec in recs} == {str(a), str(b)}
+
+
+def test_cli_corrupt_gzip_and_unreadable_files_are_one_error(tmp_path):
+    text = (LOGS / "exp21-p4-kubelet-procsys.log").read_bytes()
+    (tmp_path / "junk.gz").write_bytes(b"not gzip at all")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(text * 50)[:300])
+    _one_error(k3snb_cli("classify", str(tmp_path / "junk.gz")), 2, "is not a valid gzip file")
+    _one_error(k3snb_cli("classify", str(tmp_path / "cut.gz")), 2, "is not a valid gzip file")
+    # unreadable even for root: reading /proc/self/mem at offset 0 fails with EIO
+    _one_error(k3snb_cli("classify", "/proc/self/mem"), 2, "/proc/self/mem cannot be read")
+    _one_error(k3snb_cli("classify", str(LOGS / "exp21-p4-kubelet-procsys.log"), str(tmp_path / "nope.log")),
+               2, "does not exist")
+    with pytest.raises(UsageError, match="not a valid gzip file"):
+        k3snb.classify(tmp_path / "cut.gz")
+
+
+def test_cli_does_not_echo_terminal_escapes(tmp_path):
+    s39 = CAT.get("S39").examples[0]
+    evil = f"\x1b]0;owned title\x07\x1b[2J\x1b[31m{s39}\x9b31m\u202e\n"
+    log = tmp_path / "evil.log"
+    log.write_text(evil)
+    for args in (["classify", str(log)], ["classify", "--json", str(log)], ["classify", "-"]):
+        r = k3snb_cli(*args, stdin=evil.encode())
+        out = r.stdout.decode()
+        assert r.returncode == 0 and "S39" in out, r.stderr
+        assert not any(c in out for c in "\x1b\x07\x9b\u202e"), repr(out)
+    assert "\\x1b]0;owned title\\x07" in k3snb_cli("classify", str(log)).stdout.decode()
+    # the library keeps the line as it was
+    assert k3snb.classify(log).matches[0]["text"] == evil.rstrip("\n")
+
+
+def test_chunk_and_window_seams_do_not_change_results(monkeypatch):
+    from k3snb.signatures import _classify as mod
+
+    rng = random.Random(11)
+    exs = [e for s in ALL for e in s.examples]
+    lines = []
+    for _ in range(400):
+        e = rng.choice(exs)
+        pad = "x" * rng.choice([0, 3, 50, 700])
+        lines.append(rng.choice([e, pad + e, e + pad, f'msg="{_escape(e)}" {pad}']))
+    text = "\n".join(lines) + "\nno newline at the end " + exs[0]
+    want = [(m["line"], m["id"]) for m in k3snb.classify(text).matches]
+    assert len(want) > 400
+    # tiny chunks split lines everywhere; tiny windows turn the padded lines into "huge" ones
+    monkeypatch.setattr(mod, "_CHUNK", 97)
+    assert [(m["line"], m["id"]) for m in k3snb.classify(text).matches] == want
+    monkeypatch.setattr(mod, "_MAX_LINE", 600)
+    monkeypatch.setattr(mod, "_OVERLAP", 400)
+    monkeypatch.setattr(mod, "_MAX_TEXT", 300)
+    got = k3snb.classify(text)
+    assert [(m["line"], m["id"]) for m in got.matches] == want
+    assert got.lines == len(lines) + 1
+
+
+def test_huge_single_line_streams_in_bounded_memory(tmp_path):
+    """A 96 MiB line holding two signatures: both found, peak memory far below the line's size."""
+    s39, s06 = CAT.get("S39").examples[0], CAT.get("S06").examples[0]
+    log = tmp_path / "huge.log"
+    with open(log, "wb") as f:
+        f.write(b"first line\n")
+        for i in range(96):
+            f.write(b"y" * (1 << 20))
+            if i == 40:
+                f.write(s39.encode())
+        f.write(b" " + s06.encode() + b"\nlast line\n")
+    code = ("import resource, k3snb; k3snb.classify('warm up'); "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"r = k3snb.classify({str(log)!r}); "
+            "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base; "
+            "print(r.lines, sorted({m['id'] for m in r.matches if m['line'] == 2}), "
+            "max(len(m['text']) for m in r.matches), grew // 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout
+    lines, ids, longest, grew_mib = out.rsplit(" ", 1)[0].split(" ", 1)[0], None, None, int(out.split()[-1])
+    assert out.startswith("3 ") and "'S06'" in out and "'S39'" in out, out
+    assert grew_mib < 48, f"peak memory grew by {grew_mib} MiB for a 96 MiB line"
+    del lines, ids, longest

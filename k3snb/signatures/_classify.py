@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import re
-from bisect import bisect_right
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,6 +55,13 @@ def needles(pattern: str) -> tuple[str, ...] | None:
     branches = [list(b) for b in items[0][1][1]] if len(items) == 1 and items[0][0] is _BRANCH else [items]
     out = tuple(_longest_literal(b) for b in branches)
     return out if all(len(n) >= 4 for n in out) else None
+
+
+def _is_literal(pattern: str) -> bool:
+    try:
+        return all(op is _LITERAL for op, _ in _sre_parse(pattern))
+    except Exception:  # private parser API: treat as a regex
+        return False
 
 
 @dataclass(frozen=True)
@@ -169,16 +175,21 @@ def load_catalog() -> Catalog:
 
 Source = str | os.PathLike | IO | Iterable[str]
 
+_CHUNK = 8 << 20  # bytes read at a time
+_MAX_LINE = 1 << 20  # longer lines are scanned in windows of this size: memory stays bounded
+_MAX_TEXT = 64 << 10  # text kept of a match in a huge line (around the match)
+_OVERLAP = 64 << 10  # windows of one long line overlap by this much, so a match across a seam is found
 
-def _open(path: Path) -> IO[str]:
+
+def _open(path: Path) -> IO[bytes]:
     if not path.exists():
         raise UsageError(f"log file {path} does not exist", hint="pass an existing log path, a string, or '-' for stdin")
     if path.is_dir():
         raise UsageError(f"{path} is a directory", hint="pass a log file (e.g. <data-dir>/k3s.log)")
     try:
         if path.suffix == ".gz":
-            return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-        return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by _lines
+            return gzip.open(path, "rb")
+        return open(path, "rb")  # noqa: SIM115 - closed by _chunks
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}", hint="check the path and its permissions") from None
 
@@ -191,17 +202,65 @@ def _looks_like_path(s: str) -> bool:
     return not any(c.isspace() for c in s.strip()) and ("/" in s or s.endswith((".log", ".gz", ".txt")))
 
 
-def _lines(source: Source) -> Iterator[str]:
+def _read_file(path: Path) -> Iterator[bytes]:
+    with _open(path) as f:
+        while True:
+            try:
+                data = f.read(_CHUNK)
+            except (OSError, EOFError, zlib.error) as e:
+                gz = path.suffix == ".gz"
+                what = "is not a valid gzip file" if gz and not isinstance(e, OSError) or isinstance(
+                    e, gzip.BadGzipFile) else "cannot be read"
+                why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+                raise UsageError(
+                    f"{path} {what}: {why}",
+                    hint=("check the file is a complete gzip archive (gzip -t FILE), or pass the plain log"
+                          if gz else "check the file and its permissions; copy it elsewhere if it is a special file"),
+                ) from None
+            if not data:
+                return
+            yield data
+
+
+def _read_stream(stream: Any) -> Iterator[bytes]:
+    stream = getattr(stream, "buffer", stream)  # a text stdin: read its bytes
+    while True:
+        data = stream.read(_CHUNK)
+        if not data:
+            return
+        yield data.encode("utf-8", "replace") if isinstance(data, str) else data
+
+
+def _read_lines(lines: Iterable) -> Iterator[bytes]:
+    block: list[bytes] = []
+    size = 0
+    for line in lines:
+        b = line if isinstance(line, bytes) else str(line).encode("utf-8", "replace")
+        block.append(b.rstrip(b"\r\n"))
+        size += len(b)
+        if size >= _CHUNK:
+            yield b"\n".join(block) + b"\n"
+            block, size = [], 0
+    if block:
+        yield b"\n".join(block) + b"\n"
+
+
+def _chunks(source: Source) -> Iterator[bytes]:
+    """The source as a stream of byte chunks (whole lines are split on ``\\n`` later)."""
     if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
-        with _open(Path(source)) as f:
-            yield from f
+        yield from _read_file(Path(source))
     elif isinstance(source, str):
-        yield from io.StringIO(source)
-    elif isinstance(source, bytes):
-        yield from io.StringIO(source.decode(errors="replace"))
-    elif hasattr(source, "read") or isinstance(source, Iterable):
-        for line in source:  # type: ignore[union-attr]
-            yield line.decode(errors="replace") if isinstance(line, bytes) else line
+        data = source.encode("utf-8", "replace")
+        for i in range(0, len(data), _CHUNK):
+            yield data[i:i + _CHUNK]
+    elif isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        for i in range(0, len(data), _CHUNK):
+            yield data[i:i + _CHUNK]
+    elif hasattr(source, "read"):
+        yield from _read_stream(source)
+    elif isinstance(source, Iterable):
+        yield from _read_lines(source)
     else:
         raise UsageError(
             f"cannot classify a {type(source).__name__}",
@@ -319,70 +378,169 @@ class Classification(Rich):
                       text=self._repr_text())
 
 
-_BLOCK = 4096  # lines per scan block: bounded memory for any log size
+def _top_branches(pattern: str) -> list[str]:
+    """``pattern`` split at its top-level ``|`` (outside groups, classes and escapes)."""
+    out, cur, depth, esc, cls = [], [], 0, False, -1  # cls: chars seen inside [...], -1 outside
+    for c in pattern:
+        if esc:
+            esc = False
+        elif c == "\\":
+            esc = True
+        elif cls >= 0:
+            cls = -1 if c == "]" and cls > 0 else cls + (c != "^" or cls > 0)
+        elif c == "[":
+            cls = 0
+        elif c in "()":
+            depth += 1 if c == "(" else -1
+        elif c == "|" and depth == 0:
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(c)
+    out.append("".join(cur))
+    return out
+
+
+def _probes(s: Signature) -> list[tuple[str, re.Pattern | None]]:
+    """(needle, test) pairs: a line holding the needle matches ``s`` when the test (a regex, or None for
+    "the needle itself is the match") finds it. One pair per top-level branch when the branches split
+    cleanly (only the branch whose needle occurs is run), else each needle with the whole regex."""
+    whole = [(n, s.regex) for n in s.needles or ()]
+    if s.pattern.startswith("(?") or len(whole) < 1:
+        return whole  # global inline flags would not carry over to split branches
+    branches = _top_branches(s.pattern)
+    if len(branches) != len(whole):
+        return whole
+    out: list[tuple[str, re.Pattern | None]] = []
+    for b, (n, _) in zip(branches, whole, strict=True):
+        try:
+            rx = re.compile(b)
+        except re.error:
+            return whole
+        if needles(b) != (n,):
+            return whole
+        plain = _is_literal(b) and not any(c in n for c in '"\\')  # quote-free literal: the hit is the match
+        out.append((n, None if plain else rx))
+    return out
 
 
 class _Matcher:
-    """Finds signature matches in blocks of lines: each literal needle is searched once per block
-    (a C-speed substring scan), and only the lines containing it run the signature's regex."""
+    """Finds signature matches in chunks of whole lines. One Aho-Corasick pass over the raw bytes
+    finds every literal needle (the speed of ``grep -F``); only the lines holding one are decoded,
+    unescaped and tested with the regex branches owning the needles found."""
 
     def __init__(self, sigs: list[Signature]) -> None:
-        self.always = [i for i, s in enumerate(sigs) if s.needles is None]
-        self.by_needle: dict[str, list[int]] = {}
-        for i, s in enumerate(sigs):
-            for n in s.needles or ():
-                self.by_needle.setdefault(n, []).append(i)
-        self.sigs = sigs
+        import ahocorasick_rs
 
-    def block(self, lines: list[str]) -> Iterator[tuple[int, Signature]]:
-        """(index in block, signature) for every match, in line order then catalogue order."""
-        text = "\n".join(lines)
-        starts = [0]
-        for ln in lines[:-1]:
-            starts.append(starts[-1] + len(ln) + 1)
+        self.sigs = sigs
+        self.probes: list[tuple[int, re.Pattern | None]] = []  # (signature index, test), in catalogue order
+        self.always_probes: set[int] = set()  # signatures without needles: tested on every line
+        owners: dict[bytes, list[int]] = {}
+        for i, s in enumerate(sigs):
+            if s.needles is None:
+                self.always_probes.add(len(self.probes))
+                self.probes.append((i, s.regex))
+            for n, test in _probes(s):
+                # `\"` in the raw line is `"` after unescaping: search the needle's longest quote-free
+                # piece, which occurs unchanged in the raw line whenever the needle is in the unescaped one
+                owners.setdefault(max(n.split('"'), key=len).encode(), []).append(len(self.probes))
+                self.probes.append((i, test))
+        self.pieces = list(owners)
+        self.owners = [owners[p] for p in self.pieces]
+        self.ac = ahocorasick_rs.BytesAhoCorasick(self.pieces) if self.pieces else None
+
+    def scan(self, buf: bytes) -> Iterator[tuple[int, str, Signature]]:
+        """(line index in buf, line text, signature) for every match, in line order then catalogue order."""
+        import numpy as np
+
+        nl = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10).tolist()  # newline offsets
         cand: dict[int, set[int]] = {}
-        for needle, idx in self.by_needle.items():
-            pos = text.find(needle)
-            while pos != -1:
-                li = bisect_right(starts, pos) - 1
-                cand.setdefault(li, set()).update(idx)
-                pos = text.find(needle, starts[li + 1] if li + 1 < len(starts) else len(text))
-        if self.always:
-            for li in range(len(lines)):
-                cand.setdefault(li, set()).update(self.always)
+        if self.always_probes:
+            cand = {li: set(self.always_probes) for li in range(len(nl) + (not buf.endswith(b"\n")))}
+        if self.ac is not None:
+            hits = self.ac.find_matches_as_indexes(buf, overlapping=True)
+            if hits:
+                lines = np.searchsorted(nl, [h[1] for h in hits]).tolist()  # newlines before each hit
+                owners = self.owners
+                for (pi, _, _), li in zip(hits, lines, strict=True):
+                    got = cand.get(li)
+                    if got is None:
+                        cand[li] = set(owners[pi])
+                    else:
+                        got.update(owners[pi])
+        sigs, probes, end = self.sigs, self.probes, len(buf)
         for li in sorted(cand):
-            for si in sorted(cand[li]):
-                if self.sigs[si].regex.search(lines[li]):
-                    yield li, self.sigs[si]
+            raw = buf[nl[li - 1] + 1 if li else 0:nl[li] if li < len(nl) else end].decode("utf-8", "replace")
+            raw = raw.rstrip("\r")
+            norm = _UNESCAPE.sub('"', raw) if "\\" in raw else raw
+            last = -1
+            for k in sorted(cand[li]):
+                si, test = probes[k]
+                if si != last and (test is None or test.search(norm)):
+                    last = si
+                    yield li, raw, sigs[si]
 
 
 def classify(source: Source, *, kinds: tuple[str, ...] = ("failure", "progress")) -> Classification:
     """Classify a log: ``source`` is log text, a path (``.gz`` too), an open stream, or an iterable of
-    lines. Streams in blocks of lines; only matches are kept."""
+    lines. Streams in chunks with bounded memory (a line longer than 1 MiB is scanned in overlapping
+    windows); only matches are kept."""
     cat = load_catalog()
     matcher = _Matcher([s for s in cat.signatures if s.kind in kinds])
     matches: list[dict[str, Any]] = []
-    n = 0
 
-    def flush(raw: list[str], first: int) -> None:
-        norm = [_UNESCAPE.sub('"', ln) if "\\" in ln else ln for ln in raw]
-        for li, s in matcher.block(norm):
-            matches.append({
-                "line": first + li, "id": s.id, "kind": s.kind, "component": s.component, "stage": s.stage,
-                "severity": s.severity, "root_cause": s.root_cause, "workarounds": list(s.workarounds),
-                "text": raw[li],
-            })
+    def add(line_no: int, text: str, s: Signature) -> None:
+        if len(text) > _MAX_TEXT:  # a window of a huge line: keep the part around the match
+            m = s.regex.search(_UNESCAPE.sub('"', text))
+            at = m.start() if m else 0
+            text = "…" + text[max(0, at - _MAX_TEXT // 2):at + _MAX_TEXT // 2] + "…"
+        matches.append({
+            "line": line_no, "id": s.id, "kind": s.kind, "component": s.component, "stage": s.stage,
+            "severity": s.severity, "root_cause": s.root_cause, "workarounds": list(s.workarounds),
+            "text": text,
+        })
 
-    block: list[str] = []
-    for n, line in enumerate(_lines(source), 1):  # noqa: B007 - n is the line count afterwards
-        block.append(line.rstrip("\r\n"))
-        if len(block) == _BLOCK:
-            flush(block, n - len(block) + 1)
-            block = []
-    if block:
-        flush(block, n - len(block) + 1)
+    order = {id(s): i for i, s in enumerate(matcher.sigs)}
+    done = 0  # complete lines before `pending`
+    pending = b""  # the start of the current, unfinished line
+    long: dict[str, tuple[str, Signature]] | None = None  # matches so far in the current huge line
+
+    def window(buf: bytes) -> None:
+        for _, text, s in matcher.scan(buf):
+            long.setdefault(s.id, (text, s))  # type: ignore[union-attr]
+
+    def end_long() -> None:  # the huge line is complete: its matches in catalogue order
+        for text, s in sorted(long.values(), key=lambda ts: order[id(ts[1])]):  # type: ignore[union-attr]
+            add(done + 1, text, s)
+
+    for chunk in _chunks(source):
+        buf = pending + chunk if pending else chunk
+        cut = buf.rfind(b"\n") + 1
+        if cut and long is not None:  # the huge line ends in this chunk: its last window
+            end = buf.index(b"\n") + 1
+            window(buf[:end])
+            end_long()
+            done, long = done + 1, None
+            buf, cut = buf[end:], cut - end
+        if cut:
+            for li, text, s in matcher.scan(buf[:cut] if cut < len(buf) else buf):
+                add(done + 1 + li, text, s)
+            done += buf.count(b"\n", 0, cut)
+        pending = buf[cut:]
+        if len(pending) > _MAX_LINE:  # a huge line: scan this window, keep only an overlap
+            long = {} if long is None else long
+            window(pending)
+            pending = pending[-_OVERLAP:]
+    if long is not None:
+        window(pending)
+        end_long()
+        done += 1
+    elif pending:  # a last line without a newline
+        for _, text, s in matcher.scan(pending):
+            add(done + 1, text, s)
+        done += 1
     name = str(source) if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)) else ""
-    return Classification(matches, n, cat, name)
+    return Classification(matches, done, cat, name)
 
 
 @dataclass(repr=False)

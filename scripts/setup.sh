@@ -18,6 +18,7 @@ KERNEL=k3snb
 APT_PACKAGES=(
   runsc runc containerd containernetworking-plugins busybox-static strace proot hyperfine iptables
   gcc libc6-dev make python3-venv ca-certificates iproute2 util-linux podman golang-go
+  chromium chromium-driver
 )
 
 say() { printf 'setup: %s\n' "$*"; }

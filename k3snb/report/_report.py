@@ -561,6 +561,8 @@ def _markdown(rep: Report, links: dict[tuple[str, str], str], out: Path | None) 
             for v in u.verdicts:
                 lines.append(f"- {MARK.get(v.get('status'), '?')} **{_md(v.get('status'))}** — {_md(v['claim'])}: "
                              f"{_md(v.get('reason') or '')}")
+                for k, val in list((v.get("evidence") or {}).items())[:8]:
+                    lines.append(f"  - evidence `{_md(k).replace(chr(92) + '`', '')}`: {_md(excerpt(val, 200))}")
             if img_dir is not None:
                 for png in images_of(_read_nb(u.notebook)):
                     img_dir.mkdir(exist_ok=True)

@@ -186,11 +186,12 @@ def is_run(path: Path) -> bool:
     return path.is_dir() and ((path / "summary.json").is_file() or (path / "run.json").is_file())
 
 
-def _registry_info() -> dict[str, dict[str, Any]]:
+def _registry_info(path: str | None = None) -> dict[str, dict[str, Any]]:
+    """Title and claims per experiment id, from the run's registry (run.json ``registry``) or the packaged one."""
     try:
         from ..experiments._registry import load_registry
 
-        return {e.id: {"title": e.title, "claims": list(e.claims)} for e in load_registry()}
+        return {e.id: {"title": e.title, "claims": list(e.claims)} for e in load_registry(path)}
     except Exception:  # a report must still render when the registry is unreadable
         return {}
 
@@ -207,8 +208,8 @@ def read_run(path: str | os.PathLike) -> RunData:
                          hint="pass a folder written by `k3snb run`; `k3snb runs` lists them")
     run = _read_json(p / "run.json")
     summary = _read_json(p / "summary.json")
-    registry = _registry_info()
-    planned = {e.get("id"): e for e in run.get("experiments", []) if isinstance(e, dict)}
+    registry = _registry_info(run.get("registry"))
+    planned = {e.get("id"): e for e in run.get("cells") or run.get("experiments") or [] if isinstance(e, dict)}
     rows = summary.get("rows") or [{"id": k, "runner": e.get("runner"), "status": "skipped" if e.get("skip") else "failed",
                                     "reason": e.get("skip") or "no summary row (run killed?)"}
                                    for k, e in planned.items()]
@@ -219,7 +220,8 @@ def read_run(path: str | os.PathLike) -> RunData:
         res = _read_json(folder / "results.json")
         exp = r.get("experiment") or res.get("experiment") or _experiment_of(name, r.get("runner"))
         nb = next(iter(sorted(folder.glob("*.ipynb"))), None) if folder.is_dir() else None
-        info = registry.get(exp, {})
+        info = {**registry.get(exp, {}), **{k: (planned.get(name) or {})[k] for k in ("title", "claims")
+                                             if (planned.get(name) or {}).get(k)}}
         params = res.get("parameters") or (planned.get(name) or {}).get("parameters") or {}
         if "runsc" not in params and (runsc := _argv_runsc(run.get("argv") or [])):
             params = {**params, "runsc": runsc}

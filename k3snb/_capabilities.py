@@ -1,52 +1,50 @@
-"""Capability flags computed once: what this machine offers the kit. Tests skip on the same flags."""
+"""Capability flags computed once: what this machine offers the kit. Tests skip on the same flags.
+
+Only "not installed" answers False; any other failure (a bug, a broken binary) propagates, so a
+missing layer or a typo is never mistaken for a missing component.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
 from functools import cache
+
+from ._paths import is_root as _is_root
+from .errors import MissingDependency
 
 
 @cache
 def is_root() -> bool:
-    return os.geteuid() == 0
+    return _is_root()
+
+
+def _found(find, *args) -> bool:
+    try:
+        find(*args)
+        return True
+    except MissingDependency:  # RunscMissing, K3sBinaryMissing: not installed here
+        return False
 
 
 @cache
 def has_runsc() -> bool:
     from .runners.runsc import find_runsc
 
-    try:
-        find_runsc("2022")
-        return True
-    except Exception:
-        try:
-            find_runsc(None)
-            return True
-        except Exception:
-            return False
+    return _found(find_runsc, "2022") or _found(find_runsc, None)
 
 
 @cache
 def has_runsc_2024() -> bool:
     from .runners.runsc import find_runsc
 
-    try:
-        find_runsc("2024")
-        return True
-    except Exception:
-        return False
+    return _found(find_runsc, "2024")
 
 
 @cache
 def has_k3s() -> bool:
     from .k3s.binary import find_k3s
 
-    try:
-        find_k3s()
-        return True
-    except Exception:
-        return False
+    return _found(find_k3s)
 
 
 def has_program(name: str) -> bool:

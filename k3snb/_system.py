@@ -9,9 +9,11 @@ Raw syscalls via ctypes rather than util-linux: in runsc 2022 GNU coreutils and 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -24,6 +26,7 @@ MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
@@ -205,3 +208,25 @@ def errno_name(e: int) -> str:
 def describe_oserror(e: OSError) -> dict[str, Any]:
     """A picklable description of an OSError (for results that travel back from a runner)."""
     return {"ok": False, "errno": errno_name(e.errno or 0), "error": str(e)}
+
+
+# -- programs --------------------------------------------------------------------------------------
+@functools.cache
+def _output_cached(path: str, mtime: float, size: int, args: tuple[str, ...], timeout: float) -> tuple[int, str, str]:
+    try:
+        p = subprocess.run([path, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise TimeoutError(f"{path} {' '.join(args)} did not answer within {timeout:.0f}s") from e
+    return p.returncode, p.stdout, p.stderr
+
+
+def program_output(path: str | os.PathLike, args: Iterable[str] = ("--version",),
+                   timeout: float = 30.0) -> tuple[int, str, str]:
+    """``(returncode, stdout, stderr)`` of a short query such as ``--version``, run once per binary
+    (cached by path, mtime and size, so a replaced binary is asked again).
+
+    Raises:
+        OSError: the program cannot be run (missing, not executable) or timed out (TimeoutError).
+    """
+    st = os.stat(path)
+    return _output_cached(os.fspath(path), st.st_mtime, st.st_size, tuple(args), float(timeout))

@@ -12,16 +12,15 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .._paths import cache_dir
+from .._system import program_output
 from ..errors import InvalidParameter, K3sBinaryMissing, K3sError
 
 ENV = "K3SNB_K3S"
@@ -81,22 +80,15 @@ class K3sBinary:
         return {"path": str(self.path), "source": self.source, **self.version.to_dict()}
 
 
-@cache
-def _version_cached(path: str, mtime: float, size: int) -> K3sVersion:
-    try:
-        p = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise K3sError(f"could not run {path} --version: {e}", hint="check the binary (chmod +x, architecture)") from e
-    if p.returncode != 0:
-        raise K3sError(f"{path} --version exited {p.returncode}: {(p.stderr or p.stdout).strip()[:300]}",
-                       hint="check the binary")
-    return parse_version(p.stdout + "\n" + p.stderr)
-
-
 def k3s_version(path: str | os.PathLike) -> K3sVersion:
     """Run ``k3s --version`` once per (path, mtime, size) and parse it."""
-    st = os.stat(path)
-    return _version_cached(str(path), st.st_mtime, st.st_size)
+    try:
+        rc, out, err = program_output(path, timeout=30)
+    except OSError as e:
+        raise K3sError(f"could not run {path} --version: {e}", hint="check the binary (chmod +x, architecture)") from e
+    if rc != 0:
+        raise K3sError(f"{path} --version exited {rc}: {(err or out).strip()[:300]}", hint="check the binary")
+    return parse_version(out + "\n" + err)
 
 
 def _executable(p: Path) -> bool:

@@ -30,6 +30,20 @@ import subprocess
 import time
 from typing import Any
 
+from .. import _system
+from .._system import (
+    MS_BIND,
+    MS_MOVE,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
+)
+
 # --- constants ----------------------------------------------------------------------------------
 FS_MAGIC = {
     0x01021997: "9p",
@@ -117,10 +131,6 @@ CGROUP_V1_CONTROLLERS = (
     "hugetlb",
 )
 
-MS_RDONLY, MS_NOSUID, MS_NODEV = 0x1, 0x2, 0x4
-MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 0x20, 0x1000, 0x2000, 0x4000
-MS_PRIVATE, MS_SLAVE, MS_SHARED = 1 << 18, 1 << 19, 1 << 20
-MNT_DETACH = 2
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 
 # x86_64 syscall numbers (the kit targets x86_64 only)
@@ -171,11 +181,19 @@ def _b(s: str | None) -> bytes | None:
 
 
 def _mount(src: str | None, dst: str, fstype: str | None, flags: int = 0, data: str | None = None) -> str:
-    return _rc(_c().mount(_b(src), _b(dst), _b(fstype), ctypes.c_ulong(flags), _b(data)))
+    try:
+        _system.mount(src, dst, fstype, flags, data)
+        return OK
+    except OSError as e:
+        return _err(e.errno or 0)
 
 
 def _umount(path: str) -> str:
-    return _rc(_c().umount2(_b(path), MNT_DETACH))
+    try:
+        _system.umount(path, detach=True)
+        return OK
+    except OSError as e:
+        return _err(e.errno or 0)
 
 
 def _read(path: str, limit: int = 65536) -> str | None:
@@ -246,11 +264,7 @@ class _suppress:
 
 
 # --- small facts --------------------------------------------------------------------------------
-def statfs_magic(path: str) -> int | None:
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64
-    if _c().statfs(_b(path), buf) != 0:
-        return None
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+statfs_magic = _system.statfs_type
 
 
 def _fs(path: str) -> dict[str, Any]:
@@ -261,37 +275,17 @@ def _fs(path: str) -> dict[str, Any]:
 
 
 def parse_mountinfo(text: str) -> list[dict[str, Any]]:
-    mounts = []
-    for line in text.splitlines():
-        left, _, right = line.partition(" - ")
-        a, b = left.split(), right.split()
-        if len(a) < 6 or len(b) < 2:
-            continue
-        optional = a[6:]
-        mounts.append(
-            {
-                "id": a[0],
-                "parent": a[1],
-                "root": a[3],
-                "mountpoint": a[4].replace("\\040", " "),
-                "options": a[5],
-                "propagation": " ".join(optional) or "private",
-                "fstype": b[0],
-                "source": b[1],
-                "super_options": b[2] if len(b) > 2 else "",
-            }
-        )
-    return mounts
+    """Mounts as the probe records them (``id`` as text, ``propagation`` "private" when no tag)."""
+    return [{"id": str(m.id), "parent": str(m.parent), "root": m.root, "mountpoint": m.mountpoint,
+             "options": m.options, "propagation": m.propagation or "private", "fstype": m.fstype, "source": m.source,
+             "super_options": m.super_options} for m in _system.parse_mountinfo(text)]
 
 
 def _find_mount(mounts: list[dict[str, Any]], path: str) -> dict[str, Any] | None:
-    """The mount that ``path`` lives on: the last (topmost) one with the longest matching prefix."""
-    best, blen = None, -1
-    for m in mounts:
-        mp = m["mountpoint"]
-        if (path == mp or path.startswith(mp.rstrip("/") + "/") or mp == "/") and len(mp) >= blen:
-            best, blen = m, len(mp)
-    return best
+    """The mount that ``path`` lives on (see :func:`k3snb._system.find_mount`)."""
+    objs = [_system.Mount(**{**m, "id": int(m["id"]), "parent": int(m["parent"]), "dev": ""}) for m in mounts]
+    found = _system.find_mount(path, objs)
+    return None if found is None else mounts[objs.index(found)]
 
 
 def decode_caps(hexmask: str) -> list[str]:

@@ -8,11 +8,9 @@ gone) names its pids (checked against their recorded start time), runsc sandboxe
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import TAG
-from .._procfs import descendants, proc_start, proc_state
+from .._procfs import proc_start
 from .._state import Record, records
+from .._system import kill, kill_tree, mountinfo, umount, wait_gone
 from ..report import Rich, render
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -72,8 +71,20 @@ def installed() -> list[dict[str, Any]]:
     return rows
 
 
+def _cgroup_busy(d: Path) -> bool:
+    """Does any cgroup in ``d``'s subtree hold a task? (unreadable counts as busy)"""
+    for sub, _dirs, _files in os.walk(d):
+        try:
+            if (Path(sub) / "cgroup.procs").read_text().strip():
+                return True
+        except OSError:
+            return True
+    return False
+
+
 def _stale_cgroups(live_ids: set[str]) -> list[str]:
-    """runsc creates ``/sys/fs/cgroup/<ctrl>/<container id>``; ours carry the tag in the id."""
+    """runsc creates ``/sys/fs/cgroup/<ctrl>/<container id>``; ours carry the tag in the id. A tagged
+    cgroup with a task anywhere below it belongs to something running (perhaps of another state dir)."""
     out = []
     with contextlib.suppress(OSError):
         for ctrl in CGROUP_ROOT.iterdir():
@@ -81,10 +92,8 @@ def _stale_cgroups(live_ids: set[str]) -> list[str]:
                 for d in ctrl.glob(f"{TAG}-*"):
                     if not d.is_dir() or any(d.name.startswith(i) for i in live_ids):
                         continue
-                    # a cgroup with tasks belongs to a running sandbox (perhaps of another state dir)
-                    with contextlib.suppress(OSError):
-                        if not (d / "cgroup.procs").read_text().strip():
-                            out.append(str(d))
+                    if not _cgroup_busy(d):
+                        out.append(str(d))
     return sorted(out)
 
 
@@ -184,24 +193,16 @@ def _pid_matches(r: Record, pid: int) -> bool:
     return False
 
 
-def _wait_gone(pids: list[int], limit: float = 3.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and any(proc_start(p) is not None and proc_state(p) != "Z" for p in pids):
-        time.sleep(0.05)
-
-
-
 def _umount(path: str) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.umount2(path.encode(), 2) == 0  # MNT_DETACH
+    try:
+        umount(path)  # lazily: a busy mount is detached now and freed when its last user goes
+        return True
+    except OSError:
+        return False
 
 
 def _mounted(path: str) -> bool:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            if line.split()[4] == path:
-                return True
-    return False
+    return any(m.mountpoint == path for m in mountinfo())
 
 
 def _reap_sandbox(sb: dict, actions: list[str], kept: list[str]) -> None:
@@ -225,10 +226,9 @@ def _reap_sandbox(sb: dict, actions: list[str], kept: list[str]) -> None:
 
     left = pids_with_root(root)
     for p in left:  # identity: their command line carries our tagged --root path
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
+        if kill(p):
             actions.append(f"kill {p} (runsc with our root)")
-    _wait_gone(left)
+    wait_gone(left)
     if cid.startswith(TAG):  # runsc's per-container cgroups, named by our tagged id
         base_id = cid.split("-r", 1)[0] if re.search(r"-r\d+$", cid) else cid
         before = {str(d) for d in CGROUP_ROOT.glob(f"*/{base_id}*")}
@@ -253,22 +253,13 @@ def clean_records(recs: list[Record]) -> list[dict[str, Any]]:
                 if r.kind == "host":  # a Host runner's private mount namespace: all in it is ours
                     from .host import _in_mount_ns
 
-                    for other in _in_mount_ns(pid):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(other, signal.SIGKILL)
-                            killed.append(other)
+                    killed += [other for other in _in_mount_ns(pid) if kill(other)]
                 # what a tagged process started is ours too (a kernel's children outlive a kill -9
                 # of the run before the run could tag them)
-                for child in descendants(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child, signal.SIGKILL)
-                        killed.append(child)
-                        actions.append(f"kill {child} (child of {pid})")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    actions.append(f"kill {pid}")
-        _wait_gone(killed)
+                for p in kill_tree(pid):
+                    killed.append(p)
+                    actions.append(f"kill {p}" + (f" (child of {pid})" if p != pid else ""))
+        wait_gone(killed)
         for m in reversed(r.mounts):
             if _mounted(m):
                 if TAG in m and _umount(m):
@@ -297,7 +288,11 @@ def clean_records(recs: list[Record]) -> list[dict[str, Any]]:
 def _clean_cgroups(paths: list[str]) -> list[dict[str, Any]]:
     out = []
     for p in paths:
-        with contextlib.suppress(OSError):
-            os.rmdir(p)  # only succeeds for an empty cgroup: nothing running is touched
+        # deepest first; rmdir only succeeds for a cgroup without tasks: nothing running is touched
+        subs = sorted((d for d, _, _ in os.walk(p)), key=len, reverse=True)
+        for d in subs:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        if not os.path.exists(p):
             out.append({"record": "cgroup", "actions": [f"rmdir {p}"], "kept": []})
     return out

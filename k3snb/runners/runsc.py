@@ -18,11 +18,11 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .._paths import cache_dir, tmp_root
+from .._system import program_output
 from ..errors import InvalidParameter, RunscMissing
 from ..report import Table
 
@@ -81,31 +81,17 @@ def find_runsc(version: str | os.PathLike | None = None) -> Path:
     )
 
 
-@lru_cache(maxsize=16)
-def _version_cached(path: str, mtime: float) -> str:
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=15).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    m = re.search(r"runsc version (\S+)", out)
-    return m.group(1) if m else "unknown"
-
-
 def runsc_version(path: str | os.PathLike) -> str:
     """Parse ``runsc --version`` (e.g. ``"0.0~20221219.0"``); ``"unknown"`` if it cannot be run."""
-    p = str(path)
-    try:
-        mtime = os.stat(p).st_mtime
-    except OSError:
-        return "unknown"
-    return _version_cached(p, mtime)
+    m = re.search(r"runsc version (\S+)", runsc_version_text(path))
+    return m.group(1) if m else "unknown"
 
 
 def runsc_version_text(path: str | os.PathLike) -> str:
     """The whole ``runsc --version`` output (version and OCI spec lines), stripped; "" if it cannot run."""
     try:
-        return subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=15).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
+        return program_output(path, timeout=15)[1].strip()  # asked once per binary
+    except OSError:
         return ""
 
 

@@ -8,90 +8,29 @@ exact errnos (gvisor-matrix §1). Every function returns plain dicts so results 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import shutil
 import subprocess
 from typing import Any
 
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MNT_DETACH = 2
-
-TMPFS_MAGIC = 0x01021994
-CGROUP_SUPER_MAGIC = 0x27E0EB
-V9FS_MAGIC = 0x01021997
-
-_libc = None
-
-
-def _lib():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
-        _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    return _libc
-
-
-def _b(s: str | None) -> bytes | None:
-    return None if s is None else os.fsencode(s)
-
-
-def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
-    """mount(2); raises OSError with the real errno."""
-    if _lib().mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r}): {os.strerror(e)}")
-
-
-def umount(target: str, detach: bool = True) -> None:
-    if _lib().umount2(_b(target), MNT_DETACH if detach else 0) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"umount({target!r}): {os.strerror(e)}")
-
-
-def statfs_type(path: str) -> int | None:
-    buf = ctypes.create_string_buffer(256)
-    if _lib().statfs(_b(path), buf) != 0:
-        return None
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
-
-
-def mountinfo() -> list[dict[str, Any]]:
-    """Parsed /proc/self/mountinfo: mountpoint, fstype, source, propagation ("shared:1 master:2" …)."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.rstrip("\n").partition(" - ")
-            parts = left.split()
-            rparts = right.split()
-            out.append(
-                {
-                    "id": int(parts[0]),
-                    "parent": int(parts[1]),
-                    "root": _unescape(parts[3]),
-                    "mountpoint": _unescape(parts[4]),
-                    "options": parts[5],
-                    "propagation": " ".join(parts[6:]),
-                    "fstype": rparts[0] if rparts else "",
-                    "source": rparts[1] if len(rparts) > 1 else "",
-                }
-            )
-    return out
-
-
-def _unescape(s: str) -> str:
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-
-
-def is_mountpoint(path: str) -> bool:
-    p = os.path.realpath(path)
-    return any(m["mountpoint"] == p for m in mountinfo())
+# the syscalls and the mountinfo parser live in k3snb._system (one place for host and runner code)
+from .._system import (  # noqa: F401  (re-exported: callers use _ops.mount / _ops.umount)
+    CGROUP_SUPER_MAGIC,
+    MNT_DETACH,
+    MS_BIND,
+    MS_PRIVATE,
+    MS_REC,
+    MS_SHARED,
+    MS_SLAVE,
+    TMPFS_MAGIC,
+    V9FS_MAGIC,
+    is_mountpoint,
+    mount,
+    mountinfo,
+    statfs_type,
+    umount,
+)
 
 
 def _err(e: OSError) -> dict[str, Any]:
@@ -155,7 +94,7 @@ def _under(mp: str, root: str) -> bool:
 
 def propagation_of(path: str) -> dict[str, str]:
     p = os.path.realpath(path)
-    return {m["mountpoint"]: m["propagation"] for m in mountinfo() if _under(m["mountpoint"], p)}
+    return {m.mountpoint: m.propagation for m in mountinfo() if _under(m.mountpoint, p)}
 
 
 def propagation_apply(path: str, fallback: str | None) -> dict[str, Any]:
@@ -354,7 +293,7 @@ def cgroup_apply(root: str, controllers: list[str], layout: str) -> dict[str, An
 def top_mount_id(path: str) -> int | None:
     """Id of the mount currently visible at ``path`` (the last one stacked there)."""
     p = os.path.realpath(path)
-    ids = [m["id"] for m in mountinfo() if m["mountpoint"] == p]
+    ids = [m.id for m in mountinfo() if m.mountpoint == p]
     return ids[-1] if ids else None
 
 
@@ -398,7 +337,7 @@ def run_cmd(argv: list[str], env: dict[str, str] | None = None, timeout: float =
 
 def mounts_under(prefixes: list[str]) -> list[str]:
     pre = [os.path.realpath(p) for p in prefixes]
-    return [m["mountpoint"] for m in mountinfo() if any(_under(m["mountpoint"], p) and p != "/" for p in pre)]
+    return [m.mountpoint for m in mountinfo() if any(_under(m.mountpoint, p) and p != "/" for p in pre)]
 
 
 def umount_under(prefixes: list[str]) -> dict[str, Any]:
@@ -458,4 +397,4 @@ def _zombie(pid: int) -> bool:
 
 
 def mountpoints() -> list[str]:
-    return sorted(m["mountpoint"] for m in mountinfo())
+    return sorted(m.mountpoint for m in mountinfo())

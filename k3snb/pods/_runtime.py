@@ -31,7 +31,7 @@ from .._state import Record, new_id
 from ..errors import InvalidParameter, K3snbError, MissingDependency
 from ..report import Rich, render
 
-CNI_MODES = ("bridge", "fake")
+CNI_MODES = ("bridge", "fake", "ptp", "loopback")  # ptp/loopback: research only (notebooks 20/23/32)
 RUNTIMES = ("runc", "crun")
 CNI_BIN = "/usr/lib/cni"
 PAUSE_REF = "k3snb.local/pause:latest"
@@ -99,6 +99,12 @@ state = "{base}/state"
 def conflist(mode: str, *, subnet: str, ipam_dir: str, bridge: str, link: bool = False) -> dict[str, Any]:
     """The pod network's conflist: ``bridge`` (stock, or the kit plugin's link mode) or ``fake``."""
     ranges = [[{"subnet": subnet}]]
+    if mode == "loopback":
+        return {"cniVersion": "1.0.0", "name": "k3snb-pods", "plugins": [{"type": "loopback"}]}
+    if mode == "ptp":
+        main = {"type": "ptp", "ipMasq": False, "ipam": {"type": "host-local", "ranges": ranges, "dataDir": ipam_dir,
+                                                          "routes": [{"dst": "0.0.0.0/0"}]}}
+        return {"cniVersion": "1.0.0", "name": "k3snb-pods", "plugins": [main, {"type": "loopback"}]}
     if mode == "fake":
         main = {"type": "k3snb", "ipam": {"ranges": ranges, "dataDir": ipam_dir}}
     else:
@@ -310,6 +316,8 @@ class PodRuntime(Rich):
                 self._record.paths += [f"/sys/fs/cgroup/{c}/{self.id}" for c in CGROUP_CONTROLLERS + (
                     "freezer", "blkio", "systemd")]
                 self._record.save()
+                if self.runtime == "crun":
+                    self._stage("cgroups", self._host_v1_only)
             self._stage("network", self._network)
             self._stage("containerd", self._start_containerd)
             self._stage("images", self.ensure_images, ["pause"])
@@ -345,7 +353,21 @@ class PodRuntime(Rich):
         self.workarounds.append({"id": "cgroup-v1", "ok": res.get("ok"), "mounted": res.get("mounted")})
         self.event("workaround", id="cgroup-v1", detail=f"cgroup v1 hierarchies mounted: {res.get('mounted')}")
         if not res.get("ok"):
-            raise PodError(f"cgroups failed: cgroup v1 mounts refused: {res.get('errors')}", stage="cgroups")
+            if not res.get("mounted"):
+                raise PodError(f"cgroups failed: cgroup v1 mounts refused: {res.get('errors')}", stage="cgroups")
+            # partial (runsc 2022 refuses devices): go on, so the furthest stage and runc's own error show
+            self.event("note", detail=f"cgroup v1 controllers refused: {res.get('errors')}")
+
+    def _host_v1_only(self) -> None:
+        """crun refuses a hybrid layout (R04): hide the cgroup2 mount in the runner's private mount
+        namespace only (the host keeps it)."""
+        r = self.runner.run("if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified && echo "
+                            "hidden; fi", timeout=30)
+        if "hidden" in r.stdout:
+            self.workarounds.append({"id": "cgroup-v1-only", "ok": r.ok, "because": "R04"})
+            self.event("workaround", id="cgroup-v1-only", signature="R04",
+                       detail="crun refuses hybrid cgroups: /sys/fs/cgroup/unified unmounted in the runner's "
+                       "private mount namespace")
 
     def _probes(self) -> None:
         probe = self.runner.run_python(_pid_setns_probe, timeout=60)
@@ -373,7 +395,7 @@ class PodRuntime(Rich):
         for p in Path(CNI_BIN).iterdir() if Path(CNI_BIN).is_dir() else []:
             if not (bin_dir / p.name).exists():
                 os.symlink(p, bin_dir / p.name)
-        if self.cni == "bridge" and not (bin_dir / "bridge").exists():
+        if self.cni != "fake" and not (bin_dir / "bridge").exists():
             raise MissingDependency(f"CNI plugins not found in {CNI_BIN}", hint="apt-get install containernetworking-plugins")
         bridge = f"k3nb{self.id[-8:]}"  # ≤ 15 chars, unique per session
         if self.cni == "bridge" and self.kind == "gvisor":

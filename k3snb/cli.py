@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "k3s": "k3snb.k3s._cli",
     "report": "k3snb.report._cli", "runs": "k3snb.report._cli",
     "runtime": "k3snb.runtime._cli",
+    "pod": "k3snb.pods._cli",
 }
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 

@@ -375,8 +375,8 @@ class PodRuntime(Rich):
         if probe["ok"] is False:
             if self.workarounds_enabled:
                 self.pid_node = True
-                self.workarounds.append({"id": "pid-node", "ok": True, "because": "N02"})
-                self.event("workaround", id="pid-node", signature="N02",
+                self.workarounds.append({"id": "pid-node", "ok": True, "because": "N01"})
+                self.event("workaround", id="pid-node", signature="N01",
                            detail="setns(CLONE_NEWPID) is refused with EINVAL (even into the caller's own PID "
                            "namespace), which breaks runc exec (ExecSync) and every container whose spec names a "
                            "PID namespace path; a wrapper around the OCI runtime drops the PID namespace from each "
@@ -404,8 +404,8 @@ class PodRuntime(Rich):
             if probe["created"] and not probe["link_kind"]:
                 if self.workarounds_enabled:
                     self.link_mode = True
-                    self.workarounds.append({"id": "cni-link", "ok": True, "because": "N01"})
-                    self.event("workaround", id="cni-link", signature="N01",
+                    self.workarounds.append({"id": "cni-link", "ok": True, "because": "S29"})
+                    self.event("workaround", id="cni-link", signature="S29",
                                detail="the netstack creates bridges but reports no link kind, so the stock bridge "
                                "plugin fails ('already exists but is not a bridge'); the kit's CNI plugin in link "
                                "mode makes the bridge, veth, addresses and default route instead (IPAM: host-local)")

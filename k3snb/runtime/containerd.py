@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from .stages import Attempt
 if TYPE_CHECKING:
     from ..images import Image
     from ..runners.base import Runner, RunResult
+    from ..tracing import Rule
 
 __all__ = ["Containerd", "containerd_config", "RUNTIMES", "SNAPSHOTTERS", "runtime_binary"]
 
@@ -131,6 +133,8 @@ class Containerd(Rich):
         unprivileged_ports, unprivileged_icmp: the CRI ``enable_unprivileged_*`` toggles.
         sandbox_image: CRI pause image; default the kit's ``pause`` (imported at start).
         trace: run containerd (and so its shims and runtimes) under the kit's tracer.
+        rules: interception rules (:class:`k3snb.Rule`) for containerd and everything it starts (shims,
+            runc/crun, containers), applied by the kit's tracer; e.g. a fake file the sandbox lacks.
     """
 
     _title_text = "containerd"
@@ -139,7 +143,7 @@ class Containerd(Rich):
                  state_dir: str | None = None, cni_bin_dir: str = "/usr/lib/cni", cni_conf_dir: str | None = None,
                  unprivileged_ports: bool = True, unprivileged_icmp: bool = True,
                  sandbox_image: str | None = None, namespace: str = "k8s.io", trace: bool = False,
-                 debug: bool = False, timeout: float = 30.0) -> None:
+                 rules: Sequence[Rule] = (), debug: bool = False, timeout: float = 30.0) -> None:
         self.runner = runner
         self.binary = runtime_binary("containerd")
         self.ctr_binary = runtime_binary("ctr")
@@ -160,6 +164,7 @@ class Containerd(Rich):
         self._kit_pause = sandbox_image is None
         self.sandbox_image = sandbox_image or "k3snb.local/pause:latest"
         self.trace, self.debug, self.timeout = trace, debug, timeout
+        self.rules = list(rules)
         self.proc = None
         self.log_path = self.conf_dir / "containerd.log"
         self.startup_s: float | None = None
@@ -196,12 +201,14 @@ class Containerd(Rich):
         self.config_path.write_text(self.config())
         self.runner.run(["mkdir", "-p", self.base], check=True)
         argv = [self.binary, "--config", str(self.config_path)]
-        if self.trace:
-            from ..tracing._launch import tracer_argv
+        if self.trace or self.rules:
+            from ..tracing._launch import rule_opts, tracer_argv
 
             self._trace_dir.mkdir(parents=True, exist_ok=True)
-            argv = [*tracer_argv(self.runner.python), "trace", "--out", str(self._trace_dir / "trace.rows"),
-                    "--meta", str(self._trace_dir / "meta.json"), "--grace", "3", "--", *argv]
+            opts = ["--meta", str(self._trace_dir / "meta.json"), "--grace", "3",
+                    *rule_opts(self.rules, self._trace_dir)]
+            action = ["trace", "--out", str(self._trace_dir / "trace.rows")] if self.trace else ["intercept"]
+            argv = [*tracer_argv(self.runner.python), *action, *opts, "--", *argv]
         t0 = time.monotonic()
         self.proc = self.runner.spawn(argv, stdout=self.log_path, stderr=self.log_path)
         with contextlib.suppress(Exception):
@@ -316,13 +323,15 @@ class Containerd(Rich):
 
     # -- containers --------------------------------------------------------------------------
     def run(self, image: Image | str, args: list[str] | tuple[str, ...] | None = None, *,
-            runtime: str | None = None, timeout: float = 60.0, attempt: Attempt | None = None) -> Attempt:
+            runtime: str | None = None, timeout: float = 60.0, attempt: Attempt | None = None,
+            net_host: bool = False) -> Attempt:
         """Import ``image``, unpack it, run one container with ``ctr run``; the stage record of it.
 
         Stages: image_imported (``import --no-unpack``), layer_unpacked (the import again, unpacking
         into the snapshotter), container_created … process_execd (``ctr run``: the shim runs
         the runtime; its error text is attributed by :mod:`k3snb.runtime.stages`), output_seen,
-        exit_status. The container is removed afterwards.
+        exit_status. The container is removed afterwards. ``net_host``: no network namespace of its own
+        (``ctr run --net-host``).
         """
         from ..images import get_image
 
@@ -352,7 +361,8 @@ class Containerd(Rich):
             t = time.monotonic()
             res = self.ctr("run", "--rm", "--snapshotter", self.snapshotter, "--runtime", "io.containerd.runc.v2",
                            "--runc-binary", binary, "--cgroup", f"{self.cgroup_parent}/{cid}",
-                           "--fifo-dir", f"{self.base}/fifo", img.ref, cid, *(args or []), timeout=timeout)
+                           "--fifo-dir", f"{self.base}/fifo", *(["--net-host"] if net_host else []),
+                           img.ref, cid, *(args or []), timeout=timeout)
             dt = time.monotonic() - t
             a.stdout, a.stderr = res.stdout, res.stderr
             if _task_failed(res):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +28,9 @@ from .stages import Attempt, failing_syscall
 if TYPE_CHECKING:
     from ..images import Image
     from ..runners.base import Runner
+    from ..tracing import Rule
 
-__all__ = ["run_container", "run_direct", "VIAS", "ALL_CONTROLLERS", "ensure_cgroups"]
+__all__ = ["run_container", "run_direct", "auto_rules", "VIAS", "ALL_CONTROLLERS", "ensure_cgroups"]
 
 VIAS = ("containerd", "direct")
 ALL_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "pids", "freezer", "blkio")
@@ -80,28 +83,63 @@ def ensure_cgroups(runner: Runner, mode: bool | str = "auto"):
         w.revert(runner)
 
 
+def auto_rules(runner: Runner, runtime: str) -> list[Rule]:
+    """Interception rules for blockers the kit knows how to get past (each names its signature).
+
+    R05: crun opens /proc/self/setgroups, which gVisor does not have; a fake reading "allow" (what a
+    process outside any user namespace sees on Linux) lets it proceed.
+    """
+    from ..tracing import Rule
+
+    out = []
+    if runtime == "crun" and not runner.run(["test", "-e", "/proc/self/setgroups"], timeout=30).ok:
+        out.append(Rule.fake("/proc/self/setgroups", "allow", note="R05: gVisor has no /proc/<pid>/setgroups"))
+    return out
+
+
+def loopback_ioctl_works(runner: Runner) -> bool:
+    """Can a process bring up ``lo`` of a new network namespace with the SIOCSIFFLAGS ioctl (what crun
+    does)? gVisor answers ENOTTY (R07); runc uses netlink instead."""
+    bb = shutil.which("busybox") or "busybox"
+    return runner.run(["unshare", "-n", bb, "ifconfig", "lo", "up"], timeout=30).ok
+
+
 def run_container(runner: Runner, image: Image | str = "busybox", args: list[str] | tuple[str, ...] = ("echo", "hi"),
                   *, runtime: str = "runc", via: str = "containerd", snapshotter: str = "native",
-                  trace: bool = False, cgroups: bool | str = "auto", timeout: float = 60.0) -> Attempt:
-    """Run one container and return its stage record (see module doc)."""
+                  trace: bool = False, cgroups: bool | str = "auto", timeout: float = 60.0,
+                  rules: Sequence[Rule] | None = None, net_host: bool | None = None) -> Attempt:
+    """Run one container and return its stage record (see module doc).
+
+    ``rules=None`` (auto): interception rules for known, fixable blockers of this runtime in this runner
+    (:func:`auto_rules`), listed in ``attempt.info["rules"]``; ``rules=()`` runs without any.
+    ``net_host=None`` (auto): through containerd, crun gets no network namespace of its own where it
+    could not bring up its loopback (R07; :func:`loopback_ioctl_works`); ``attempt.info["net_host"]``.
+    """
     img = validate(runtime, via, snapshotter if via == "containerd" else None, image)
     a = Attempt(runner=_runner_name(runner), runtime=runtime, via=via, image=img.ref or img.name, args=list(args),
                 snapshotter=snapshotter if via == "containerd" else None)
     if cgroups == "auto" and runtime == "crun":
         cgroups = "v1"
+    if rules is None:
+        rules = auto_rules(runner, runtime)
+    a.info["rules"] = [f"{r.kind} {r.path}: {r.note}" for r in rules]
+    if net_host is None:
+        net_host = via == "containerd" and runtime == "crun" and not loopback_ioctl_works(runner)
+    a.info["net_host"] = bool(net_host)
     with ensure_cgroups(runner, cgroups) as cg:
         a.cgroups = cg
         if via == "direct":
-            run_direct(runner, img, list(args), runtime=runtime, trace=trace, timeout=timeout, attempt=a)
+            run_direct(runner, img, list(args), runtime=runtime, trace=trace, timeout=timeout, attempt=a,
+                       rules=rules)
         else:
-            c = Containerd(runner, snapshotter=snapshotter, runtime=runtime, trace=trace)
+            c = Containerd(runner, snapshotter=snapshotter, runtime=runtime, trace=trace, rules=rules)
             try:
                 try:
                     c.start()
                 except K3snbError as e:
                     a.fail("runtime_up", e.msg, context=c.logs(200))
                 else:
-                    c.run(img, list(args), runtime=runtime, timeout=timeout, attempt=a)
+                    c.run(img, list(args), runtime=runtime, timeout=timeout, attempt=a, net_host=bool(net_host))
                     a.log = c.logs(400)
             finally:
                 c.stop()
@@ -114,8 +152,12 @@ def run_container(runner: Runner, image: Image | str = "busybox", args: list[str
 
 
 def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: str = "runc", trace: bool = False,
-               timeout: float = 60.0, attempt: Attempt | None = None) -> Attempt:
-    """``runc run`` / ``crun run`` on a bundle unpacked from ``image`` inside the runner (no containerd)."""
+               timeout: float = 60.0, attempt: Attempt | None = None, rules: Sequence[Rule] = ()) -> Attempt:
+    """``runc run`` / ``crun run`` on a bundle unpacked from ``image`` inside the runner (no containerd).
+
+    ``rules``: interception rules (:class:`k3snb.Rule`) applied to the runtime and its children (the
+    container process too) through the kit's tracer, e.g. a fake file the sandbox lacks.
+    """
     from ..images import get_image
 
     img = get_image(image)
@@ -158,10 +200,10 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
         cmd = [binary, "--root", f"{base}/state", "--log", log, "--log-format", "json", "run", "--bundle",
                f"{base}/bundle", cid]
         t = time.monotonic()
-        if trace:
+        if trace or rules:
             from ..tracing import trace as _trace
 
-            tr = _trace(cmd, runner=runner, timeout=timeout)
+            tr = _trace(cmd, runner=runner, timeout=timeout, rules=rules)
             rc, out, err = tr.returncode, tr.stdout, tr.stderr
         else:
             tr = None
@@ -196,8 +238,6 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
             runner.run_python(_inside.cgroup_remove, f"/{cid}", timeout=60)
             runner.run_python(_ops.umount_under, [base], timeout=60)
             runner.run_python(_ops.cleanup_dir, base, timeout=60)
-        import shutil
-
         shutil.rmtree(stage_dir, ignore_errors=True)
         if not any(Path(p).exists() for p in rec.paths):
             rec.drop()

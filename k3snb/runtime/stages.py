@@ -74,16 +74,21 @@ def failing_syscall(trace: Any, stage: str, message: str = "") -> dict[str, Any]
         return None
     if d.empty:
         return None
-    d = d[d.errno.notna() & ~d.errno.isin(_data()["noise_errnos"])]
-    cand = d[d.syscall.isin(_syscalls_for(stage))]
-    if cand.empty:
-        cand = d[d.syscall.isin(_data()["fallback_syscalls"])]
-    if cand.empty:
-        return None
-    # the call on a path the error names, and the first one (what follows is often cleanup failing too)
-    named = cand[[bool(message) and any(p and str(p) in message for p in (r.path, r.path2))
-                  for r in cand.itertuples()]]
-    row = named.iloc[0] if not named.empty else cand.iloc[-1]
+    d = d[d.errno.notna()]
+    # 1. a failing call on a path the error message names (first one: later ones are often cleanup)
+    named = d[[bool(message) and any(isinstance(p, str) and len(p) > 1 and p in message for p in (r.path, r.path2))
+               for r in d.itertuples()]]
+    if not named.empty:
+        row = named.iloc[0]
+    else:
+        # 2. the last failure of the stage's syscalls, else of the fallback list (noise errnos left out)
+        d = d[~d.errno.isin(_data()["noise_errnos"])]
+        cand = d[d.syscall.isin(_syscalls_for(stage))]
+        if cand.empty:
+            cand = d[d.syscall.isin(_data()["fallback_syscalls"])]
+        if cand.empty:
+            return None
+        row = cand.iloc[-1]
     out = {k: (None if v is None or v != v else v) for k, v in row.items()
            if k in ("syscall", "args", "path", "path2", "errno", "exe", "ret")}
     out["ret"] = None if out.get("ret") is None else int(out["ret"])

@@ -344,5 +344,5 @@ def test_huge_single_line_streams_in_bounded_memory(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True).stdout
     grew_mib = int(out.split()[-1])
     assert out.startswith("3 ") and "'S06'" in out and "'S39'" in out, out
-    assert int(out.split()[-2]) <= 64 << 10  # the text kept is the part around the match
+    assert int(out.split()[-2]) <= (64 << 10) + 2  # the text kept is the part around the match (+ 2 "…")
     assert grew_mib < 64, f"peak memory grew by {grew_mib} MiB for a 96 MiB line"

@@ -61,6 +61,11 @@ _API = {
     "set_options": "k3snb.report",
     "make_report": "k3snb.report",
     "list_runs": "k3snb.report",
+    "plot_death_rates": "k3snb.report.plots",
+    "plot_overhead": "k3snb.report.plots",
+    "plot_stages": "k3snb.report.plots",
+    "plot_resources": "k3snb.report.plots",
+    "plot_env_diff": "k3snb.report.plots",
 }
 
 __all__ = sorted(_API) + ["__version__", "errors"]

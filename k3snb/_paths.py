@@ -6,7 +6,9 @@ dir, so ``k3snb doctor --clean`` can remove exactly what a killed run left behin
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -39,7 +41,31 @@ def state_dir() -> Path:
         p = Path("/run/k3snb")
     else:
         p = Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / f"{TAG}-state-{os.getuid()}"
-    p.mkdir(parents=True, exist_ok=True)
+    return private_dir(p)
+
+
+def private_dir(p: Path) -> Path:
+    """Create ``p`` (mode 0700) or check that the existing one is a real directory owned by this user
+    that nobody else can write: in a shared sticky /tmp anyone could have made it first.
+
+    Raises:
+        UnsafeStateDir: a symlink or non-directory, another owner, or group/world-writable.
+    """
+    from .errors import UnsafeStateDir
+
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        p.mkdir(mode=0o700)
+    st = os.lstat(p)
+    me = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStateDir(f"state dir {p} is not a directory (a symlink or file planted there?)", path=str(p))
+    if st.st_uid != me:
+        raise UnsafeStateDir(f"state dir {p} belongs to uid {st.st_uid}, not to you (uid {me})", path=str(p))
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeStateDir(f"state dir {p} is writable by others (mode {stat.S_IMODE(st.st_mode):04o})",
+                             hint=f"chmod go-w {p}, or set K3SNB_STATE to a directory only you can write",
+                             path=str(p))
     return p
 
 

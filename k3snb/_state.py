@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -47,9 +48,18 @@ class Record:
         return state_dir() / f"{self.kind}-{self.id}.json"
 
     def save(self) -> Record:
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, self.file)
+        """Write the record atomically: a fresh temp file (O_EXCL, never a planted name or symlink)
+        renamed over the record."""
+        target = self.file
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(asdict(self)))
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return self
 
     def drop(self) -> None:
@@ -75,10 +85,18 @@ def new_id(prefix: str = "") -> str:
 
 
 def records() -> list[Record]:
+    """Every record in the state dir. Only regular files owned by this user count: a record names
+    processes to kill and paths to remove, so one someone else planted is never acted on."""
     out = []
+    me = os.geteuid()
     for f in sorted(state_dir().glob("*.json")):
         try:
-            out.append(Record(**json.loads(f.read_text())))
+            fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd) as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != me:
+                    continue
+                out.append(Record(**json.loads(fh.read())))
         except (OSError, ValueError, TypeError):
             continue
     return out

@@ -104,6 +104,13 @@ class TraceError(K3snbError):
     pass
 
 
+class UnsafeStateDir(K3snbError):
+    """The kit's state directory belongs to someone else or others may write to it: its records
+    (what ``doctor --clean`` kills and removes) could be planted, so the kit refuses to use it."""
+
+    hint = "remove that directory (as its owner or root), or set K3SNB_STATE to a directory only you can write"
+
+
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, Exception):
         _cls.__module__ = "k3snb"

@@ -1,4 +1,4 @@
-"""The tracer: one ``waitpid(-1, __WALL)`` loop over the whole traced tree, per-tid state.
+"""The tracer's wait loop: one ``waitpid(-1, __WALL)`` over the whole traced tree, dispatching each stop.
 
 Runs in its own process (``python -m k3snb.tracing``), never inside a notebook kernel: a
 ``waitpid(-1)`` there would reap the kernel's other children, and ptrace binds tracees to the
@@ -12,6 +12,10 @@ thread that attached them. Design rules from ptrace-feasibility.md §7:
   the exit stop (a syscall restarted after a signal re-reads it);
 * memory is read with ``pread(/proc/tid/mem)`` and written with ``pwrite`` where the kernel allows
   it, else ``PTRACE_POKEDATA`` (gVisor refuses O_RDWR on /proc/pid/mem).
+
+The :class:`Engine` is assembled from parts, one module per job: ``_start`` (spawn/attach),
+``_policy`` (entry/exit decisions, using ``_match`` rules, ``_memory`` and ``_resolve``),
+``_rows`` (recording), ``_signals`` (forwarding, grace, detach); ``_features`` probes the kernel.
 """
 
 from __future__ import annotations
@@ -20,171 +24,27 @@ import contextlib
 import errno as _errno
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 
 from . import _decode as D
 from . import _ptrace as P
-from . import _seccomp as S
+from ._features import NEG_ENOSYS, Features, probe_features
+from ._match import RuleSet
+from ._memory import Memory
+from ._policy import Policy
+from ._rows import ROW_FIELDS, Recorder
 from ._rules import Rule
+from ._signals import GRACE, SignalHandling, StopAttach, exit_like
+from ._start import Starter
+from ._task import EXPECT_ENTER, EXPECT_EXIT, EXPECT_NONE, Task
 
-ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
-RED_ZONE_GAP = 256  # bytes kept free below rsp: the 128-byte ABI red zone plus margin
+__all__ = ["Engine", "Features", "exit_like", "probe_features"]
+
 GROUP_STOP_SIGS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-GRACE = 5.0  # seconds a signalled tree gets to exit before SIGKILL
-EXPECT_NONE, EXPECT_ENTER, EXPECT_EXIT = 0, 1, 2
-NEG_ENOSYS = P.to_unsigned(-P.ENOSYS)
-_RT_SIGRETURN = D.SYSCALL_NUMBERS["rt_sigreturn"]
-PATH_ARGS = D.PATH_ARGS
-EXIT_NRS = {D.SYSCALL_NUMBERS["exit"], D.SYSCALL_NUMBERS["exit_group"]}
-FORCE_NR = D.SYSCALL_NUMBERS["getpid"]
-SYSCALL_NAMES = D.SYSCALL_NAMES
-ERRNO_NAMES = D.ERRNO_NAMES
-OPEN_FLAG_ARG = D._FLAG_ARG
-FD_NRS = D.FD_FIRST_NRS | {n for n, spec in D.PATH_ARGS.items() if spec[0][1] is not None}  # "returns" the interrupted call's rax, not an error
-BASE_OPTS = (P.O_TRACESYSGOOD | P.O_TRACEFORK | P.O_TRACEVFORK | P.O_TRACECLONE | P.O_TRACEEXEC)
 
 
-@dataclass
-class Features:
-    """What this kernel (or gVisor Sentry) offers the tracer; probed, never assumed."""
-
-    seccomp: bool = False
-    seccomp_error: str | None = None
-    seccomp_before_entry: bool = False
-    mem_write: bool = False
-    syscall_info: bool = False
-    kernel: str = field(default_factory=lambda: os.uname().release)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class _StopAttach(Exception):
-    pass
-
-
-class Task:
-    __slots__ = ("tid", "started", "expect", "in_sys", "nr", "args", "t0", "restore", "post_statfs",
-                 "force_errno", "paths", "note", "memfd", "wmemfd", "ppid", "tgid")
-
-    def __init__(self, tid: int, ppid: int = 0) -> None:
-        self.tid = tid
-        self.started = False
-        self.expect = EXPECT_NONE
-        self.in_sys = False
-        self.nr = -1
-        self.args = None
-        self.t0 = 0.0
-        self.restore = None
-        self.post_statfs = None
-        self.force_errno = 0
-        self.paths = None
-        self.note = None
-        self.memfd = -1
-        self.wmemfd = -1
-        self.ppid = ppid
-        self.tgid = 0
-
-
-def _child_prologue() -> None:
-    # exec keeps ignored signals ignored: undo Python's SIGPIPE/SIGXFSZ=SIG_IGN like subprocess does
-    for s in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(s, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
-def _no_ptrace(e: Exception):
-    from ..errors import TraceError
-
-    return TraceError(
-        f"ptrace is not permitted here ({e})",
-        hint="is this process already traced (strace/gdb/another k3snb tracer: ptrace does not nest)? "
-             "otherwise check CAP_SYS_PTRACE, kernel.yama.ptrace_scope and the seccomp profile",
-    )
-
-
-def _mem_write_works(pid: int) -> bool:
-    # gVisor 2022 lets O_RDWR open succeed (with caps) but pwrite fails with EINVAL: test a write
-    try:
-        regs = P.getregs(pid)
-        addr = (regs.rsp - RED_ZONE_GAP) & ~7
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
-        try:
-            data = os.pread(fd, 8, addr)
-            return os.pwrite(fd, data, addr) == 8
-        finally:
-            os.close(fd)
-    except (OSError, P.PtraceError):
-        return False
-
-
-def probe_features(try_seccomp: bool = True) -> Features:
-    """Fork a child that stops on a seccomp-traced ``getppid``; learn the stop order and what works."""
-    feats = Features()
-    inst = S.Installer(S.build({D.SYSCALL_NUMBERS["getppid"]}, skip_empty_path=False)) if try_seccomp else None
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(r)
-            _child_prologue()
-            os.kill(os.getpid(), signal.SIGSTOP)
-            err = inst.install() if inst else _errno.ENOSYS
-            os.write(w, str(err).encode())
-            os.close(w)
-            os.getppid()
-        finally:
-            os._exit(0)
-    os.close(w)
-    try:
-        _, st = os.waitpid(pid, os.WUNTRACED)
-        try:
-            P.seize(pid, P.O_TRACESYSGOOD | P.O_TRACESECCOMP | P.O_EXITKILL)
-        except P.PtraceError as e:
-            raise _no_ptrace(e) from None
-        os.kill(pid, signal.SIGCONT)
-        stage = 0  # 1 after the seccomp stop (PTRACE_SYSCALL issued)
-        while True:
-            _, st = os.waitpid(pid, P.WALL)
-            if os.WIFEXITED(st) or os.WIFSIGNALED(st):
-                break
-            sig = os.WSTOPSIG(st)
-            ev = st >> 16
-            if ev == P.EVENT_SECCOMP:
-                feats.seccomp = True
-                feats.syscall_info = P.get_syscall_info_works(pid)
-                feats.mem_write = _mem_write_works(pid)
-                stage = 1
-                P.syscall(pid)
-            elif sig == P.SYSCALL_TRAP and stage == 1:
-                regs = P.getregs(pid)
-                # an enter stop still has rax = -ENOSYS; an exit stop has getppid's result
-                feats.seccomp_before_entry = regs.rax == NEG_ENOSYS
-                stage = 2
-                P.cont(pid)
-            elif ev == P.EVENT_STOP or sig == signal.SIGCONT or sig == P.SYSCALL_TRAP:
-                P.cont(pid)
-            else:
-                P.cont(pid, sig)
-        err = os.read(r, 16).decode() or "?"
-        if not feats.seccomp:
-            feats.seccomp_error = "no seccomp stop" if err == "0" else _errno.errorcode.get(int(err), err) \
-                if err.lstrip("-").isdigit() else err
-    finally:
-        os.close(r)
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, P.WALL)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-    return feats
-
-
-class Engine:
+class Engine(Policy, Recorder, Starter, SignalHandling):
     """Run (or attach to) a process tree under ptrace, applying ``rules`` and recording rows.
 
     Args:
@@ -198,8 +58,7 @@ class Engine:
             many seconds (None = wait for the tree to obey).
     """
 
-    ROW_FIELDS = ("time", "pid", "tid", "parent", "exe", "event", "syscall", "args", "path", "path2",
-                  "fd", "open_flags", "ret", "errno", "duration", "detail")
+    ROW_FIELDS = ROW_FIELDS
 
     def __init__(self, rules: Sequence[Rule] = (), *, syscalls: set[int] | frozenset[int] | None = frozenset(),
                  record: Callable[[tuple], None] | None = None, seccomp: bool | None = None,
@@ -212,17 +71,19 @@ class Engine:
         self.follow = follow
         self.linger = linger
         self.log = log
-        self._compile_rules()
+        self.ruleset = RuleSet(self.rules)
         want_all = record is not None and syscalls is None
-        self.trace_nrs = self._filter_nrs()
+        # what the seccomp filter lets stop: what the rules need, plus the syscalls to record
+        self.trace_nrs = self.ruleset.stop_nrs() | (set(syscalls) if record is not None and syscalls else set())
         if seccomp is None:
             seccomp = not want_all
         if want_all:
             seccomp = False  # every syscall stops anyway; a filter would only add a stop
         self.features = features or probe_features()
+        self.mem = Memory(self.features)
         self.use_seccomp = bool(seccomp and self.features.seccomp)
         self.tasks: dict[int, Task] = {}
-        self.exe: dict[int, str] = {}
+        self.exe: dict[int, str | None] = {}
         self.root = 0
         self.root_status: int | None = None
         self.t_start = time.monotonic()
@@ -233,417 +94,7 @@ class Engine:
         self._attached = False
         self._root_cont_seen = False
 
-    # -- rule compilation ----------------------------------------------------------------------
-    def _compile_rules(self) -> None:
-        self.exact: dict[bytes, tuple[Rule, bytes]] = {}
-        self.prefixes: dict[bytes, tuple[Rule, bytes]] = {}
-        self.statfs_path: list[tuple[bytes, int]] = []
-        self.statfs_type: dict[int, int] = {}
-        self.errno_path: list[Rule] = []
-        self.errno_nr: dict[int, int] = {}
-        roots = set()
-        for r in self.rules:
-            if r.kind == "redirect":
-                src = os.fsencode(r.path)
-                (self.prefixes if r.subtree else self.exact)[src] = (r, os.fsencode(r.target))
-                roots.add(src)
-            elif r.kind == "statfs":
-                if r.path:
-                    self.statfs_path.append((os.fsencode(r.path), r.to_type))
-                    roots.add(os.fsencode(r.path))
-                else:
-                    self.statfs_type[r.from_type] = r.to_type
-            elif r.kind == "errno":
-                code = getattr(_errno, r.errno)
-                if r.path is None:
-                    for n in D.resolve_syscalls(list(r.syscalls)):
-                        self.errno_nr[n] = code
-                else:
-                    self.errno_path.append(r)
-                    roots.add(os.fsencode(r.path))
-        self.has_path_rules = bool(self.exact or self.prefixes or self.statfs_path or self.errno_path)
-        # with exact-file rules only, a relative path can match only if its last component is a
-        # rule's last component: most relative lookups (find, tar) skip the /proc readlink then
-        self.only_exact = not self.prefixes and not self.statfs_path and not any(r.subtree for r in self.errno_path)
-        self.leaves = {os.path.basename(p) for p in self.exact} | {
-            os.path.basename(os.fsencode(r.path)) for r in self.errno_path} | {b".", b".."}
-        # quick reject: a path can only match if it starts with one of these
-        self.roots = tuple(sorted(roots))
-        self.errno_path_nrs: dict[int, list[Rule]] = {}
-        for r in self.errno_path:
-            for n in D.resolve_syscalls(list(r.syscalls)) if r.syscalls else D.PATH_ARGS:
-                self.errno_path_nrs.setdefault(n, []).append(r)
 
-    def _filter_nrs(self) -> set[int]:
-        nrs: set[int] = set()
-        if self.exact or self.prefixes or self.errno_path:
-            nrs |= set(D.PATH_ARGS)
-        if self.statfs_path:
-            nrs |= {D.STATFS_NR, D.FSTATFS_NR}
-        if self.statfs_type:
-            nrs |= {D.STATFS_NR, D.FSTATFS_NR}
-        nrs |= set(self.errno_nr)
-        if self.record is not None and self.syscalls:
-            nrs |= self.syscalls
-        return nrs
-
-    # -- memory ----------------------------------------------------------------------------------
-    def _memfd(self, t: Task) -> int:
-        if t.memfd < 0:
-            t.memfd = os.open(f"/proc/{t.tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        return t.memfd
-
-    def read_str(self, t: Task, addr: int, limit: int = 4096) -> bytes | None:
-        if addr == 0:
-            return None
-        try:
-            fd = self._memfd(t)
-            out = b""
-            first = True
-            while len(out) < limit:
-                n = 4096 - (addr & 4095)  # never cross a page in one read: the next may be unmapped
-                if first and n > 256:
-                    n = 256
-                first = False
-                chunk = os.pread(fd, n, addr)
-                if not chunk:
-                    return out
-                i = chunk.find(b"\0")
-                if i >= 0:
-                    return out + chunk[:i]
-                out += chunk
-                addr += len(chunk)
-            return out
-        except OSError:
-            return None
-
-    def read_mem(self, t: Task, addr: int, n: int) -> bytes:
-        return os.pread(self._memfd(t), n, addr)
-
-    def write_mem(self, t: Task, addr: int, data: bytes) -> None:
-        if self.features.mem_write:
-            try:
-                if t.wmemfd < 0:
-                    t.wmemfd = os.open(f"/proc/{t.tid}/mem", os.O_RDWR | os.O_CLOEXEC)
-                if os.pwrite(t.wmemfd, data, addr) == len(data):
-                    return
-            except OSError:
-                pass
-            self.features.mem_write = False  # refused after all: use POKEDATA from now on
-        # PTRACE_POKEDATA word by word; ``addr`` is 8-aligned and data padded by the caller
-        for off in range(0, len(data), 8):
-            P.pokedata(t.tid, addr + off, int.from_bytes(data[off:off + 8], "little"))
-
-    def _poke_partial(self, t: Task, addr: int, data: bytes) -> None:
-        # small in-place patch (statfs f_type): read-modify-write the aligned words around it
-        start = addr & ~7
-        end = (addr + len(data) + 7) & ~7
-        buf = bytearray(self.read_mem(t, start, end - start))
-        buf[addr - start: addr - start + len(data)] = data
-        self.write_mem(t, start, bytes(buf))
-
-    # -- path resolution -------------------------------------------------------------------------
-    def _abspath(self, t: Task, path: bytes, dirfd: int | None) -> bytes | None:
-        if path.startswith(b"/"):
-            return os.path.normpath(path) if (b"/." in path or b"//" in path) else path
-        if not path:
-            return None
-        try:
-            if dirfd is None or dirfd == D.AT_FDCWD:
-                base = os.readlink(f"/proc/{t.tid}/cwd".encode())
-            else:
-                base = os.readlink(f"/proc/{t.tid}/fd/{dirfd}".encode())
-        except OSError:
-            return None
-        if not base.startswith(b"/"):
-            return None
-        return os.path.normpath(base + b"/" + path)
-
-    def _match_redirect(self, p: bytes) -> bytes | None:
-        hit = self.exact.get(p)
-        if hit is not None:
-            return hit[1]
-        if self.prefixes:
-            q = p
-            while q and q != b"/":
-                hit = self.prefixes.get(q)
-                if hit is not None:
-                    return hit[1] + p[len(q):]
-                q = q.rsplit(b"/", 1)[0]
-            hit = self.prefixes.get(b"/")
-            if hit is not None:
-                return hit[1] + p
-        return None
-
-    # -- syscall entry / exit ----------------------------------------------------------------------
-    def on_entry(self, t: Task, regs) -> bool:
-        """Decide at the syscall entry (or seccomp stop); True if the exit stop is needed."""
-        nr = regs.orig_rax
-        t.nr = nr
-        t.restore = None
-        t.post_statfs = None
-        t.force_errno = 0
-        t.paths = None
-        t.note = None
-        recording = self.record is not None and (self.syscalls is None or nr in self.syscalls)
-        spec = D.PATH_ARGS.get(nr)
-        need_exit = recording
-        changed = False
-        if spec is not None and (self.has_path_rules or recording):
-            args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
-            paths = []
-            new = []
-            for ai, di in spec:
-                raw = self.read_str(t, args[ai])
-                paths.append(raw)
-                if raw is None or not self.has_path_rules:
-                    continue
-                if raw.startswith(b"/") and b"/." not in raw and b"//" not in raw:
-                    ap = raw
-                else:
-                    if self.only_exact and not raw.startswith(b"/") and \
-                            raw.rstrip(b"/").rsplit(b"/", 1)[-1] not in self.leaves:
-                        continue
-                    ap = self._abspath(t, raw, D._s32(args[di]) if di is not None else None)
-                if ap is None or not ap.startswith(self.roots):
-                    continue
-                if self.errno_path and nr in self.errno_path_nrs:
-                    sp_ = os.fsdecode(ap)
-                    for r in self.errno_path_nrs[nr]:
-                        if r.matches(sp_):
-                            t.force_errno = getattr(_errno, r.errno)
-                            break
-                target = self._match_redirect(ap)
-                if target is not None:
-                    new.append((ai, raw, target))
-                if nr == D.STATFS_NR:
-                    for pre, to in self.statfs_path:
-                        if ap == pre or ap.startswith(pre + b"/"):
-                            t.post_statfs = to
-            t.paths = paths
-            if new:
-                sp = regs.rsp - RED_ZONE_GAP
-                restore = []
-                for ai, raw, target in new:
-                    data = target + b"\0"
-                    data += b"\0" * (-len(data) % 8)
-                    sp = (sp - len(data)) & ~15
-                    self.write_mem(t, sp, data)
-                    reg = ARG_REGS[ai]
-                    restore.append((reg, getattr(regs, reg)))
-                    setattr(regs, reg, sp)
-                    self.stats["rewrites"] += 1
-                    if self.log:
-                        self.log(f"[{t.tid}] {D.name(nr)} {os.fsdecode(raw)} -> {os.fsdecode(target)}")
-                t.restore = restore
-                t.note = "; ".join(f"{os.fsdecode(raw)} -> {os.fsdecode(tg)}" for _, raw, tg in new)
-                if self.record is not None:  # rewrites are rare: name the thread (runc:[2:INIT] …)
-                    t.note += f" [comm {self._comm(t.tid)}]"
-                changed = True
-                need_exit = True
-        if nr == D.FSTATFS_NR and self.statfs_path:
-            try:
-                ap = os.readlink(f"/proc/{t.tid}/fd/{D._s32(regs.rdi)}".encode())
-                for pre, to in self.statfs_path:
-                    if ap == pre or ap.startswith(pre + b"/"):
-                        t.post_statfs = to
-            except OSError:
-                pass
-        if (nr == D.STATFS_NR or nr == D.FSTATFS_NR) and (t.post_statfs is not None or self.statfs_type):
-            need_exit = True
-        code = self.errno_nr.get(nr)
-        if code:
-            t.force_errno = code
-        if t.force_errno:
-            # run a harmless getpid instead and put the errno in at the exit stop; syscall -1
-            # ("skip") is not honoured the same way in gVisor (it answers ENOSYS, with no exit stop)
-            regs.orig_rax = FORCE_NR
-            changed = True
-            need_exit = True
-            self.stats["errno_forced"] += 1
-            if self.log:
-                self.log(f"[{t.tid}] {D.name(nr)} -> -{_errno.errorcode[t.force_errno]}")
-        if changed:
-            P.setregs(t.tid, regs)
-        if need_exit:
-            t.args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) if t.restore is None else \
-                tuple(dict(t.restore).get(r, getattr(regs, r)) for r in ARG_REGS)
-            t.t0 = time.monotonic()
-            if nr in EXIT_NRS and not t.force_errno:  # never returns: record it now
-                self._record_syscall(t, None, None)
-                return False
-        return need_exit
-
-    def on_exit(self, t: Task, regs) -> None:
-        changed = False
-        if t.restore:
-            for reg, val in t.restore:
-                setattr(regs, reg, val)
-            t.restore = None
-            changed = True
-        if t.force_errno:
-            regs.rax = P.to_unsigned(-t.force_errno)
-            changed = True
-        nr = t.nr
-        ret = P.to_signed(regs.rax)
-        detail = t.note
-        if (nr == D.STATFS_NR or nr == D.FSTATFS_NR) and ret == 0:
-            buf = regs.rsi
-            try:
-                ftype = int.from_bytes(self.read_mem(t, buf, 8), "little")
-                to = t.post_statfs if t.post_statfs is not None else self.statfs_type.get(ftype)
-                if to is not None and to != ftype:
-                    self._poke_partial(t, buf, to.to_bytes(8, "little"))
-                    self.stats["statfs_spoofed"] += 1
-                    detail = f"f_type {ftype:#x} -> {to:#x}"
-                    if self.log:
-                        self.log(f"[{t.tid}] {D.name(nr)} f_type {ftype:#x} -> {to:#x}")
-            except OSError:
-                pass
-        if changed:
-            P.setregs(t.tid, regs)
-        if self.record is not None and (self.syscalls is None or nr in self.syscalls or detail):
-            self._record_syscall(t, ret, detail)
-        t.force_errno = 0
-        t.post_statfs = None
-
-    # -- rows ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _comm(tid: int) -> str:
-        try:
-            with open(f"/proc/{tid}/comm", "rb") as f:
-                return f.read().strip().decode(errors="replace")
-        except OSError:
-            return "?"
-
-    def _tgid(self, t: Task) -> int:
-        if not t.tgid:
-            try:
-                with open(f"/proc/{t.tid}/status", "rb") as f:
-                    for line in f:
-                        if line.startswith(b"Tgid:"):
-                            t.tgid = int(line.split()[1])
-                            break
-            except (OSError, ValueError):
-                pass
-            if not t.tgid:
-                t.tgid = t.tid
-        return t.tgid
-
-    def _record_syscall(self, t: Task, ret: int | None, detail: str | None) -> None:
-        nr = t.nr
-        a = t.args or (0, 0, 0, 0, 0, 0)
-        paths = t.paths
-        spec = PATH_ARGS.get(nr)
-        if spec is not None and paths is None:
-            paths = [self.read_str(t, a[ai]) for ai, _ in spec]
-        p1 = p2 = None
-        if paths:
-            if paths[0] is not None:
-                p1 = paths[0].decode("utf-8", "backslashreplace")
-            if len(paths) > 1 and paths[1] is not None:
-                p2 = paths[1].decode("utf-8", "backslashreplace")
-        pid = t.tgid or self._tgid(t)
-        self.stats["syscalls"] += 1
-        self.record((t.t0 - self.t_start, pid, t.tid, t.ppid, self.exe.get(pid), "syscall",
-                     SYSCALL_NAMES.get(nr) or D.name(nr),
-                     ", ".join([str(v) if v < 4096 else hex(v) for v in a]), p1, p2,
-                     D.fd_arg(nr, a) if nr in FD_NRS else None,
-                     D.open_flags(a[OPEN_FLAG_ARG[nr]]) if nr in OPEN_FLAG_ARG else None,
-                     ret, ERRNO_NAMES.get(-ret) if ret is not None and -4096 < ret < 0 and nr != _RT_SIGRETURN
-                     else None, time.monotonic() - t.t0, detail))
-
-    def _event(self, t: Task, kind: str, ret: int | None = None, detail: str | None = None) -> None:
-        if self.record is None:
-            return
-        pid = self._tgid(t)
-        self.record((time.monotonic() - self.t_start, pid, t.tid, t.ppid, self.exe.get(pid), kind, None,
-                     None, None, None, None, None, ret, None, None, detail))
-
-    # -- starting ------------------------------------------------------------------------------------
-    def options(self) -> int:
-        o = P.O_TRACESYSGOOD | P.O_TRACEEXEC
-        if self.follow:
-            o |= P.O_TRACEFORK | P.O_TRACEVFORK | P.O_TRACECLONE
-        if self.use_seccomp:
-            o |= P.O_TRACESECCOMP
-        if not self._attached:
-            o |= P.O_EXITKILL  # the tree must not outlive us: RET_TRACE without a tracer is ENOSYS
-        return o
-
-    def spawn(self, argv: Sequence[str], env: dict | None = None, cwd: str | None = None) -> int:
-        inst = S.Installer(S.build(self.trace_nrs, foreign="deny" if self.rules else "trace")) \
-            if self.use_seccomp else None
-        path = argv[0]
-        env = dict(os.environ if env is None else env)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _child_prologue()
-                if cwd:
-                    os.chdir(cwd)
-                os.kill(os.getpid(), signal.SIGSTOP)  # wait until the tracer has seized us
-                if inst is not None:
-                    err = inst.install()
-                    if err:
-                        os.write(2, f"k3snb.trace: seccomp filter: {os.strerror(err)}\n".encode())
-                        os._exit(126)
-                os.execve(path, list(argv), env)
-            except BaseException as e:  # noqa: BLE001 - report anything, then leave without cleanup
-                try:
-                    os.write(2, f"k3snb.trace: cannot execute {path}: {e}\n".encode())
-                finally:
-                    os._exit(127)
-        _, st = os.waitpid(pid, os.WUNTRACED)
-        if not os.WIFSTOPPED(st):
-            raise OSError(f"child {pid} did not stop before exec (status {st:#x})")
-        P.seize(pid, self.options())
-        self.root = pid
-        t = Task(pid, ppid=os.getpid())
-        t.tgid = pid
-        self.tasks[pid] = t
-        self.exe[pid] = path
-        self.stats["tasks"] += 1
-        os.kill(pid, signal.SIGCONT)
-        return pid
-
-    def attach(self, pid: int) -> list[int]:
-        """Seize every thread of a running process and interrupt it (no seccomp: it is already running)."""
-        from ..errors import InvalidParameter, TraceError
-
-        self._attached = True
-        self.use_seccomp = False
-        try:
-            tids = sorted(int(x) for x in os.listdir(f"/proc/{pid}/task"))
-        except OSError:
-            raise InvalidParameter(f"no process with pid {pid}", hint="check the pid with `ps -p PID`") from None
-        if pid == os.getpid():
-            raise InvalidParameter("the tracer cannot attach to itself", hint="pass another process's pid")
-        try:
-            for tid in tids:
-                P.seize(tid, self.options())
-                t = Task(tid)
-                t.tgid = pid
-                self.tasks[tid] = t
-                P.interrupt(tid)
-        except P.PtraceError as e:
-            self._detach_all()  # let go of the threads already seized
-            why = os.strerror(e.errno) if e.errno else str(e)
-            raise TraceError(
-                f"cannot attach to pid {pid}: {why}",
-                hint="attach to a process of your own that no debugger (strace, gdb, another k3snb tracer) "
-                     "traces, not pid 1 of a namespace or an ancestor of the tracer; else check "
-                     "CAP_SYS_PTRACE, kernel.yama.ptrace_scope and the seccomp profile",
-            ) from None
-        self.root = pid
-        try:
-            self.exe[pid] = os.readlink(f"/proc/{pid}/exe")
-        except OSError:
-            self.exe[pid] = "?"
-        self.stats["tasks"] += len(tids)
-        return tids
-
-    # -- the loop -------------------------------------------------------------------------------
     def _resume(self, t: Task, sig: int = 0) -> None:
         if not self.use_seccomp or t.expect != EXPECT_NONE:
             P.syscall(t.tid, sig)
@@ -653,85 +104,25 @@ class Engine:
     def _forget(self, tid: int) -> Task | None:
         t = self.tasks.pop(tid, None)
         if t is not None:
-            for fd in (t.memfd, t.wmemfd):
-                if fd >= 0:
-                    os.close(fd)
+            Memory.close(t)
         return t
-
-    def kill_all(self) -> None:
-        for tid in list(self.tasks):
-            with contextlib.suppress(OSError):
-                os.kill(tid, signal.SIGKILL)
-
-    def _on_signal(self, signum, frame) -> None:
-        if self._attached:
-            self._request_stop()
-            return
-        self._forwarded += 1
-        if self._forwarded >= 3 and signum == signal.SIGINT:
-            self.kill_all()  # third Ctrl-C: stop asking
-            return
-        # every traced process, not just the root: `sh -c 'k3s server'` must stop too
-        self._sent_sig = signum
-        self.signal_tree(signum)
-        if self.grace is not None:
-            self._arm_kill(self.grace)
-
-    def signal_tree(self, signum: int) -> None:
-        """Send ``signum`` once to every traced process (thread groups, not threads)."""
-        for pid in {self._tgid(t) for t in list(self.tasks.values())}:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signum)
-
-    def _late_signal(self, child: Task) -> None:
-        # a process forked while the signal was on its way was not in the set signalled above
-        if self._sent_sig and self._tgid(child) == child.tid:
-            with contextlib.suppress(OSError):
-                os.kill(child.tid, self._sent_sig)
-
-    @staticmethod
-    def _arm_kill(after: float) -> None:
-        # SIGALRM kills the tree; keep whichever deadline (grace, linger) comes first
-        left = signal.getitimer(signal.ITIMER_REAL)[0]
-        if left == 0 or after < left:
-            signal.setitimer(signal.ITIMER_REAL, max(0.001, after))
-
-    def _on_alarm(self, signum, frame) -> None:
-        if self._attached:
-            self._request_stop()
-        else:
-            self.kill_all()
-
-    def _request_stop(self) -> None:
-        self._stop_attach = True
-        if self._in_wait:  # break out of waitpid; outside it the loop checks the flag
-            raise _StopAttach
 
     def loop(self, until: float | None = None) -> int | None:
         """Run until no traced task is left (or ``until``, a monotonic deadline, in attach mode)."""
-        old = {s: signal.signal(s, self._on_signal) for s in FORWARDED}
-        old_alarm = signal.signal(signal.SIGALRM, self._on_alarm)
-        self._stop_attach = False
-        self._in_wait = False
-        if until is not None:
-            signal.setitimer(signal.ITIMER_REAL, max(0.001, until - time.monotonic()))
-        try:
-            self._loop()
-        except _StopAttach:
-            self._in_wait = False
-            self._detach_all()
-        except BaseException:
-            if not self._attached:
-                self.kill_all()
-                self._reap_rest()
-            raise
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old_alarm)
-            for s, h in old.items():
-                signal.signal(s, h)
-            for tid in list(self.tasks):
-                self._forget(tid)
+        with self.signals_handled(until):
+            try:
+                self._loop()
+            except StopAttach:
+                self._in_wait = False
+                self._detach_all()
+            except BaseException:
+                if not self._attached:
+                    self.kill_all()
+                    self._reap_rest()
+                raise
+            finally:
+                for tid in list(self.tasks):
+                    self._forget(tid)
         return self.root_status
 
     def _reap_rest(self) -> None:
@@ -866,10 +257,7 @@ class Engine:
                             True, old.expect, old.in_sys, old.nr, old.args, old.t0)
                         t.restore, t.paths, t.note = old.restore, old.paths, old.note
                         tasks[tid] = t
-                    for fd in (t.memfd, t.wmemfd):  # the old fds point at the dead mm
-                        if fd >= 0:
-                            os.close(fd)
-                    t.memfd = t.wmemfd = -1
+                    Memory.close(t)  # the old fds point at the dead mm
                     t.tgid = tid
                     stats["execs"] += 1
                     if self.record is not None:
@@ -927,19 +315,3 @@ class Engine:
             except P.PtraceError:
                 pass
             self._forget(tid)
-
-
-def exit_like(status: int | None) -> int:
-    """Turn a wait status into our own exit: same code, or re-raise the same signal."""
-    if status is None:
-        return 1
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    sig = os.WTERMSIG(status)
-    if sig not in (signal.SIGKILL, signal.SIGSTOP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.kill(os.getpid(), sig)
-    return 128 + sig

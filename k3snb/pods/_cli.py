@@ -41,10 +41,11 @@ def register(subparsers) -> None:
     lg.add_argument("-c", "--container", default=None, help="container name (default: the first)")
     lg.set_defaults(func=_logs)
     ex = sub.add_parser("exec", help="run a command in a kept pod's container (CRI ExecSync)")
-    ex.add_argument("name", help="pod name")
     ex.add_argument("-c", "--container", default=None, help="container name (default: the first)")
     add_timeout(ex, default=30.0, help="seconds the command may run")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command (after --)")
+    # one REMAINDER positional: argparse cannot mix an optional between NAME and `-- CMD` otherwise
+    ex.add_argument("rest", nargs=argparse.REMAINDER, metavar="NAME [-c C] -- CMD",
+                    help="pod name, then the command after --")
     ex.set_defaults(func=_exec)
     de = sub.add_parser("delete", help="stop and remove a kept pod (and its runner)")
     de.add_argument("name", nargs="?", help="pod name")
@@ -157,7 +158,22 @@ def _exec(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ._keeper import request
 
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    rest = list(args.rest)
+    if not rest or rest[0].startswith("-"):
+        raise UsageError("no pod name given", hint="k3snb pod exec NAME [-c C] -- CMD ...")
+    args.name = rest.pop(0)
+    while rest and rest[0] in ("-c", "--container", "--timeout"):
+        if len(rest) < 2:
+            raise UsageError(f"{rest[0]} needs a value", hint="k3snb pod exec NAME [-c C] -- CMD ...")
+        opt, val = rest.pop(0), rest.pop(0)
+        if opt == "--timeout":
+            try:
+                args.timeout = float(val)
+            except ValueError:
+                raise UsageError(f"--timeout {val!r} is not a number", hint="--timeout 30") from None
+        else:
+            args.container = val
+    cmd = rest[1:] if rest[:1] == ["--"] else rest
     if not cmd:
         raise UsageError("no command given", hint="k3snb pod exec NAME [-c C] -- CMD ...")
     out = request(args.name, {"op": "exec", "container": args.container, "cmd": cmd, "timeout": args.timeout},

@@ -127,9 +127,12 @@ def delete(name: str) -> None:
         if _alive(st):
             raise K3snbError(f"the keeper of {name} did not stop", hint="k3snb doctor --clean after killing it")
     else:
-        from ..runners.reaper import clean
+        from .._state import stale_records
+        from ..runners.reaper import clean_records
 
-        clean()  # its runner's records are stale now: reap them
+        # what the dead keeper owned (runner, containerd, pod records): reap exactly those
+        clean_records([r for r in stale_records() if r.owner_pid == st.get("pid")
+                       and r.owner_start == st.get("pid_start")])
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -313,8 +313,8 @@ class PodRuntime(Rich):
                 self._stage("cgroups", self._cgroups)
                 self._stage("probes", self._probes)
             else:  # runc makes the pods' cgroups on the host: name them so the reaper can find them
-                self._record.paths += [f"/sys/fs/cgroup/{c}/{self.id}" for c in CGROUP_CONTROLLERS + (
-                    "freezer", "blkio", "systemd")]
+                root = Path("/sys/fs/cgroup")
+                self._record.paths += [str(d / self.id) for d in sorted(root.iterdir()) if d.is_dir()]
                 self._record.save()
                 if self.runtime == "crun":
                     self._stage("cgroups", self._host_v1_only)
@@ -457,8 +457,9 @@ class PodRuntime(Rich):
                                    "images", "import", "--snapshotter", "native", str(img.archive)], timeout=120)
             if not res.ok:
                 text = (res.stderr or res.stdout).strip()
-                raise PodError(f"images failed: ctr images import {img.ref}: {text[-500:]}", stage="images",
-                               signature=next(iter(classify_text(text)), None))
+                last = (text.splitlines() or [""])[-1].removeprefix("ctr: ")
+                raise PodError(f"images failed: ctr images import {img.ref}: {last[-400:]}", stage="images",
+                               signature=next(iter(classify_text(text)), None), output=text[-2000:])
             self.images[src] = img.ref
             self.event("image", source=src, ref=img.ref, digest=img.digest)
         return self.images

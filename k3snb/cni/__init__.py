@@ -9,6 +9,7 @@ plain ``subnet``) stored per network in ``<dataDir>/<network>.json`` under an fc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -125,19 +126,32 @@ def install_cni(
                 f"{t} exists and was not written by k3snb",
                 hint="choose another bin_dir, remove the file, or pass force=True (--force) to replace it",
             )
-    bdir.mkdir(parents=True, exist_ok=True)
+    new_bdir = not bdir.exists()
     py = python or sys.executable
     if not py or any(c.isspace() for c in py):
         # a shebang line cannot carry an interpreter path with spaces
         raise InvalidParameter(f"interpreter path {py!r} is empty or has whitespace",
                                hint="pass python=/path/without/spaces (e.g. a venv symlink)")
     text = _script(py)
-    for t in targets:
-        tmp = t.with_name(f".{t.name}.k3snb-tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, t)
-    path = write_conflist(cdir, conf)
+    made = [t for t in targets if not t.exists()]
+    bdir.mkdir(parents=True, exist_ok=True)
+    try:
+        for t in targets:
+            tmp = t.with_name(f".{t.name}.k3snb-tmp")
+            try:
+                tmp.write_text(text)
+                tmp.chmod(0o755)
+                os.replace(tmp, t)
+            finally:
+                tmp.unlink(missing_ok=True)
+        path = write_conflist(cdir, conf)
+    except BaseException:  # no half-installed plugin: remove the programs this call created
+        for t in made:
+            t.unlink(missing_ok=True)
+        if new_bdir:
+            with contextlib.suppress(OSError):
+                bdir.rmdir()
+        raise
     return CniInstall(bdir, cdir, path, targets, ddir, network, conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], conf)
 
 

@@ -5,12 +5,23 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter
 from ._ipam import DEFAULT_DATA_DIR
 from .plugin import SUPPORTED
+
+# the CNI spec's network name (libcni validates the same way): it also becomes a file name
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def check_name(name: str, what: str = "network") -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > 200:
+        raise InvalidParameter(f"invalid {what} name {name!r}",
+                               hint="letters, digits, '_', '.', '-', starting with a letter or digit (e.g. k3snb)")
+    return name
 
 
 def check_subnet(subnet: str) -> str:
@@ -35,6 +46,8 @@ def make_conflist(
     mtu: int | None = None,
 ) -> dict[str, Any]:
     """A conflist with one entry of type ``plugin`` allocating from ``subnet`` (``ipam.ranges`` form)."""
+    check_name(network, "network")
+    check_name(plugin, "plugin")
     if cni_version not in SUPPORTED:
         raise InvalidParameter(
             f"cni_version {cni_version!r} is not supported", hint=f"choose one of {', '.join(SUPPORTED)}"

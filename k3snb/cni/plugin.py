@@ -33,6 +33,9 @@ COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 # well-known error codes of the CNI spec
 E_VERSION, E_FIELD, E_UNKNOWN_CONTAINER, E_ENV, E_IO, E_DECODE, E_CONFIG, E_TRY_LATER = 1, 2, 3, 4, 5, 6, 7, 11
 E_NOT_AVAILABLE = 50
+E_INTERNAL = 999  # plugin-specific (>= 100): a bug, still answered as spec error JSON
+
+_MAX_STDIN = 1 << 20  # a network config is a few KiB; refuse megabytes before parsing them
 
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -197,6 +200,70 @@ class Plugin:
                 st.save()
 
 
+def _bad(path: str, want: str, value: Any) -> IpamError:
+    shown = json.dumps(value)[:60] if not isinstance(value, float) or value == value else str(value)
+    return IpamError(E_CONFIG, f"invalid network config: {path} must be {want}, got {shown}")
+
+
+def _ips(value: Any, path: str) -> None:
+    if not isinstance(value, list):
+        raise _bad(path, "a list of {\"address\": CIDR} objects", value)
+    for i, ip in enumerate(value):
+        if not isinstance(ip, dict) or not isinstance(ip.get("address"), str):
+            raise _bad(f"{path}[{i}]", "an object with a string \"address\"", ip)
+        if "gateway" in ip and not isinstance(ip["gateway"], str):
+            raise _bad(f"{path}[{i}].gateway", "a string", ip["gateway"])
+        if "interface" in ip and (not isinstance(ip["interface"], int) or isinstance(ip["interface"], bool)):
+            raise _bad(f"{path}[{i}].interface", "an integer", ip["interface"])
+
+
+def _list_of_objects(value: Any, path: str) -> None:
+    if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+        raise _bad(path, "a list of objects", value)
+
+
+def validate_conf(conf: dict) -> None:
+    """Type-check the fields the plugin reads, so bad input gets a spec error (code 7), never a crash."""
+    for field in ("cniVersion", "name", "type", "dataDir"):
+        if field in conf and not isinstance(conf[field], str):
+            raise _bad(field, "a string", conf[field])
+    if "mtu" in conf and conf["mtu"] is not None:
+        mtu = conf["mtu"]
+        if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535:
+            raise _bad("mtu", "an integer from 68 to 65535", mtu)
+    ipam = conf.get("ipam")
+    if ipam is not None:
+        if not isinstance(ipam, dict):
+            raise _bad("ipam", "an object", ipam)
+        for field in ("type", "dataDir", "subnet", "gateway", "rangeStart", "rangeEnd"):
+            if field in ipam and not isinstance(ipam[field], str):
+                raise _bad(f"ipam.{field}", "a string", ipam[field])
+        if "routes" in ipam:
+            _list_of_objects(ipam["routes"], "ipam.routes")
+        if "dns" in ipam and not isinstance(ipam["dns"], dict):
+            raise _bad("ipam.dns", "an object", ipam["dns"])
+    for field in ("subnet", "gateway", "rangeStart", "rangeEnd"):
+        if field in conf and not isinstance(conf[field], str):
+            raise _bad(field, "a string", conf[field])
+    if "routes" in conf:
+        _list_of_objects(conf["routes"], "routes")
+    if "dns" in conf and not isinstance(conf["dns"], dict):
+        raise _bad("dns", "an object", conf["dns"])
+    prev = conf.get("prevResult")
+    if prev is not None:
+        if not isinstance(prev, dict):
+            raise _bad("prevResult", "an object", prev)
+        if "ips" in prev:
+            _ips(prev["ips"], "prevResult.ips")
+        for field in ("interfaces", "routes"):
+            if field in prev:
+                _list_of_objects(prev[field], f"prevResult.{field}")
+        if "dns" in prev and not isinstance(prev["dns"], dict):
+            raise _bad("prevResult.dns", "an object", prev["dns"])
+    if "cni.dev/valid-attachments" in conf and conf["cni.dev/valid-attachments"] is not None:
+        _list_of_objects(conf["cni.dev/valid-attachments"], "cni.dev/valid-attachments")
+
+
 def _log(conf: dict, entry: dict) -> None:
     # best effort: evidence of real calls, never a reason to fail the CNI operation
     try:
@@ -216,13 +283,18 @@ def run(name: str, env: dict[str, str], stdin: bytes) -> tuple[int, dict | None]
     try:
         if cmd not in COMMANDS:
             raise IpamError(E_ENV, f"CNI_COMMAND={cmd!r} is not one of {', '.join(COMMANDS)}")
+        if len(stdin or b"") > _MAX_STDIN:
+            raise IpamError(E_DECODE, f"the network config on stdin is larger than {_MAX_STDIN} bytes")
         try:
             # VERSION may come with an empty stdin; every other command needs a config
             parsed = json.loads(stdin) if (stdin or b"").strip() or cmd != "VERSION" else {}
-        except ValueError as e:
-            raise IpamError(E_DECODE, "cannot decode the network config on stdin as JSON", str(e)) from None
+        except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+            raise IpamError(E_DECODE, "cannot decode the network config on stdin as JSON",
+                            str(e)[:200] or type(e).__name__) from None
         if not isinstance(parsed, dict):
             raise IpamError(E_DECODE, "the network config on stdin must be a JSON object")
+        if cmd != "VERSION":
+            validate_conf(parsed)
         conf = parsed
         requested = conf.get("cniVersion")
         if cmd == "VERSION":
@@ -257,6 +329,10 @@ def run(name: str, env: dict[str, str], stdin: bytes) -> tuple[int, dict | None]
         if conf:
             _log(conf, _entry(cmd, env, e.code, None))
         return 1, err
+    except Exception as e:  # a bug or input nobody foresaw: still the CNI error contract, never a traceback
+        msg = f"internal error: {type(e).__name__}: {e}"[:300]
+        return 1, {"cniVersion": version, "code": E_INTERNAL, "msg": msg,
+                   "details": "this is a k3snb bug; the config and CNI_* variables reproduce it"}
 
 
 def _entry(cmd: str, env: dict[str, str], code: int, reply: dict | None) -> dict:
@@ -274,8 +350,13 @@ def _entry(cmd: str, env: dict[str, str], code: int, reply: dict | None) -> dict
 def main(argv0: str | None = None, stdin: IO[bytes] | None = None, stdout: IO[str] | None = None) -> int:
     """Entry point of the installed executable: reads env + stdin, writes the JSON reply."""
     name = os.path.basename(argv0 or sys.argv[0])
-    data = (stdin or sys.stdin.buffer).read()
-    code, reply = run(name, dict(os.environ), data)
+    try:
+        data = (stdin or sys.stdin.buffer).read(_MAX_STDIN + 1)
+    except OSError as e:
+        data, reply = b"", {"cniVersion": LATEST, "code": E_IO, "msg": f"cannot read stdin: {e}"}
+        code = 1
+    else:
+        code, reply = run(name, dict(os.environ), data)
     out = stdout or sys.stdout
     if reply is not None:
         out.write(json.dumps(reply) + "\n")

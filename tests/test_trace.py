@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from k3snb.errors import InvalidParameter
-from k3snb.tracing import Rule, Trace, diff, trace
+from k3snb.tracing import Rule, Trace, diff_traces, trace
 
 
 def test_grandchildren_rows_tree_and_exit_events():
@@ -96,7 +96,8 @@ def test_diff_names_what_fails_only_in_one_run(tmp_path):
     a = trace(cmd, syscalls="%file", rules=[Rule.redirect("/k3snb-diff-probe", str(tmp_path / "here"))])
     b = trace(cmd, syscalls="%file")
     assert a.returncode == 0 and b.returncode == 1
-    dd = diff(a, b, names=("fixed", "plain"))
+    dd = a.diff(b, names=("fixed", "plain"))
+    assert diff_traces(a, b, names=("fixed", "plain")).summary() == dd.summary()
     assert len(dd.only_a) == 0
     row = dd.only_b[dd.only_b.path == "/k3snb-diff-probe"]
     assert row.errno.tolist() == ["ENOENT"] and row.exe.tolist() == ["cat"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from k3snb.tracing import Rule, diff, intercept, trace
+from k3snb.tracing import Rule, diff_traces, intercept, trace
 
 BUILDS = [pytest.param("2022", marks=[pytest.mark.root, pytest.mark.runsc], id="runsc2022"),
           pytest.param("2024", marks=[pytest.mark.root, pytest.mark.runsc2024], id="runsc2024")]
@@ -89,7 +89,7 @@ def test_diff_host_vs_gvisor_names_the_missing_procsys_key():
     host = trace(cmd, syscalls="%file")
     with GVisor(runsc="2022") as g:
         gvt = trace(cmd, runner=g, syscalls="%file")
-    dd = diff(host, gvt, names=("host", "gvisor"))
+    dd = diff_traces(host, gvt, names=("host", "gvisor"))
     miss = dd.only_b[dd.only_b.path == "/proc/sys/kernel/panic"]
     assert miss.errno.tolist() == ["ENOENT"] and miss.syscall.tolist() == ["openat"]
     assert not dd.only_a.path.str.startswith("/proc/sys").any()  # (PATH/library probing differs)

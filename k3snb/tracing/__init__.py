@@ -2,7 +2,8 @@
 
 Cell API: :func:`trace` (a :class:`Trace` with a lazily loaded DataFrame), :func:`intercept`
 (path redirection, fake files, statfs f_type spoofing, forced errnos via :class:`Rule`),
-:func:`fake_procsys` (per-file /proc/sys fakes from a probe), :func:`diff` of two traces.
+:func:`fake_procsys` (per-file /proc/sys fakes from a probe), :func:`diff_traces` (``Trace.diff``)
+of two traces. ``measurements`` holds the functions behind notebooks 04/06/09/24.
 The tracer itself runs as ``python -m k3snb.tracing`` (also for long-running k3s).
 """
 
@@ -14,13 +15,17 @@ from typing import Any
 # the package attribute of its name, which would shadow the function of the same name.)
 _API = {
     "Rule": "._rules", "save_rules": "._rules", "load_rules": "._rules",
-    "trace": ".tracing", "Trace": ".tracing", "TraceDiff": ".tracing", "diff": ".tracing",
-    "intercept": ".interception", "InterceptResult": ".interception", "fake_procsys": ".procsys",
+    "trace": ".tracing", "Trace": ".tracing", "TraceDiff": ".tracing", "diff_traces": ".tracing",
+    "intercept": ".interception", "InterceptResult": ".interception", "fake_procsys": ".fakes",
 }
 __all__ = sorted(_API)
+# old module name kept as an attribute only (no second module named "experiments" in the kit)
+_RENAMED = {"experiments": ".measurements"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return importlib.import_module(_RENAMED[name], __name__)
     mod = _API.get(name)
     if mod is None:
         raise AttributeError(f"module 'k3snb.tracing' has no attribute {name!r}")

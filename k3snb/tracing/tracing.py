@@ -28,7 +28,8 @@ class Trace(Rich):
 
     Views: :meth:`failures` (failing syscalls by errno and path), :meth:`files` (paths touched),
     :meth:`tree` (processes with parent, executable, exit), :meth:`events` (fork/clone/exec/exit/
-    signal), :meth:`rewrites` (what interception changed). ``diff(a, b)`` compares two traces.
+    signal), :meth:`rewrites` (what interception changed). ``a.diff(b)`` (or ``diff_traces(a, b)``)
+    compares two traces.
     """
 
     path: Path
@@ -128,6 +129,10 @@ class Trace(Rich):
     def rewrites(self):
         d = self.df
         return d[d.detail.notna() & (d.event == "syscall")].reset_index(drop=True)
+
+    def diff(self, other: Trace, *, names: tuple[str, str] = ("a", "b")) -> TraceDiff:
+        """What fails only here or only in ``other`` (see :func:`diff_traces`)."""
+        return diff_traces(self, other, names=names)
 
     def close(self) -> None:
         """Delete the trace's files now (kept DataFrames stay usable); also done when collected."""
@@ -285,7 +290,7 @@ def _keyed(t: Trace):
     return d
 
 
-def diff(a: Trace, b: Trace, *, names: tuple[str, str] = ("a", "b")) -> TraceDiff:
+def diff_traces(a: Trace, b: Trace, *, names: tuple[str, str] = ("a", "b")) -> TraceDiff:
     """Compare two traces of the same workload (e.g. host vs gVisor).
 
     Returns failing (exe, syscall, path, errno) combinations seen only in ``a`` or only in ``b``,
@@ -294,7 +299,7 @@ def diff(a: Trace, b: Trace, *, names: tuple[str, str] = ("a", "b")) -> TraceDif
     """
     for x in (a, b):
         if not isinstance(x, Trace):
-            raise InvalidParameter(f"diff() wants two Trace objects, got {type(x).__name__}",
+            raise InvalidParameter(f"diff_traces() wants two Trace objects, got {type(x).__name__}",
                                    hint="pass the results of k3snb.trace(...)")
     na, nb = names
     da, db = _keyed(a), _keyed(b)

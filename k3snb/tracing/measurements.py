@@ -49,7 +49,7 @@ def procsys_reach(runner=None, keys=PROBE_KEYS, *, go_binary: str | None = None)
     Returns ``{"rows": [...], "stats": {...}, "features": {...}}``; each row is one reader and key
     with the plain and the intercepted outcome.
     """
-    from .procsys import fake_procsys
+    from .fakes import fake_procsys
 
     work = _workdir(runner, "exp04")
     try:
@@ -190,7 +190,8 @@ def runc_reach(runner, *, host_fake: str = "39", rootfs_fake: str | None = "38",
         raise MissingDependency("runc not found", hint="apt-get install runc")
     base = Path(tempfile.mkdtemp(prefix="k3snb-exp24-", dir=r.workdir))
     cid = base.name
-    state = f"/run/{cid}" if r.kind == "gvisor" else str(base / "state")
+    # runc's state wants a tmpfs: where /run is private to the runner, use it
+    state = f"/run/{cid}" if r.capabilities.private_tmp else str(base / "state")
     fake = base / "fake" / "cap_last_cap"
     try:
         bundle = write_bundle(base / "bundle", ["cat", "/proc/sys/kernel/cap_last_cap", str(fake)])
@@ -306,9 +307,7 @@ def process_roles(t: Trace, shim: str | None = None):
 
 
 def first_divergence(a: Trace, b: Trace, names=("host", "gvisor")) -> dict | None:
-    from .tracing import diff
-
-    return diff(a, b, names=names).first_divergence
+    return a.diff(b, names=names).first_divergence
 
 
 def to_json(obj: Any) -> Any:

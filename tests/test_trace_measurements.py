@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from k3snb.tracing import experiments as tx
+from k3snb.tracing import measurements as tx
 
 
 def test_preload_reaches_libc_programs_but_not_static_go():

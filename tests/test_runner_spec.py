@@ -112,3 +112,16 @@ def test_gvisor_capabilities_match_what_commands_see(spec):
     assert caps.private_tmp and not seen["tmp_shared"]
     assert caps.own_kernel and uname_v != os.uname().version
     assert not caps.has_real_cgroups and not caps.host_network_writable and caps.needs_net_raw
+
+
+@pytest.mark.root
+def test_started_runners_are_logged_for_the_experiment_layer(tmp_path, monkeypatch):
+    """With $K3SNB_RUNNERS_LOG set, every started runner appends its info() (what really ran)."""
+    log = tmp_path / "runners.jsonl"
+    monkeypatch.setenv("K3SNB_RUNNERS_LOG", str(log))
+    with resolve("host", runsc="2024"):
+        pass
+    import json
+
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert rows == [{**rows[0], "kind": "host", "label": "host", "ignored_options": ["runsc"]}]

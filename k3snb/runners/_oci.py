@@ -7,6 +7,7 @@ devpts, shm, a tmpfs /dev, and an rw bind of the runner's workdir at the same pa
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,14 +32,43 @@ ALL_CAPS = [
 # Writable tmpfs mounts of the spec: they hide whatever the host has at these paths.
 TMPFS_DIRS = ("/tmp", "/run", "/var/lib")
 
+# Host secrets the sandbox must not read (the root is the host's own, read-only): files are covered
+# by an empty read-only file, directories by an empty tmpfs. The kit's own paths, the workdir and
+# explicit binds are mounted after these, so a checkout under /root or /home stays visible.
+SECRET_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh/ssh_host_*")
+SECRET_DIRS = ("/root", "/home", "/etc/ssl/private")
 
-def hidden_by_tmpfs(paths: Iterable[str]) -> list[Bind]:
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def secret_masks(empty_file: str, extra_dirs: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Mounts hiding the host's secrets: ``empty_file`` bound read-only over each secret file, an
+    empty tmpfs over each secret directory (and ``extra_dirs``, e.g. the kit's state dir)."""
+    files = sorted({os.path.realpath(f) for pat in SECRET_FILES for f in glob.glob(pat) if os.path.isfile(f)})
+    dirs = [os.path.realpath(d) for d in (*SECRET_DIRS, *extra_dirs) if os.path.isdir(d)]
+    # a dir already hidden by a tmpfs (the spec's, or another mask) needs no mount of its own
+    hidden = (*TMPFS_DIRS, *dirs)
+    dirs = sorted({d for d in dirs if not any(_under(d, h) and d != h for h in hidden)})
+    dirs = [d for d in dirs if not any(_under(d, t) for t in TMPFS_DIRS)]
+    out = [{"destination": d, "type": "tmpfs", "source": "k3snb-masked",
+            "options": ["nosuid", "nodev", "mode=0700" if d == "/root" else "mode=0755"]}
+           for d in dirs]
+    out += [{"destination": f, "type": "bind", "source": empty_file, "options": ["bind", "ro"]}
+            for f in files if not any(_under(f, d) for d in (*dirs, *TMPFS_DIRS))]
+    return out
+
+
+def hidden_by_tmpfs(paths: Iterable[str], masked: Iterable[str] = ()) -> list[Bind]:
     """Read-only binds for host paths the sandbox must see but that lie under a tmpfs mount point
-    (a checkout or venv under /tmp would otherwise vanish inside, taking the kit's Python with it)."""
+    or a masked directory (a checkout or venv under /tmp or /root would otherwise vanish inside,
+    taking the kit's Python with it)."""
     out: dict[str, Bind] = {}
+    tops = (*TMPFS_DIRS, *masked)
     for p in paths:
         real = os.path.realpath(p)
-        if os.path.exists(real) and any(real == d or real.startswith(d + "/") for d in TMPFS_DIRS):
+        if os.path.exists(real) and any(_under(real, d) for d in tops):
             out.setdefault(real, Bind(real, real, readonly=True))
     # a bind inside another one is redundant
     keep = [b for b in out.values() if not any(b.source.startswith(o + "/") for o in out if o != b.source)]
@@ -111,8 +141,9 @@ def spec(
     netns_path: str | None = None,
     readonly_root: bool = True,
     kit_paths: Iterable[str] = (),
+    masks: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Build the OCI ``config.json`` dict."""
+    """Build the OCI ``config.json`` dict (``masks``: from :func:`secret_masks`)."""
     capset = resolve_caps(caps)
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -125,9 +156,11 @@ def spec(
         {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
         {"destination": "/var/lib", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
     ]
-    # Binds after the tmpfs mounts, so a workdir under /tmp lands on top of the /tmp tmpfs; the kit's
-    # own paths first, so an explicit bind or the workdir can still sit inside them.
-    mounts += [b.mount() for b in hidden_by_tmpfs(kit_paths)]
+    mounts += list(masks)
+    # Binds after the tmpfs mounts and masks, so a workdir under /tmp lands on top of the /tmp tmpfs;
+    # the kit's own paths first, so an explicit bind or the workdir can still sit inside them.
+    mounts += [b.mount() for b in hidden_by_tmpfs(kit_paths, [m["destination"] for m in masks
+                                                              if m["type"] == "tmpfs"])]
     mounts.append({"destination": workdir, "type": "bind", "source": workdir, "options": ["bind", "rw"]})
     mounts += [b.mount() for b in binds]
     namespaces = [{"type": t} for t in ("pid", "mount", "uts", "ipc")]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import atexit
 import contextlib
+import json
 import os
 import pickle
 import select
@@ -261,6 +262,8 @@ class _Pipes:
         return (b"".join(self.out).decode(errors="replace"), b"".join(self.err).decode(errors="replace"))
 
 
+RUNNERS_LOG_ENV = "K3SNB_RUNNERS_LOG"
+
 # Runners still open when the interpreter exits (a notebook kernel shut down without close()).
 _OPEN: weakref.WeakSet[Runner] = weakref.WeakSet()
 
@@ -371,8 +374,20 @@ class Runner(abc.ABC):
         """Implementations call this from start()/close() so an exiting interpreter closes them."""
         if is_open:
             _OPEN.add(self)
+            self._note_started()
         else:
             _OPEN.discard(self)
+
+    def _note_started(self) -> None:
+        """Append this runner's ``info()`` as one JSON line to ``$K3SNB_RUNNERS_LOG`` when set (the
+        experiment layer sets it per cell to record which runners a notebook really used)."""
+        path = os.environ.get(RUNNERS_LOG_ENV)
+        if not path:
+            return
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(json.dumps(self.info(), default=str) + "\n")
 
     def info(self) -> dict[str, Any]:
         """Facts to record with every result (kind, runsc version, flags …)."""

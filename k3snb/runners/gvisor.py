@@ -158,6 +158,14 @@ class GVisorProcess(BackgroundProcess):
             self.runner._exec_quiet(["/bin/kill", f"-{sig.name[3:]}", "--", f"-{pid}"], timeout=10)
 
 
+def _state_dirs_to_mask(base: Path) -> list[str]:
+    """The kit's state dir (records name pids and paths of every run on this machine), unless the
+    runner's own files or the kit live inside it."""
+    sd = os.path.realpath(state_dir())
+    keep = [os.path.realpath(p) for p in (base, *_kit_paths())]
+    return [] if any(k == sd or k.startswith(sd + "/") or sd.startswith(k + "/") for k in keep) else [sd]
+
+
 def _kit_paths() -> list[str]:
     """Host paths the kit needs inside the sandbox: its interpreter's environment and its source."""
     import k3snb
@@ -340,9 +348,12 @@ class GVisor(Runner):
                 {"runsc": str(self.runsc_path), "root": str(self._base / "state"), "id": self.id}]).save()
             for d in ("work/.home", "state", "logs", "bundle", "pids"):
                 (self._base / d).mkdir(parents=True)
+            empty = self._base / "bundle" / "masked-empty"  # what a masked secret file reads as
+            empty.touch(mode=0o444)
             config = _oci.spec(str(self.workdir), caps=self.caps, binds=self.binds, env=self._guest_env(),
                                hostname=self.hostname or self.id[:60], kit_paths=_kit_paths(),
-                               netns_path="/proc/self/ns/net" if self.network == "sandbox" else None)
+                               netns_path="/proc/self/ns/net" if self.network == "sandbox" else None,
+                               masks=_oci.secret_masks(str(empty), _state_dirs_to_mask(self._base)))
             config["process"]["args"] = ["/bin/sh", "-c", INIT_SCRIPT]
             _oci.write_bundle(self._base / "bundle", config)
             last = ""

@@ -4,7 +4,7 @@ The flat cell API (one call per idea). Layers, bottom-up, match the sub-packages
 
 * ``runners``    — where things run: ``Host`` (private namespaces) and ``GVisor`` (runsc).
 * ``probe``      — what an environment offers: ``probe(runner)``, ``diff(a, b)``.
-* ``trace``      — syscall tracing and interception: ``trace(cmd)``, ``intercept(cmd, rules)``.
+* ``trace``      — syscall tracing and interception: ``trace(cmd)``, ``intercept(cmd, rules)``, ``diff_traces(a, b)``.
 * ``workarounds``/``cni``/``signatures`` — fixes, the fake CNI plugin, blocker classification.
 * ``k3s``/``runtime`` — launching k3s with a profile; runc/containerd drivers.
 * ``experiments``/``report`` — papermill notebooks, verdicts, summaries.
@@ -37,6 +37,7 @@ _API = {
     "Trace": "k3snb.tracing",
     "Rule": "k3snb.tracing",
     "fake_procsys": "k3snb.tracing",
+    "diff_traces": "k3snb.tracing",
     # fixes and diagnosis
     "list_workarounds": "k3snb.workarounds",
     "get_workaround": "k3snb.workarounds",

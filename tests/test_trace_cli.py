@@ -169,6 +169,8 @@ BAD = [
     (["intercept", "--log", "/nonexistent/dir/x.log", "--", "true"], 2, "does not exist"),
     (["intercept"], 2, "no command"),
     (["intercept", "--", "/nonexistent/cmd"], 2, "not executable"),
+    (["intercept", "--", "/tmp"], 2, "not executable"),
+    (["intercept", "--rules", "/tmp", "--", "true"], 2, "cannot read rules file"),
     (["intercept", "--", "k3snb-no-such-command"], 2, "command not found"),
 ]
 

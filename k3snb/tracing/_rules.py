@@ -184,6 +184,9 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise InvalidParameter(f"rules file {str(p)!r} not found", hint="write it with k3snb.tracing.save_rules") from None
+    except OSError as e:
+        raise InvalidParameter(f"cannot read rules file {str(p)!r}: {e.strerror or e}",
+                               hint="pass a rules JSON file written by k3snb.tracing.save_rules") from None
     except ValueError as e:
         raise InvalidParameter(f"rules file {str(p)!r} is not JSON: {e}", hint="write it with save_rules") from None
     items = data.get("rules") if isinstance(data, dict) else data

@@ -124,7 +124,7 @@ def _argv(cmd: list[str]) -> list[str]:
         if not found:
             raise InvalidParameter(f"command not found: {exe!r}", hint="give a full path or fix PATH")
         exe = found
-    elif not os.access(exe, os.X_OK):
+    elif not os.path.isfile(exe) or not os.access(exe, os.X_OK):
         raise InvalidParameter(f"not executable: {exe!r}", hint="check the path and its mode")
     return [exe] + cmd[1:]
 

@@ -58,3 +58,35 @@ def descendants(pid: int) -> list[int]:
             out.append(p)
             todo += children(p)
     return out
+
+
+def proc_environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` started with (empty when unreadable or gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            out[k.decode(errors="replace")] = v.decode(errors="replace")
+    return out
+
+
+def pids_with_env(name: str) -> dict[int, str]:
+    """Live pids whose environment has ``name``, with its value (a tag every process of a run inherits)."""
+    needle = f"{name}=".encode()
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{d}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in raw and pid_alive(int(d)):
+            value = proc_environ(int(d)).get(name)
+            if value is not None:
+                out[int(d)] = value
+    return out

@@ -23,6 +23,10 @@ from pathlib import Path
 from ._paths import TAG, state_dir, tmp_root
 from ._procfs import proc_start
 
+# Environment tag every process of a run inherits: ``<record id>/<cell>``. A live process carrying
+# the id of a stale record is an orphan of a killed run; ``doctor`` reports it, ``--clean`` kills it.
+RUN_TAG_ENV = "K3SNB_RUN_TAG"
+
 
 @dataclass
 class Record:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -175,3 +176,63 @@ def test_interpreter_exit_without_close_cleans_up(private_state):
     gwork, hwork = (Path(p) for p in r.stdout.split())
     assert not gwork.parent.exists() and not hwork.exists()
     assert not pids_with_root(str(gwork.parent / "state")) and records() == []
+
+
+RUN_HOLDER = r"""
+import os, subprocess, sys, time
+from pathlib import Path
+from k3snb._state import RUN_TAG_ENV, Record
+from k3snb.runners.gvisor import GVisor
+run = Path(sys.argv[1])
+kit = run / ".k3snb-kit"
+kit.mkdir(parents=True)
+rec = Record(kind="run", id=sys.argv[2], paths=[str(kit)], note=str(run)).save()
+os.environ[RUN_TAG_ENV] = f"{rec.id}/cell-0"
+# a worker in its own session, as `k3snb run` starts it: a kill -9 of the run does not reach it
+subprocess.Popen(["sleep", "4949"], start_new_session=True)
+g = GVisor().start()  # the sandbox's runsc processes inherit the tag too
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_doctor_reports_and_cleans_live_orphans_of_a_killed_run(private_state, tmp_path):
+    """kill -9 of a run: its tagged worker and sandbox keep running; doctor lists them as orphans
+    by tag, --clean kills them and removes the run's .k3snb-kit folder (issue 12 item 1)."""
+    from k3snb._state import RUN_TAG_ENV
+
+    rid = f"run-test{os.getpid()}"
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-c", RUN_HOLDER, str(run), rid], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "K3SNB_STATE": str(private_state)})
+    bystander = subprocess.Popen(["sleep", "5050"], env={**os.environ, RUN_TAG_ENV: "run-someone-else/cell"})
+    live = Record(kind="run", id="run-live-test").save()  # owner alive: its tagged processes are not orphans
+    alive_tagged = subprocess.Popen(["sleep", "5151"], env={**os.environ, RUN_TAG_ENV: f"{live.id}/cell"})
+    try:
+        assert p.stdout.readline().strip() == "up"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        d = reaper.doctor()
+        tagged = {o["pid"]: o for o in d.orphans}
+        cmds = " ".join(o["cmd"] for o in d.orphans)
+        assert "sleep 4949" in cmds and "runsc" in cmds, d.orphans
+        assert {o["record"] for o in d.orphans} == {f"run-{rid}"}
+        assert bystander.pid not in tagged and alive_tagged.pid not in tagged
+        assert "orphan pid" in d._repr_text()
+        c = reaper.doctor(clean=True)
+        assert c.orphans == [] and not c.stale, (c.orphans, c.stale, c.cleaned)
+        assert not _procs_with(b"sleep\x004949")
+        assert all(not Path(f"/proc/{pid}").exists() or
+                   (Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX") for pid in tagged)
+        assert not (run / ".k3snb-kit").exists() and run.exists()
+        assert bystander.poll() is None and alive_tagged.poll() is None  # never touched
+    finally:
+        for q in (p, bystander, alive_tagged):
+            with contextlib.suppress(ProcessLookupError):
+                q.kill()
+            q.wait()
+        live.drop()
+        for pid in _procs_with(b"sleep\x004949"):
+            os.kill(pid, signal.SIGKILL)

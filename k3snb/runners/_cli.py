@@ -27,4 +27,4 @@ def _doctor(args: argparse.Namespace) -> int:
     else:
         print(d._repr_text())
     # after --clean, anything still stale is a failure; a plain report only informs
-    return 1 if args.clean and (d.stale or d.stale_cgroups) else 0
+    return 1 if args.clean and (d.stale or d.stale_cgroups or d.orphans) else 0

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import TAG
-from .._procfs import proc_start
-from .._state import Record, records
+from .._procfs import pids_with_env, proc_start
+from .._state import RUN_TAG_ENV, Record, records
 from .._system import kill, kill_tree, mountinfo, umount, wait_gone
 from ..report import Rich, render
 
@@ -112,6 +112,7 @@ class Doctor(Rich):
     stale_cgroups: list[str]
     live: int
     cleaned: list[dict[str, Any]] = field(default_factory=list)
+    orphans: list[dict[str, Any]] = field(default_factory=list)
 
     _title_text = "k3snb doctor"
 
@@ -123,11 +124,11 @@ class Doctor(Rich):
     def summary(self) -> dict[str, Any]:
         return {"available": sum(1 for r in self.installed if r["available"]), "components": len(self.installed),
                 "live_records": self.live, "stale_records": len(self.stale),
-                "stale_cgroups": len(self.stale_cgroups), "cleaned": len(self.cleaned)}
+                "stale_cgroups": len(self.stale_cgroups), "orphans": len(self.orphans), "cleaned": len(self.cleaned)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "installed": self.installed, "stale": self.stale,
-                "stale_cgroups": self.stale_cgroups, "cleaned": self.cleaned}
+                "stale_cgroups": self.stale_cgroups, "orphans": self.orphans, "cleaned": self.cleaned}
 
     def _repr_text(self) -> str:
         lines = [f"<Doctor {', '.join(f'{k}={v}' for k, v in self.summary().items())}"]
@@ -138,6 +139,8 @@ class Doctor(Rich):
             lines.append(f"  stale {s['record']} (owner {s['owner_pid']} gone, {s['age_s']}s old)")
         for c in self.stale_cgroups:
             lines.append(f"  stale cgroup {c}")
+        for o in self.orphans:
+            lines.append(f"  orphan pid {o['pid']} of {o['record']} ({o['tag']}): {o['cmd']}")
         for c in self.cleaned:
             lines.append(f"  cleaned {c['record']}: {', '.join(c['actions']) or 'nothing left'}"
                          + (f" (kept: {'; '.join(c['kept'])})" if c["kept"] else ""))
@@ -151,6 +154,8 @@ class Doctor(Rich):
             sections.append(("stale records", pd.DataFrame(self.stale)))
         if self.stale_cgroups:
             sections.append(("stale cgroups", "\n".join(self.stale_cgroups)))
+        if self.orphans:
+            sections.append(("orphan processes", pd.DataFrame(self.orphans)))
         if self.cleaned:
             sections.append(("cleaned", pd.DataFrame(self.cleaned)))
         return render(self._title_text, self.summary(), sections, text=self._repr_text())
@@ -161,13 +166,35 @@ def doctor(clean: bool = False) -> Doctor:
     recs = records()
     stale = [r for r in recs if not r.owner_alive()]
     live_ids = {r.id for r in recs if r.owner_alive()}
-    d = Doctor(installed(), [_record_row(r) for r in stale], _stale_cgroups(live_ids), len(recs) - len(stale))
+    d = Doctor(installed(), [_record_row(r) for r in stale], _stale_cgroups(live_ids), len(recs) - len(stale),
+               orphans=orphans(stale))
     if clean:
         d.cleaned = clean_records(stale)
         d.cleaned += _clean_cgroups(d.stale_cgroups)
-        d.stale = [_record_row(r) for r in records() if not r.owner_alive()]
+        left = [r for r in records() if not r.owner_alive()]
+        d.stale = [_record_row(r) for r in left]
         d.stale_cgroups = _stale_cgroups({r.id for r in records() if r.owner_alive()})
+        d.orphans = orphans(stale)
     return d
+
+
+def orphans(stale: list[Record]) -> list[dict[str, Any]]:
+    """Live processes tagged (``$K3SNB_RUN_TAG``) with the id of a stale record: what a killed run
+    left running. Only records of this state dir count, so another user's or test's runs are safe."""
+    ids = {r.id: r for r in stale}
+    if not ids:
+        return []
+    me = os.getpid()
+    out = []
+    for pid, tag in sorted(pids_with_env(RUN_TAG_ENV).items()):
+        rid = tag.split("/", 1)[0]
+        if pid == me or rid not in ids:
+            continue
+        cmd = ""
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        out.append({"record": f"{ids[rid].kind}-{rid}", "pid": pid, "tag": tag, "cmd": cmd[:160]})
+    return out
 
 
 def clean() -> Doctor:
@@ -245,9 +272,15 @@ def clean_records(recs: list[Record]) -> list[dict[str, Any]]:
             continue  # never reap what a live process still owns
         actions: list[str] = []
         kept: list[str] = []
+        killed = []
+        # first what the killed run left running (tagged by environment), so nothing restarts work
+        for o in orphans([r]):
+            for p in kill_tree(o["pid"]):
+                killed.append(p)
+                actions.append(f"kill {p} (orphan of the run, tag {o['tag']})")
+        wait_gone(killed)
         for sb in r.sandboxes:
             _reap_sandbox(sb, actions, kept)
-        killed = []
         for pid in r.pids:
             if _pid_matches(r, pid):
                 if r.kind == "host":  # a Host runner's private mount namespace: all in it is ours

@@ -168,6 +168,7 @@ class Containerd(Rich):
         self.proc = None
         self.log_path = self.conf_dir / "containerd.log"
         self.startup_s: float | None = None
+        self.pause_unpacked: bool | None = None
         self.record: Record | None = None
         self.cleanup: dict[str, Any] = {}
         self._final_log = ""
@@ -230,7 +231,12 @@ class Containerd(Rich):
         if self._kit_pause:
             from ..images import pause
 
+            # unpacked for CRI's sandboxes; where unpacking fails (runsc 2022: R01) containerd still
+            # serves, with the image content only, and run() reports the unpack failure as its stage
             res = self.import_image(pause())
+            self.pause_unpacked = res.ok
+            if not res.ok:
+                res = self.import_image(pause(), unpack=False)
             if not res.ok:
                 raise K3snbError(f"importing the kit's pause image failed: {(res.stderr or res.stdout).strip()[-300:]}",
                                  hint="see Containerd.logs()")

@@ -133,6 +133,7 @@ def run_container(runner: Runner, image: Image | str = "busybox", args: list[str
                        rules=rules)
         else:
             c = Containerd(runner, snapshotter=snapshotter, runtime=runtime, trace=trace, rules=rules)
+            a.info["id"] = c.id
             try:
                 try:
                     c.start()
@@ -165,6 +166,7 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
     a = attempt or Attempt(runner=_runner_name(runner), runtime=runtime, via="direct", image=img.ref or img.name,
                            args=list(args))
     cid = new_id("k3snb-rt-")
+    a.info["id"] = cid
     base = f"/run/{cid}"
     stage_dir = Path(runner.workdir) / f"{cid}-img"
     rec = Record(kind="runtime", id=cid, paths=[str(stage_dir), base]

@@ -79,7 +79,11 @@ def failing_syscall(trace: Any, stage: str, message: str = "") -> dict[str, Any]
     named = d[[bool(message) and any(isinstance(p, str) and len(p) > 1 and p in message for p in (r.path, r.path2))
                for r in d.itertuples()]]
     if not named.empty:
-        row = named.iloc[0]
+        # prefer the stage's own syscalls, then real errors over lookups that just found nothing
+        pick = named[named.syscall.isin(_syscalls_for(stage))]
+        if pick.empty:
+            pick = named[~named.errno.isin(_data()["noise_errnos"])]
+        row = (pick if not pick.empty else named).iloc[0]
     else:
         # 2. the last failure of the stage's syscalls, else of the fallback list (noise errnos left out)
         d = d[~d.errno.isin(_data()["noise_errnos"])]

@@ -17,7 +17,7 @@ KERNEL=k3snb
 # apt packages the kit's layers use (runners, trace, cni, k3s workarounds, benchmarks, the venv)
 APT_PACKAGES=(
   runsc runc containerd containernetworking-plugins busybox-static strace proot hyperfine iptables
-  gcc libc6-dev make python3-venv ca-certificates iproute2 util-linux podman golang-go
+  gcc libc6-dev make python3-venv ca-certificates iproute2 util-linux podman golang-go crun umoci
   chromium chromium-driver
 )
 

@@ -16,39 +16,49 @@ import sys
 import time
 from pathlib import Path
 
+from .._cliopts import add_json, add_profile, add_runner, add_runsc, add_timeout
 from .._paths import kit_python, tmp_root
 from .._state import Record, new_id, records
-from ..errors import K3snbError, UsageError
+from ..errors import K3sError, UsageError
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("k3s", help="launch and manage k3s with a profile")
-    sub = p.add_subparsers(dest="k3s_cmd", required=True)
-    s = sub.add_parser("start", help="start k3s server (in the background) with a profile")
-    s.add_argument("--profile", "-p", default="control-plane")
-    s.add_argument("--runner", "-r", default="host", help="host or gvisor")
-    s.add_argument("--data-dir", default=None)
+    p = subparsers.add_parser("k3s", help="launch and manage k3s with a profile",
+                              description="Start k3s server in the background with a launch profile, then "
+                                          "inspect, follow and stop it.")
+    sub = p.add_subparsers(dest="k3s_cmd", required=True, metavar="ACTION")
+    s = sub.add_parser("start", help="start k3s server (in the background) with a profile",
+                       description="Validate the profile and flags, find the k3s binary, then start k3s "
+                                   "server in a background daemon and wait for the profile's readiness target.")
+    add_profile(s, default="control-plane", help="launch profile (see `k3snb k3s profiles`)")
+    add_runner(s, help="where k3s runs: host, gvisor, gvisor:BUILD[:PLATFORM] (default host)")
+    add_runsc(s)
+    s.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="k3s --data-dir as seen inside the runner (default: a fresh folder per cluster)")
     s.add_argument("--flag", action="append", default=[], metavar="--K3S-FLAG", dest="flags",
                    help="extra k3s server flag (repeatable), e.g. --flag=--disable-agent")
-    s.add_argument("--timeout", type=float, default=180.0)
+    add_timeout(s, default=180.0, help="seconds to wait for the profile's readiness target")
     s.add_argument("--host", action="store_true", help="allow an agent to change the host's network tables")
-    s.add_argument("--no-strict-flags", action="store_true")
+    s.add_argument("--no-strict-flags", action="store_true",
+                   help="accept k3s flags the kit does not know (default: refuse them)")
     s.set_defaults(func=_start)
     for name, fn, helptext in (("status", _status, "show running clusters"), ("stop", _stop, "stop clusters")):
-        q = sub.add_parser(name, help=helptext)
-        q.add_argument("id", nargs="?", help="cluster daemon id (default: all / the only one)")
-        q.add_argument("--json", action="store_true")
+        q = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        q.add_argument("id", nargs="?", help="cluster daemon id or its suffix (default: all)")
+        add_json(q)
         q.set_defaults(func=fn)
-    lg = sub.add_parser("logs", help="print the k3s log")
-    lg.add_argument("id", nargs="?")
-    lg.add_argument("--tail", "-n", type=int, default=50)
-    lg.add_argument("--follow", "-f", action="store_true")
+    lg = sub.add_parser("logs", help="print the k3s log", description="Print (and follow) one cluster's k3s log.")
+    lg.add_argument("id", nargs="?", help="cluster daemon id or its suffix (default: the only one running)")
+    lg.add_argument("--tail", "-n", type=int, default=50, metavar="N", help="last N lines, 0 for all (default 50)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the cluster stops")
     lg.set_defaults(func=_logs)
-    i = sub.add_parser("install", help="download a k3s release into the kit cache (sha256-checked)")
-    i.add_argument("version", help="e.g. v1.33.5+k3s1")
-    i.add_argument("--timeout", type=float, default=60.0)
+    i = sub.add_parser("install", help="download a k3s release into the kit cache (sha256-checked)",
+                       description="Download a k3s release binary into the kit cache and check its sha256.")
+    i.add_argument("version", help="k3s release, e.g. v1.33.5+k3s1")
+    add_timeout(i, default=60.0, help="seconds for the download")
     i.set_defaults(func=_install)
-    pr = sub.add_parser("profiles", help="list launch profiles")
+    pr = sub.add_parser("profiles", help="list launch profiles", description="List the launch profiles.")
+    add_json(pr, help="one JSON object per profile")
     pr.set_defaults(func=_profiles)
 
 
@@ -80,19 +90,23 @@ def _select(ident: str | None) -> list[Record]:
 
 
 def _start(a: argparse.Namespace) -> int:
+    # validate here, before any process, record or directory exists
+    from ..runners import ignored_by, resolve
     from .binary import find_k3s
     from .profiles import get_profile, validate_flags
 
-    # validate here, before any process, record or directory exists
     get_profile(a.profile)
     validate_flags(a.flags, strict=not a.no_strict_flags)
-    if a.runner not in ("host", "gvisor"):
-        raise UsageError(f"unknown runner {a.runner!r}; valid: gvisor, host", hint="pass --runner host|gvisor")
+    if ignored_by(a.runner, runsc=a.runsc):
+        raise UsageError(f"--runsc {a.runsc} only applies to gVisor runners, not --runner {a.runner}",
+                         hint="use --runner gvisor (or gvisor:BUILD), or drop --runsc")
+    resolve(a.runner, runsc=a.runsc)  # a bad spec or runsc build fails here, before any process exists
     k3s = find_k3s()
     _ = k3s.version
     did = new_id("k3sd-")
     log = tmp_root() / f"k3snb-{did}.log"
-    spec = {"id": did, "profile": a.profile, "runner": a.runner, "data_dir": a.data_dir, "flags": a.flags,
+    spec = {"id": did, "profile": a.profile, "runner": a.runner, "runsc": a.runsc, "data_dir": a.data_dir,
+            "flags": a.flags,
             "timeout": a.timeout, "host": a.host, "strict_flags": not a.no_strict_flags, "daemon_log": str(log)}
     spec_path = tmp_root() / f"k3snb-{did}.spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -120,7 +134,6 @@ def _start(a: argparse.Namespace) -> int:
                  f"`k3snb k3s logs`, end with `k3snb k3s stop {did}`)"))
         print(f"  kubeconfig {c.get('kubeconfig')}\n  log {c.get('log')}")
         return 0 if ok else 1
-    print(f"k3snb: k3s start failed: {state.get('error') or state}", file=sys.stderr)
     if state.get("log_tail"):
         print(state["log_tail"], file=sys.stderr)
     if proc.poll() is None:
@@ -131,7 +144,8 @@ def _start(a: argparse.Namespace) -> int:
             proc.kill()
     for p in (spec_path, log):
         p.unlink(missing_ok=True)
-    return 1
+    raise K3sError(f"k3s start failed: {state.get('error') or state}",
+                   hint="read the k3s log lines above; `k3snb classify LOG` names known blockers")
 
 
 def _tail(path: Path, n: int = 20) -> str:
@@ -207,19 +221,20 @@ def _install(a: argparse.Namespace) -> int:
 def _profiles(a: argparse.Namespace) -> int:
     from .profiles import profiles
 
-    print(profiles().to_frame().to_string(index=False))
+    table = profiles()
+    if a.json:
+        for row in table.to_frame().to_dict(orient="records"):
+            print(json.dumps(row, default=str))
+    else:
+        print(table.to_frame().to_string(index=False))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m k3snb.k3s._cli")
-    register(ap.add_subparsers(dest="cmd", required=True))
-    a = ap.parse_args(["k3s", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return a.func(a)
-    except K3snbError as e:
-        print(f"k3snb: {e}", file=sys.stderr)
-        return e.exit_code
+    """``python -m k3snb.k3s._cli ARGS`` = ``k3snb k3s ARGS`` (same parser, same error/fix output)."""
+    from ..cli import main as cli_main
+
+    return cli_main(["k3s", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

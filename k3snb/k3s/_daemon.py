@@ -45,7 +45,8 @@ def main(spec_path: str) -> int:
 
         cluster = launch_k3s(spec["profile"], spec["runner"], data_dir=spec.get("data_dir"),
                              extra_flags=spec.get("flags", []), timeout=spec.get("timeout", 180),
-                             host=spec.get("host", False), strict_flags=spec.get("strict_flags", True))
+                             host=spec.get("host", False), strict_flags=spec.get("strict_flags", True),
+                             runner_options={"runsc": spec["runsc"]} if spec.get("runsc") else None)
         st = cluster.status()
         _save(rec, state="running", profile=spec["profile"], runner=spec["runner"], cluster=st,
               readiness=cluster.readiness.to_dict(), info=cluster.info())

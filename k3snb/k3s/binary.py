@@ -119,7 +119,10 @@ def find_k3s(version: str | None = None) -> K3sBinary:
         p = Path(env).expanduser()
         if _executable(p):
             return K3sBinary(p.absolute(), "env")
-        raise K3sBinaryMissing(f"${ENV}={env} is not an executable file", searched=[f"${ENV}={env}"])
+        err = K3sBinaryMissing(f"${ENV}={env} is not an executable file",
+                               hint=f"point ${ENV} at the k3s binary, or unset it to search PATH")
+        err.searched = [f"${ENV}={env}"]
+        raise err
     tried.append(f"${ENV} (unset)")
     if version is None:
         w = shutil.which("k3s")
@@ -137,10 +140,9 @@ def find_k3s(version: str | None = None) -> K3sBinary:
         if vs:
             return K3sBinary(base / vs[-1] / "k3s", "cache")
         tried.append(f"{base}/<version>/k3s")
-    raise K3sBinaryMissing(
-        "no k3s binary found (looked at: " + "; ".join(tried) + ")",
-        searched=tried,
-    )
+    err = K3sBinaryMissing("no k3s binary found; looked at " + "; ".join(tried))
+    err.searched = tried  # an attribute, not a field: the message already lists the places once
+    raise err
 
 
 def _arch() -> str:

@@ -18,9 +18,22 @@ from ..report import Rich, Table, render
 
 STAGES = ("process", "kubeconfig", "readyz", "node-registered", "node-ready")
 
-# k3s server flags (k3s-io/docs cli/server.md, anchors A.3). Prefix families are allowed too.
-SERVER_FLAGS = frozenset(["#", "noqa:", "SIM905", "-", "readable", "as", "a", "block", "config", "debug", "v", "vmodule", "log", "alsologtostderr", "bind-address", "advertise-address", "advertise-port", "tls-san", "tls-san-security", "data-dir", "cluster-cidr", "service-cidr", "service-node-port-range", "cluster-dns", "cluster-domain", "flannel-backend", "flannel-ipv6-masq", "flannel-external-ip", "flannel-iface", "flannel-conf", "flannel-cni-conf-file", "egress-selector-mode", "servicelb-namespace", "write-kubeconfig", "write-kubeconfig-mode", "write-kubeconfig-group", "helm-job-image", "token", "token-file", "agent-token", "agent-token-file", "server", "cluster-init", "cluster-reset", "cluster-reset-restore-path", "kube-apiserver-arg", "etcd-arg", "kube-controller-manager-arg", "kube-scheduler-arg", "kube-cloud-controller-manager-arg", "kine-tls", "datastore-endpoint", "datastore-cafile", "datastore-certfile", "datastore-keyfile", "default-local-storage-path", "disable", "disable-scheduler", "disable-cloud-controller", "disable-kube-proxy", "disable-network-policy", "disable-helm-controller", "node-name", "with-node-id", "node-label", "node-taint", "image-credential-provider-bin-dir", "image-credential-provider-config", "docker", "container-runtime-endpoint", "default-runtime", "disable-default-registry-endpoint", "pause-image", "snapshotter", "private-registry", "system-default-registry", "embedded-registry", "supervisor-metrics", "node-ip", "node-external-ip", "node-internal-dns", "node-external-dns", "resolv-conf", "kubelet-arg", "kube-proxy-arg", "protect-kernel-defaults", "secrets-encryption", "secrets-encryption-provider", "enable-pprof", "rootless", "prefer-bundled-bin", "selinux", "lb-server-port", "disable-agent", "https-listen-port", "supervisor-port", "apiserver-port", "apiserver-bind-address", "vpn-auth", "vpn-auth-file", "nonroot-devices", "airgap-extra-registry", "disable-apiserver", "disable-controller-manager", "disable-etcd", "kubelet-certificate-authority", "agent-token"])
-FLAG_PREFIXES = ("etcd-", "datastore-", "kine-", "cluster-", "secrets-encryption", "tls-", "kube-")
+
+
+@cache
+def k3s_flags() -> dict[str, Any]:
+    """The k3s flag catalogue (``k3snb/data/k3s-flags.yaml``): ``server``/``agent`` name sets, the
+    single-letter ``short`` aliases, the k3s version they came from and the ``later`` additions."""
+    import yaml
+
+    d = yaml.safe_load(resources.files("k3snb").joinpath("data/k3s-flags.yaml").read_text())
+    later = d.get("later") or {}
+    out: dict[str, Any] = {"k3s_version": d["k3s_version"], "source": d["source"], "short": d.get("short") or {}}
+    for cmd in ("server", "agent"):
+        out[cmd] = frozenset(d[cmd]) | {n for n, v in later.items() if cmd in v.get("commands", ())}
+    return out
+
+
 # flags the launcher itself sets: a profile/extra flag must not override them silently
 RESERVED = frozenset({"data-dir", "write-kubeconfig", "log"})
 
@@ -141,11 +154,13 @@ def validate_flags(flags: list[str] | tuple[str, ...], *, strict: bool = True) -
                                    "instead (data_dir=...), or read cluster.kubeconfig / cluster.log_path")
         if name.endswith("-arg") and "=" not in f:
             raise InvalidParameter(f"{f!r} needs a value", hint=f"e.g. --{name}=--fail-swap-on=false")
-        if strict and name not in SERVER_FLAGS and not name.startswith(FLAG_PREFIXES):
-            close = difflib.get_close_matches(name, sorted(SERVER_FLAGS), n=3)
+        known = k3s_flags()["server"]
+        if strict and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
             raise InvalidParameter(
                 f"unknown k3s server flag --{name}" + (f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""),
-                hint="check `k3s server --help`; pass strict_flags=False to launch_k3s to bypass this check",
+                hint="check `k3s server --help` (the kit's list: k3snb/data/k3s-flags.yaml); "
+                     "pass strict_flags=False (CLI: --no-strict-flags) to bypass",
             )
     return list(flags)
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._cliopts import add_json, add_out, add_runner, add_runsc, add_timeout, check_out_parent
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("probe", help="what an environment offers k3s (kernel, /proc/sys, mounts, caps …)")
-    p.add_argument("--runner", choices=("host", "gvisor"), default="host", help="where to probe (default host)")
-    p.add_argument("--runsc", default=None, metavar="2022|2024|PATH",
-                   help="runsc build for --runner gvisor (default: the system runsc)")
-    p.add_argument("--cgroupfs", action="store_true", help="gVisor: pass --cgroupfs")
+    p = subparsers.add_parser(
+        "probe", help="what an environment offers k3s (kernel, /proc/sys, mounts, caps …)",
+        description="Probe an environment (the host, or a fresh gVisor sandbox) for what k3s needs and print "
+                    "one fact per line, or the full JSON record.")
+    add_runner(p, help="where to probe: host, gvisor, gvisor:BUILD[:PLATFORM] (default host)")
+    add_runsc(p, help="runsc build for a gvisor runner: 2022, 2024 or a path (default: the system runsc)")
+    p.add_argument("--cgroupfs", action="store_true", help="gVisor: pass --cgroupfs (cgroup files in the sandbox)")
     p.add_argument("--net-raw", action="store_true", help="gVisor: pass --net-raw (CAP_NET_RAW)")
     p.add_argument("--label", default=None, help="name of this environment in tables and diffs")
-    p.add_argument("--json", action="store_true", help="print the full JSON record instead of the fact table")
-    p.add_argument("-o", "--output", default=None, metavar="FILE", help="also write the JSON record to FILE")
+    add_json(p, help="print the full JSON record instead of the fact table")
+    add_out(p, "also write the JSON record to FILE (its folder must exist)")
+    add_timeout(p, default=180.0, help="seconds for the whole collection")
     p.set_defaults(func=_probe)
 
 
@@ -26,13 +31,16 @@ def _probe(args: argparse.Namespace) -> int:
 
     options = {"runsc": args.runsc, "cgroupfs": args.cgroupfs, "net_raw": args.net_raw}
     ignored = ignored_by(args.runner, **options)
-    if ignored:  # the API records ignored options; on the command line a flag that does nothing is a mistake
-        raise InvalidParameter(f"{', '.join('--' + k.replace('_', '-') for k in ignored)} only apply to a "
-                               f"gVisor runner, not --runner {args.runner}",
-                               hint="add --runner gvisor, or drop the gVisor options")
-    p = probe(args.runner, label=args.label, **{k: v for k, v in options.items() if v})
-    if args.output:
-        p.to_json(args.output)
+    if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        raise InvalidParameter(f"{flags}: only for gVisor runners, not --runner {args.runner}",
+                               hint="use --runner gvisor (or gvisor:BUILD), or drop those options")
+    if args.out:  # before probing: a bad path must not cost a sandbox
+        check_out_parent(args.out)
+    p = probe(args.runner, label=args.label, timeout=args.timeout,
+              **{k: v for k, v in options.items() if v not in (None, False)})
+    if args.out:
+        p.to_json(args.out)
     if args.json:
         sys.stdout.write(p.to_json() + "\n")
         return 0

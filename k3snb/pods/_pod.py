@@ -219,9 +219,10 @@ class Pod(Rich):
             for name, c in cs.items():
                 if c["state"] != TERMINAL:
                     pending = True
-                elif self._should_restart(c["exit_code"]) and time.monotonic() < deadline:
-                    self._restart(name, c)
-                    pending = True
+                elif self._should_restart(c["exit_code"]):
+                    pending = True  # the policy keeps it going: not done, even at the deadline
+                    if time.monotonic() < deadline:
+                        self._restart(name, c)
             if not pending and until == "done":
                 return st
             if time.monotonic() >= deadline:

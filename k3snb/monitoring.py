@@ -179,3 +179,287 @@ def monitor(target: Any, interval: float = 2.0, duration: float | None = None) -
     """Start sampling ``target``'s process tree every ``interval`` s (for ``duration`` s, or until stop())."""
     return Monitor(_roots_of(target), interval=interval, duration=duration)
 
+
+
+# -- live views --------------------------------------------------------------------------------------
+#
+# One machinery for every handle with pids and a log: ``watch(handle)`` (or ``handle.watch()``) shows the
+# process tree, CPU/memory sparklines and the latest classified log lines. With a JupyterLab front end it
+# is an ipywidgets view refreshed every ``interval`` until the cell is interrupted; in papermill/nbval
+# (no front end) and outside a kernel it samples briefly and leaves one static snapshot. Either way the
+# output that stays in the notebook is the final snapshot (HTML + a text fallback), never a stale widget.
+
+
+def frontend() -> bool:
+    """True when a cell's output is being watched live (JupyterLab / Notebook 7), False in papermill,
+    nbval, a plain interpreter. ``K3SNB_LIVE=1``/``0`` overrides."""
+    import os
+    import sys
+
+    forced = os.environ.get("K3SNB_LIVE")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if "ipykernel" not in sys.modules or os.environ.get("K3SNB_RESULTS") or os.environ.get("K3SNB_RUN_TAG"):
+        return False  # not a kernel, or a kernel `k3snb run` started through papermill
+    try:
+        from IPython import get_ipython
+
+        kernel = getattr(get_ipython(), "kernel", None)
+        parent = kernel.get_parent() if kernel is not None else {}
+    except Exception:
+        return False
+    # JupyterLab and Notebook 7 send the cell id with every execute request; nbclient (papermill, nbval) does not
+    return bool((parent or {}).get("metadata", {}).get("cellId"))
+
+
+def sparkline(values: list[float], width: int = 160, height: int = 28, colour: str = "#1f77b4") -> str:
+    """An inline SVG polyline of ``values`` (no JavaScript, no external file)."""
+    vals = [float(v) for v in values if v is not None][-120:]
+    if not vals:
+        return f"<svg width='{width}' height='{height}'></svg>"
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    step = width / max(1, len(vals) - 1)
+    pts = " ".join(f"{i * step:.1f},{height - 2 - (v - lo) / span * (height - 4):.1f}" for i, v in enumerate(vals))
+    return (f"<svg class='k3snb-spark' width='{width}' height='{height}' viewBox='0 0 {width} {height}'>"
+            f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='{pts}'/></svg>")
+
+
+def _log_source(target: Any, log: Any) -> Callable[[int], list[str]] | None:
+    """A function n -> the last n log lines, from ``log`` (path, callable) or the target's log path."""
+    import os
+    from pathlib import Path
+
+    if log is None:
+        for attr in ("log_path", "log"):
+            v = getattr(target, attr, None)
+            if callable(v) and attr == "log":
+                continue
+            if isinstance(v, str | os.PathLike) and str(v):
+                log = v
+                break
+    if log is None:
+        return None
+    if callable(log):
+        def from_callable(n: int) -> list[str]:
+            text = log()
+            lines = text.splitlines() if isinstance(text, str) else [str(x) for x in text]
+            return lines[-n:]
+
+        return from_callable
+    path = Path(log)
+
+    def tail(n: int) -> list[str]:
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 64 * 1024))
+                data = f.read()
+        except OSError:
+            return []
+        return data.decode("utf-8", "replace").splitlines()[-n:]
+
+    return tail
+
+
+@dataclass(repr=False)
+class Watch(Rich):
+    """A live (or finished) view of a process tree and its log; ``stop()`` ends the sampling.
+
+    Its HTML is the latest snapshot: the tree, CPU/RSS sparklines and the last classified log lines.
+    """
+
+    monitor: Monitor
+    log: Callable[[int], list[str]] | None = None
+    lines: int = 8
+    live: bool = False
+    title: str = "watch"
+    stopped: str = ""
+    _title_text = "watch"
+
+    def __post_init__(self) -> None:
+        self._shown = False
+
+    def stop(self, why: str = "stopped") -> Watch:
+        self.monitor.stop()
+        self.stopped = self.stopped or why
+        return self
+
+    # content ----------------------------------------------------------------------------------------
+    def tree(self) -> list[dict[str, Any]]:
+        """The latest sample's processes in tree order, each with its ``depth``."""
+        rows = list(self.monitor.rows)
+        if not rows:
+            return []
+        last = max(r["t"] for r in rows)
+        now = [r for r in rows if r["t"] == last]
+        pids = {r["pid"] for r in now}
+        kids: dict[int, list[dict[str, Any]]] = {}
+        for r in now:
+            kids.setdefault(r["ppid"] if r["ppid"] in pids else -1, []).append(r)
+        out: list[dict[str, Any]] = []
+
+        def walk(parent: int, depth: int) -> None:
+            for r in sorted(kids.get(parent, []), key=lambda r: r["pid"]):
+                out.append({**r, "depth": depth})
+                walk(r["pid"], depth + 1)
+
+        walk(-1, 0)
+        return out
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The last ``lines`` log lines, each with the signature ids the classifier found in it."""
+        if self.log is None:
+            return []
+        lines = self.log(self.lines)
+        found: dict[int, list[str]] = {}
+        try:
+            from .signatures import classify
+
+            for m in classify(lines).matches:
+                found.setdefault(m["line"], []).append(m["id"])
+        except Exception:  # the view must not die on a classifier problem
+            pass
+        return [{"text": t, "signatures": found.get(i + 1, [])} for i, t in enumerate(lines)]
+
+    def summary(self) -> dict[str, Any]:
+        s = self.monitor.summary()
+        out = {"processes": len(self.tree()), "samples": s["samples"], "peak_rss_mb": s["peak_rss_mb"]}
+        if self.stopped:
+            out["stopped"] = self.stopped
+        return out
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.tree(), columns=["depth", "pid", "ppid", "name", "cpu_percent", "rss_bytes",
+                                                  "threads"])
+
+    def _repr_text(self) -> str:
+        tot = self.monitor.totals()
+        lines = [f"{self.title}: {len(self.tree())} processes"
+                 + (f", {tot['cpu_percent'].iloc[-1]:.0f}% CPU, {tot['rss_bytes'].iloc[-1] / 2**20:.0f} MiB"
+                    if not tot.empty else "") + (f" ({self.stopped})" if self.stopped else "")]
+        lines += [f"{'  ' * r['depth']}{r['pid']} {r['name']}" for r in self.tree()[:20]]
+        lines += [(f"[{','.join(x['signatures'])}] " if x["signatures"] else "") + x["text"] for x in self.log_lines()]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self._repr_text()
+
+    def snapshot_html(self) -> str:
+        from .report._html import esc
+
+        tot = self.monitor.totals()
+        cpu = list(tot["cpu_percent"]) if not tot.empty else []
+        rss = [v / 2**20 for v in tot["rss_bytes"]] if not tot.empty else []
+        tree = "".join(
+            f"<tr><td style='padding-left:{8 + 14 * r['depth']}px'>{esc(r['name'])}</td><td>{r['pid']}</td>"
+            f"<td>{r['cpu_percent']:.0f}%</td><td>{r['rss_bytes'] / 2**20:.1f} MiB</td></tr>" for r in self.tree()[:40])
+        logs = "".join(
+            "<div class='k3snb-logline'>" + "".join(f"<span class='k3snb-sig'>{esc(s)}</span> " for s in x["signatures"])
+            + f"<code>{esc(x['text'][:400])}</code></div>" for x in self.log_lines())
+        state = "live" if self.live and not self.stopped else (self.stopped or "snapshot")
+        body = (
+            f"<div class='k3snb-watch'><div class='k3snb-title'>{esc(self.title)} <small>({esc(state)})</small></div>"
+            f"<div class='k3snb-sparks'><span>CPU {cpu[-1] if cpu else 0:.0f}%</span> {sparkline(cpu, colour='#d62728')}"
+            f" <span>RSS {rss[-1] if rss else 0:.0f} MiB</span> {sparkline(rss)}</div>"
+            f"<table class='k3snb-table'><thead><tr><th>process</th><th>pid</th><th>CPU</th><th>RSS</th></tr></thead>"
+            f"<tbody>{tree}</tbody></table>"
+            + (f"<div class='k3snb-logs'>{logs}</div>" if logs else "") + "</div>")
+        return (f"<style>{_watch_css()}</style><div class='k3snb-wrap'>"
+                f"<pre class='k3snb-text-fallback'>{esc(self._repr_text())}</pre>"
+                f"<div class='k3snb-rich' hidden>{body}</div></div>")
+
+    def _repr_html_(self) -> str:
+        return self.snapshot_html()
+
+    def _ipython_display_(self) -> None:
+        if self._shown:  # the live view already left its final snapshot in this cell's output
+            return
+        from IPython.display import display
+
+        display({"text/plain": self._repr_text(), "text/html": self.snapshot_html()}, raw=True)
+
+
+def _watch_css() -> str:
+    from .report._html import _css
+
+    return _css() + (" .k3snb-logline code{font-size:11px;white-space:pre-wrap}"
+                     " .k3snb-sig{background:#fadbd8;border-radius:3px;padding:0 4px;font-size:11px}"
+                     " .k3snb-sparks{display:flex;gap:8px;align-items:center}")
+
+
+def _alive(pids: list[int]) -> bool:
+    """Some root still runs (a zombie, exited but not yet reaped by its parent, does not count)."""
+    import psutil
+
+    for p in pids:
+        try:
+            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def watch(
+    target: Any,
+    log: Any = None,
+    *,
+    interval: float = 1.0,
+    duration: float | None = None,
+    lines: int = 8,
+    live: bool | None = None,
+    title: str | None = None,
+) -> Watch:
+    """Watch a running handle (k3s cluster, containerd, a pod, a pid): process tree, CPU and memory
+    sparklines and the latest classified log lines, refreshed every ``interval`` seconds.
+
+    Args:
+        target: anything :func:`monitor` accepts (a handle with ``root_pids()`` or ``pid``, pids).
+        log: a log file path or a callable returning text/lines; default the target's ``log_path``/``log``.
+        duration: stop after this many seconds (default: until the processes end or the cell is
+            interrupted; without a front end, a ~3 s snapshot).
+        live: force the live widget view (True) or the static snapshot (False); default :func:`frontend`.
+
+    Returns:
+        Watch: the finished view (its HTML is the last snapshot; ``.monitor`` holds every sample).
+    """
+    if interval <= 0:
+        raise InvalidParameter(f"interval must be > 0, got {interval}", hint="e.g. interval=1.0")
+    if lines < 0:
+        raise InvalidParameter(f"lines must be >= 0, got {lines}")
+    roots = _roots_of(target)
+    live = frontend() if live is None else live
+    w = Watch(Monitor(roots, interval=interval), _log_source(target, log), lines, live,
+              title=title or f"{type(target).__name__} {', '.join(map(str, roots()))}")
+    t0 = time.monotonic()
+    budget = duration if duration is not None else (None if live else min(3 * interval, 3.0))
+    handle = view = None
+    if live:
+        import ipywidgets
+        from IPython.display import display
+
+        view = ipywidgets.HTML(value=w.snapshot_html())
+        handle = display(view, display_id=True)
+    try:
+        while True:
+            time.sleep(min(interval, 0.25) if not live else interval)
+            if view is not None:
+                view.value = w.snapshot_html()
+            if budget is not None and time.monotonic() - t0 >= budget:
+                w.stopped = "duration reached" if duration is not None else "snapshot"
+                break
+            if not _alive(roots()):
+                w.stopped = "processes ended"
+                break
+    except KeyboardInterrupt:
+        w.stopped = "interrupted"
+    finally:
+        w.stop()
+        if handle is not None:  # the saved notebook keeps the final snapshot, not a widget at its first frame
+            handle.update({"text/plain": w._repr_text(), "text/html": w.snapshot_html()}, raw=True)
+            w._shown = True
+    return w

@@ -59,6 +59,7 @@ _API = {
     "record": "k3snb.experiments",
     "verdict": "k3snb.experiments",
     "monitor": "k3snb.monitoring",
+    "watch": "k3snb.monitoring",
     "set_options": "k3snb.report",
     "make_report": "k3snb.report",
     "list_runs": "k3snb.report",

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "classify": "k3snb.signatures._cli",
     "cni": "k3snb.cni._cli",
     "k3s": "k3snb.k3s._cli",
+    "workarounds": "k3snb.workarounds._cli",
     "report": "k3snb.report._cli", "runs": "k3snb.report._cli",
     "runtime": "k3snb.runtime._cli",
     "pod": "k3snb.pods._cli",

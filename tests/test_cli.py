@@ -96,7 +96,7 @@ def test_unexpected_exception_is_one_error_line(monkeypatch, capsys):
     (["nope"], "invalid choice: 'nope'"),
     (["classify"], "the following arguments are required"),
     (["experiments", "--bogus"], "unrecognized arguments: --bogus"),
-    (["experiments", "extra"], "unrecognized arguments: extra"),
+    (["signatures", "extra"], "unrecognized arguments: extra"),
 ])
 def test_argparse_errors_are_one_error_fix_pair_exit_2(argv, msg):
     r = k3snb_cmd(*argv)

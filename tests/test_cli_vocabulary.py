@@ -1,0 +1,136 @@
+"""One CLI vocabulary: every subcommand's options carry help text and the shared flags are spelled the
+same everywhere (k3snb/_cliopts.py); usage errors of the real CLI are one error/fix pair."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from k3snb import cli
+
+# short option -> the only long option it may stand for
+SHORT = {"-o": "--out", "-p": "--param", "-P": "--profile", "-r": "--runner"}
+FORBIDDEN = {"--output": "--out", "--dest": "--out", "--params": "--param", "--runners": "--runner"}
+
+
+def walk(parser: argparse.ArgumentParser, path: str = "k3snb"):
+    """(command path, parser) for the parser and every sub-parser below it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield from ((p, q) for p, q in walk(sub, f"{path} {name}"))
+                assert helps.get(name), f"`{path} {name}` has no help line in `{path} --help`"
+
+
+def all_parsers():
+    return list(walk(cli.build_parser()))
+
+
+def test_every_option_and_argument_has_help():
+    missing = []
+    for path, parser in all_parsers():
+        for a in parser._actions:
+            if isinstance(a, argparse._HelpAction | argparse._VersionAction | argparse._SubParsersAction):
+                continue
+            if a.help == argparse.SUPPRESS:
+                continue
+            if not (a.help or "").strip():
+                missing.append(f"{path} {'/'.join(a.option_strings) or a.dest}")
+    assert not missing, "options without help text:\n  " + "\n  ".join(missing)
+
+
+def test_shared_flags_have_one_spelling():
+    wrong = []
+    for path, parser in all_parsers():
+        for a in parser._actions:
+            opts = set(a.option_strings)
+            for short, long in SHORT.items():
+                if short in opts and long not in opts:
+                    wrong.append(f"{path}: {short} must mean {long}, not {sorted(opts)}")
+            for bad, good in FORBIDDEN.items():
+                if bad in opts:
+                    wrong.append(f"{path}: {bad} -> use {good}")
+            if "--timeout" in opts and a.type is not float:
+                wrong.append(f"{path}: --timeout takes seconds as a float")
+            if "--json" in opts and not isinstance(a, argparse._StoreTrueAction):
+                wrong.append(f"{path}: --json is a switch")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_vocabulary_is_used_where_it_applies():
+    parsers = dict(all_parsers())
+
+    def opts(path: str) -> set[str]:
+        return {o for a in parsers[path]._actions for o in a.option_strings}
+
+    assert {"--runner", "-r", "--runsc", "--profile", "-P", "--timeout"} <= opts("k3snb k3s start")
+    assert {"--runner", "-r", "--runsc", "--out", "-o", "--json", "--timeout"} <= opts("k3snb probe")
+    assert {"--param", "-p", "--out", "-o", "--runner", "--runsc", "--timeout"} <= opts("k3snb run")
+    assert "--json" in opts("k3snb classify") and "--json" in opts("k3snb doctor")
+    assert {"--runner", "--runsc", "--json"} <= opts("k3snb workarounds check")
+
+
+def kit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "k3snb", *args], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def one_error(r: subprocess.CompletedProcess, code: int, needle: str) -> None:
+    assert r.returncode == code, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("  fix: "), r.stderr
+    assert needle in r.stderr, r.stderr
+
+
+def test_probe_out_into_a_missing_folder_is_refused_before_probing(tmp_path):
+    target = tmp_path / "no" / "such" / "probe.json"
+    one_error(kit("probe", "-o", str(target)), 2, "folder")
+    assert not (tmp_path / "no").exists()  # no silent mkdir
+    one_error(kit("probe", "--out", str(tmp_path)), 2, "is a directory")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["probe", "--runsc", "2024"], "only for gVisor runners"),
+    (["probe", "--runner", "nosuch"], "unknown runner 'nosuch'"),
+    (["k3s", "start", "--runsc", "2024"], "only applies to gVisor runners"),
+    (["k3s", "start", "-P", "nosuch"], "unknown profile 'nosuch'"),
+    (["k3s", "start", "--runner", "gvisor:1999"], "unknown runsc build '1999'"),
+    (["k3s", "start", "--flag=--a"], "--a"),
+])
+def test_usage_errors_exit_2_before_anything_starts(argv, needle):
+    one_error(kit(*argv), 2, needle)
+
+
+def test_workarounds_list_and_show():
+    import json
+
+    from k3snb.workarounds import list_workarounds
+
+    r = kit("workarounds", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x)["id"] for x in r.stdout.splitlines()] == [row["id"] for row in list_workarounds().rows]
+    r = kit("workarounds", "show", "W1")
+    assert r.returncode == 0 and r.stdout.startswith("kmsg: ") and "fixes:      S06" in r.stdout, r.stdout
+    one_error(kit("workarounds", "show", "nosuch"), 2, "nosuch")
+    one_error(kit("workarounds", "apply", "kmsg", "-p", "nope=1"), 2, "no parameter(s) ['nope']")
+    one_error(kit("workarounds", "check", "kmsg", "--runsc", "2024"), 2, "only applies to gVisor runners")
+
+
+@pytest.mark.root
+def test_workarounds_act_in_a_runner_and_leave_the_host_alone():
+    from pathlib import Path
+
+    before = Path("/proc/self/mountinfo").read_text()
+    r = kit("workarounds", "revert", "kmsg", "propagation", "--runner", "host")
+    assert r.returncode == 0, r.stdout + r.stderr
+    steps = [ln.split()[:3] for ln in r.stdout.splitlines()]
+    assert ["kmsg", "apply", "ok"] in steps and ["kmsg", "gone", "ok"] in steps
+    assert ["propagation", "revert", "ok"] in steps
+    r = kit("workarounds", "check", "kmsg", "--runner", "host")
+    assert r.returncode == 1 and r.stdout.split()[:3] == ["kmsg", "check", "NO"]  # a fresh runner: not in effect
+    assert Path("/proc/self/mountinfo").read_text() == before

@@ -24,13 +24,18 @@ _API = {
     "get_runner": "k3snb.runners",
     "Runner": "k3snb.runners",
     "RunResult": "k3snb.runners",
+    "Capabilities": "k3snb.runners",
     "Host": "k3snb.runners.host",
     "GVisor": "k3snb.runners.gvisor",
-    "runsc_versions": "k3snb.runners.runsc",
+    "list_runsc_builds": "k3snb.runners.runsc",
+    "doctor": "k3snb.runners.reaper",
+    "Doctor": "k3snb.runners.reaper",
+    "StabilityResult": "k3snb.runners.stability",
     # probe
     "probe": "k3snb.probing",
     "diff": "k3snb.probing",
     "EnvProbe": "k3snb.probing",
+    "ProbeDiff": "k3snb.probing",
     # tracing / interception
     "trace": "k3snb.tracing",
     "intercept": "k3snb.tracing",
@@ -38,9 +43,11 @@ _API = {
     "Rule": "k3snb.tracing",
     "fake_procsys": "k3snb.tracing",
     "diff_traces": "k3snb.tracing",
+    "InterceptResult": "k3snb.tracing",
     # fixes and diagnosis
     "list_workarounds": "k3snb.workarounds",
     "get_workaround": "k3snb.workarounds",
+    "WorkaroundResult": "k3snb.workarounds",
     "classify": "k3snb.signatures",
     "list_signatures": "k3snb.signatures",
     "install_cni": "k3snb.cni",
@@ -58,6 +65,8 @@ _API = {
     "run_experiments": "k3snb.experiments",
     "record": "k3snb.experiments",
     "verdict": "k3snb.experiments",
+    "Verdict": "k3snb.experiments",
+    "RunSummary": "k3snb.report._summary",
     "monitor": "k3snb.monitoring",
     "watch": "k3snb.monitoring",
     "set_options": "k3snb.report",
@@ -69,6 +78,11 @@ _API = {
     "plot_resources": "k3snb.report.plots",
     "plot_env_diff": "k3snb.report.plots",
 }
+# errors: every class a caller may catch, flat (``except k3snb.SandboxDied``)
+_API.update(dict.fromkeys((
+    "K3snbError", "UsageError", "InvalidParameter", "NotRoot", "MissingDependency", "RunscMissing",
+    "K3sBinaryMissing", "SandboxError", "SandboxDied", "CommandFailed", "RemoteError", "WorkaroundFailed",
+    "BlockerDetected", "ExperimentFailed", "K3sError", "TraceError", "UnsafeStateDir"), "k3snb.errors"))
 
 __all__ = sorted(_API) + ["__version__", "errors"]
 

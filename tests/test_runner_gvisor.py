@@ -332,7 +332,7 @@ def test_find_runsc_and_version():
     p = runsc_mod.find_runsc("2022")
     assert p == runsc_mod.find_runsc(None) and runsc_mod.runsc_version(p).startswith("0.0~2022")
     assert runsc_mod.find_runsc(str(p)) == p
-    table = runsc_mod.runsc_versions()
+    table = runsc_mod.list_runsc_builds()
     assert table.rows[0]["build"] == "2022" and table.rows[0]["available"]
     assert "runsc builds" in table._repr_html_()
 

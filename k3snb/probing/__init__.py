@@ -12,7 +12,7 @@
 
 from ._diff import KEY_FACTS, ProbeDiff, diff, key_facts
 from ._facts import Fact
-from ._procsys import procsys_keys
+from ._procsys_keys import procsys_keys
 from ._record import EnvProbe, probe, probe_environments
 
 __all__ = [

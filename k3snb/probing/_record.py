@@ -198,7 +198,7 @@ def probe(
     """
     from ..runners import Runner, resolve
     from ._collect import collect
-    from ._procsys import procsys_keys
+    from ._procsys_keys import procsys_keys
 
     if runner is not None and not isinstance(runner, Runner | str | os.PathLike):
         raise InvalidParameter(f"runner must be a Runner, a runner spec or None, got {type(runner).__name__}",

@@ -45,10 +45,10 @@ def _tool(name: str, version_args: list[str]) -> dict[str, Any]:
 
 def installed() -> list[dict[str, Any]]:
     """One row per component: runsc builds, runc, containerd, CNI plugins, k3s."""
-    from .runsc import runsc_versions
+    from .runsc import list_runsc_builds
 
     rows = [{"item": f"runsc {r['build']}", "path": r["path"], "version": r["version"], "available": r["available"]}
-            for r in runsc_versions().rows]
+            for r in list_runsc_builds().rows]
     rows.append(_tool("runc", ["--version"]))
     rows.append(_tool("containerd", ["--version"]))
     cni = next((d for d in CNI_DIRS if Path(d).is_dir()), None)

@@ -279,9 +279,7 @@ class RunscBuilds(Table):
         lines = [f"{r['build']:6} {r['version'] or '-':20} {r['path'] or '(missing)'}" for r in self.rows]
         return "<RunscBuilds\n  " + "\n  ".join(lines) + ">"
 
-
-
-def runsc_versions() -> RunscBuilds:
+def list_runsc_builds() -> RunscBuilds:
     """Table of the runsc builds the kit can use (``2022``, ``2024``) with path and version."""
     rows = []
     for name in ("2022", "2024"):
@@ -293,6 +291,9 @@ def runsc_versions() -> RunscBuilds:
     return RunscBuilds(rows)
 
 
+runsc_versions = list_runsc_builds  # the old name (experiments/_record.py until it switches)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m k3snb.runners.runsc", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="show available builds")
     a = ap.parse_args(argv)
     if a.cmd == "list":
-        print(repr(runsc_versions()))
+        print(repr(list_runsc_builds()))
         return 0
     try:
         p = fetch_runsc_2024(force=a.force)

@@ -263,7 +263,7 @@ class UnknownWorkaround(UsageError):
 
 
 def _load_all() -> None:
-    from . import cgroups, cni, flags, iptables, kmsg, mounts, procsys, userns  # noqa: F401
+    from . import cgroups, cni_plugins, fake_procsys, flags, iptables, kmsg, mounts, userns  # noqa: F401
 
     missing = set(metadata()) - set(Workaround.registry)
     if missing:  # a YAML entry of kind flag needs no class of its own

@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import UsageError
 
 __all__ = ["add_runner", "add_runsc", "add_out", "add_param", "add_profile", "add_json", "add_timeout",
-           "check_out_parent", "printable"]
+           "check_out_parent", "printable", "text_table"]
 
 
 def add_runner(p: argparse.ArgumentParser, *, default: str | None = "host", repeatable: bool = False,
@@ -80,3 +80,31 @@ def printable(text: str) -> str:
         return text
     return "".join(c if c.isprintable() or c == "\t" else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
                    for c in text)
+
+
+def text_table(rows: list[dict], columns: list[tuple[str, str, int]], *, indent: str = "") -> str:
+    """Rows as an aligned plain-text table. ``columns`` = (key, header, max width); a longer cell wraps
+    onto more lines at spaces or after ', ' and '; ' (never inside a word, id or path), so nothing is
+    cut. The last column may be wider than its max when the terminal is."""
+    import shutil
+    import textwrap
+
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, list | tuple):
+            return ", ".join(map(str, v))
+        return printable(str(v))
+
+    cols = list(columns)
+    widths = [min(w, max([len(h)] + [len(cell(r.get(k))) for r in rows])) for k, h, w in cols]
+    used = len(indent) + sum(widths[:-1]) + 2 * (len(widths) - 1)
+    widths[-1] = max(widths[-1], shutil.get_terminal_size((100, 24)).columns - used)
+    out = [indent + "  ".join(h.upper().ljust(w) for (_, h, _), w in zip(cols, widths, strict=True)).rstrip()]
+    for r in rows:
+        parts = [textwrap.wrap(cell(r.get(k)), w, break_long_words=False, break_on_hyphens=False) or [""]
+                 for (k, _, _), w in zip(cols, widths, strict=True)]
+        for i in range(max(map(len, parts))):
+            line = "  ".join((p[i] if i < len(p) else "").ljust(w) for p, w in zip(parts, widths, strict=True))
+            out.append(indent + line.rstrip())
+    return "\n".join(out)

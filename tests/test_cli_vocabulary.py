@@ -134,3 +134,23 @@ def test_workarounds_act_in_a_runner_and_leave_the_host_alone():
     r = kit("workarounds", "check", "kmsg", "--runner", "host")
     assert r.returncode == 1 and r.stdout.split()[:3] == ["kmsg", "check", "NO"]  # a fresh runner: not in effect
     assert Path("/proc/self/mountinfo").read_text() == before
+
+
+@pytest.mark.parametrize("columns", ["60", "200"])
+def test_doctor_prints_a_table_and_never_cuts_a_word(columns):
+    import os
+
+    from k3snb.runners.reaper import doctor
+
+    env = {**os.environ, "COLUMNS": columns}
+    r = subprocess.run([sys.executable, "-m", "k3snb", "doctor"], capture_output=True, text=True, timeout=120,
+                       env=env, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert not r.stdout.startswith("<") and "<Doctor" not in r.stdout and "{'" not in r.stdout
+    assert r.stdout.splitlines()[0].startswith("k3snb doctor: ")
+    assert r.stdout.splitlines()[2].split() == ["COMPONENT", "STATUS", "VERSION", "PATH", "OR", "NOTE"]
+    tokens = set(r.stdout.split())
+    for row in doctor().installed:  # every word of every cell is printed whole (wrapped, not cut)
+        for text in (row.get("version"), row.get("path") or row.get("note")):
+            for word in (text or "").split():
+                assert word in tokens, (word, r.stdout)

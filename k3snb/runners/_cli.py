@@ -25,6 +25,37 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(d.to_dict(), indent=1, default=str) + "\n")
     else:
-        print(d._repr_text())
+        print(_text(d))
     # after --clean, anything still stale is a failure; a plain report only informs
     return 1 if args.clean and (d.stale or d.stale_cgroups or d.orphans) else 0
+
+
+def _text(d) -> str:
+    """The doctor report as readable tables (not a repr); long notes wrap at word boundaries."""
+    from .._cliopts import text_table
+
+    s = d.summary()
+    out = [f"k3snb doctor: {s['available']} of {s['components']} components available; "
+           f"{s['live_records']} live records, {s['stale_records']} stale, {s['stale_cgroups']} stale cgroups, "
+           f"{s['orphans']} orphan processes" + (f", {s['cleaned']} cleaned" if d.cleaned else ""), ""]
+    rows = [{"item": r["item"], "ok": "ok" if r["available"] else "missing", "version": r.get("version") or "",
+             "where": r.get("path") or r.get("note") or ""} for r in d.installed]
+    out.append(text_table(rows, [("item", "component", 14), ("ok", "status", 7), ("version", "version", 28),
+                                 ("where", "path or note", 60)]))
+    if d.stale:
+        out += ["", "stale records (their owner died; `k3snb doctor --clean` reaps them):"]
+        out.append(text_table([{**r, "age": f"{r.get('age_s')}s"} for r in d.stale],
+                              [("record", "record", 40), ("owner_pid", "owner", 8), ("age", "age", 10)], indent="  "))
+    for c in d.stale_cgroups:
+        out.append(f"  stale cgroup {c}")
+    if d.orphans:
+        out += ["", "orphan processes of dead runs:"]
+        out.append(text_table(d.orphans, [("pid", "pid", 8), ("record", "record", 30), ("tag", "tag", 20),
+                                          ("cmd", "command", 60)], indent="  "))
+    if d.cleaned:
+        out += ["", "cleaned:"]
+        out.append(text_table([{"record": c["record"], "actions": ", ".join(c["actions"]) or "nothing left",
+                                "kept": "; ".join(c["kept"])} for c in d.cleaned],
+                              [("record", "record", 40), ("actions", "removed", 40), ("kept", "kept", 40)],
+                              indent="  "))
+    return "\n".join(out)

@@ -61,8 +61,9 @@ def containerd_config(base: str, *, snapshotter: str = "native", runtime: str = 
                       sandbox_image: str = "k3snb.local/pause:latest", no_new_keyring: bool = True,
                       cni_bin_dir: str = "/usr/lib/cni", cni_conf_dir: str | None = None,
                       unprivileged_ports: bool = True, unprivileged_icmp: bool = True,
-                      runtimes: dict[str, str] | None = None, debug: bool = False) -> str:
-    """containerd 1.6 config (version 2) with every path under ``base``.
+                      runtimes: dict[str, str] | None = None, debug: bool = False, run_dir: str | None = None) -> str:
+    """containerd 1.6 config (version 2): root and state under ``base``; socket and runtime state under
+    ``run_dir`` (default ``base``; kept short and on tmpfs: unix socket paths are limited to 107 bytes).
 
     Runtimes are ``io.containerd.runc.v2`` shims whose ``BinaryName`` is runc or crun (cgroupfs driver:
     ``SystemdCgroup = false``); the default one is ``runtime``. W32 (NoNewKeyring) and W33 (a local
@@ -76,12 +77,13 @@ def containerd_config(base: str, *, snapshotter: str = "native", runtime: str = 
         raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(runtimes)}",
                                hint="pass --runtime runc or --runtime crun")
     cri = 'plugins."io.containerd.grpc.v1.cri"'
+    run_dir = run_dir or base
     rt_blocks = "".join(f"""
     [{cri}.containerd.runtimes.{name}]
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.{name}.options]
         BinaryName = "{binary}"
-        Root = "{base}/{name}-root"
+        Root = "{run_dir}/{name}-root"
         SystemdCgroup = false
         NoNewKeyring = {str(no_new_keyring).lower()}
 """ for name, binary in runtimes.items())
@@ -91,10 +93,10 @@ state = "{base}/state"
 plugin_dir = ""
 
 [grpc]
-  address = "{base}/containerd.sock"
+  address = "{run_dir}/containerd.sock"
 
 [ttrpc]
-  address = "{base}/containerd.sock.ttrpc"
+  address = "{run_dir}/containerd.sock.ttrpc"
 
 [debug]
   level = "{'debug' if debug else 'info'}"
@@ -155,7 +157,8 @@ class Containerd(Rich):
         self.runtimes = {n: p for n in RUNTIMES if (p := shutil.which(n, path=_search_path()))}
         runtime_binary(runtime)  # the default runtime must exist
         self.id = new_id("k3snb-ctd-")
-        self.base = state_dir or f"/run/{self.id}"
+        self.run_dir = f"/run/{self.id}"  # socket, fifos, runc/crun state: tmpfs in every runner
+        self.base = state_dir or self.run_dir  # containerd root (content, snapshots) and state
         self.conf_dir = Path(runner.workdir) / f"{self.id}-conf"
         self.cgroup_parent = f"/{self.id}"
         self.snapshotter, self.runtime, self.namespace = snapshotter, runtime, namespace
@@ -177,14 +180,14 @@ class Containerd(Rich):
     # -- paths -------------------------------------------------------------------------------
     @property
     def address(self) -> str:
-        return f"{self.base}/containerd.sock"
+        return f"{self.run_dir}/containerd.sock"
 
     @property
     def config_path(self) -> Path:
         return self.conf_dir / "config.toml"
 
     def config(self) -> str:
-        return containerd_config(self.base, snapshotter=self.snapshotter, runtime=self.runtime,
+        return containerd_config(self.base, run_dir=self.run_dir, snapshotter=self.snapshotter, runtime=self.runtime,
                                  sandbox_image=self.sandbox_image, cni_bin_dir=self.cni_bin_dir,
                                  cni_conf_dir=self.cni_conf_dir, unprivileged_ports=self.unprivileged_ports,
                                  unprivileged_icmp=self.unprivileged_icmp, runtimes=self.runtimes,
@@ -196,11 +199,12 @@ class Containerd(Rich):
         Path(self.cni_conf_dir).mkdir(parents=True, exist_ok=True)
         # tag before starting anything: kill -9 from here on leaves a record for `doctor --clean`
         # (the runner's own record ends the processes; this one names the paths and host cgroups)
-        self.record = Record(kind="runtime", id=self.id, paths=[str(self.conf_dir), self.base]
+        self.record = Record(kind="runtime", id=self.id, paths=list(dict.fromkeys([str(self.conf_dir), self.base,
+                                                                                  self.run_dir]))
                              + [f"{m}{self.cgroup_parent}" for m in _host_cgroup_mounts()],
                              note=f"containerd {self.base}").save()
         self.config_path.write_text(self.config())
-        self.runner.run(["mkdir", "-p", self.base], check=True)
+        self.runner.run(["mkdir", "-p", self.base, self.run_dir], check=True)
         argv = [self.binary, "--config", str(self.config_path)]
         if self.trace or self.rules:
             from ..tracing._launch import rule_opts, tracer_argv
@@ -292,12 +296,15 @@ class Containerd(Rich):
             with contextlib.suppress(Exception):
                 report["cgroups"] = self.runner.run_python(_inside.cgroup_remove, self.cgroup_parent, timeout=60)
                 # shims carry the socket address on their command line; runc/crun state is under base
-                report["killed"] = self.runner.run_python(_ops.kill_matching, [self.base, str(self.conf_dir)],
+                report["killed"] = self.runner.run_python(_ops.kill_matching, [self.run_dir, self.base,
+                                                                                 str(self.conf_dir)],
                                                           [], timeout=60)["killed"]
                 report["cgroups_after"] = self.runner.run_python(_inside.cgroup_remove, self.cgroup_parent,
                                                                  timeout=60)
-                report["umount"] = self.runner.run_python(_ops.umount_under, [self.base], timeout=60).get("mounts")
+                report["umount"] = self.runner.run_python(_ops.umount_under, [self.base, self.run_dir],
+                                                          timeout=60).get("mounts")
                 self.runner.run_python(_ops.cleanup_dir, self.base, timeout=60)
+                self.runner.run_python(_ops.cleanup_dir, self.run_dir, timeout=60)
         with contextlib.suppress(OSError):
             self._final_log = self.log_path.read_text(errors="replace")
         if self.trace and (self._trace_dir / "trace.rows").exists():
@@ -367,7 +374,7 @@ class Containerd(Rich):
             t = time.monotonic()
             res = self.ctr("run", "--rm", "--snapshotter", self.snapshotter, "--runtime", "io.containerd.runc.v2",
                            "--runc-binary", binary, "--cgroup", f"{self.cgroup_parent}/{cid}",
-                           "--fifo-dir", f"{self.base}/fifo", *(["--net-host"] if net_host else []),
+                           "--fifo-dir", f"{self.run_dir}/fifo", *(["--net-host"] if net_host else []),
                            img.ref, cid, *(args or []), timeout=timeout)
             dt = time.monotonic() - t
             a.stdout, a.stderr = res.stdout, res.stderr
@@ -393,8 +400,8 @@ class Containerd(Rich):
 
     def trace_result(self):
         """The tracer's Trace of containerd and everything it started (after stop(), trace=True)."""
+        from ..tracing import Trace
         from ..tracing._store import convert
-        from ..tracing.tracing import Trace
 
         out = getattr(self, "_trace_out", None)
         if out is None or not (out.path / "trace.rows").exists():

@@ -11,12 +11,12 @@ import importlib
 from typing import Any
 
 # name -> submodule; loaded on first use so ``python -m k3snb.tracing`` (the tracer) stays light.
-# (Submodules are named tracing/interception, not trace/intercept: importing a submodule sets
+# (Submodules are named _trace/_intercept, not trace/intercept: importing a submodule sets
 # the package attribute of its name, which would shadow the function of the same name.)
 _API = {
     "Rule": "._rules", "save_rules": "._rules", "load_rules": "._rules",
-    "trace": ".tracing", "Trace": ".tracing", "TraceDiff": ".tracing", "diff_traces": ".tracing",
-    "intercept": ".interception", "InterceptResult": ".interception", "fake_procsys": ".fakes",
+    "trace": "._trace", "Trace": "._trace", "TraceDiff": "._trace", "diff_traces": "._trace",
+    "intercept": "._intercept", "InterceptResult": "._intercept", "fake_procsys": ".fakes",
 }
 __all__ = sorted(_API)
 # old module name kept as an attribute only (no second module named "experiments" in the kit)

@@ -10,10 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ._intercept import intercept
 from ._launch import Cmd
 from ._rules import Rule
-from .interception import intercept
-from .tracing import Trace, trace
+from ._trace import Trace, trace
 
 PROBE_KEYS = ("kernel/cap_last_cap", "kernel/panic", "vm/panic_on_oom", "kernel/keys/root_maxkeys")
 

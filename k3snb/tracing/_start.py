@@ -17,6 +17,8 @@ class Starter:
 
     follow: bool
     use_seccomp: bool
+    trace_nrs: set[int]  # what the seccomp filter lets stop
+    rules: list  # interception rules (a filter with rules denies foreign-arch syscalls)
     _attached: bool
     tasks: dict[int, Task]
     exe: dict[int, str | None]

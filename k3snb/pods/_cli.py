@@ -12,15 +12,14 @@ import argparse
 import sys
 import time
 
-from .._cliopts import add_json, add_runsc, add_timeout, printable
+from .._cliopts import add_json, add_runner, add_runsc, add_timeout, printable
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("pod", help="run Kubernetes Pod manifests over CRI (containerd) in a runner")
     sub = p.add_subparsers(dest="pod_command", required=True, metavar="SUBCOMMAND")
     r = sub.add_parser("run", help="run a Pod manifest to completion (or keep it with --keep)")
-    r.add_argument("--runner", "-r", default="host", choices=("host", "gvisor"),
-                   help="where containerd runs: host (private namespaces) or gvisor (default host)")
+    add_runner(r, help="where containerd runs: host (private namespaces), gvisor or gvisor:BUILD (default host)")
     add_runsc(r)
     r.add_argument("--runtime", default="runc", choices=("runc", "crun"),
                    help="OCI runtime behind containerd's runc shim (default runc)")
@@ -63,12 +62,11 @@ def _fail(e) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
+    from ..runners import parse_spec
     from . import Pod, PodError
     from ._manifest import parse_manifest
 
-    if args.runsc and args.runner != "gvisor":
-        raise UsageError("--runsc applies to --runner gvisor only", hint="add --runner gvisor or drop --runsc")
+    parse_spec(args.runner)  # bad spec: exit 2 before anything starts
     spec = parse_manifest(args.manifest)  # bad input: exit 2 before anything starts
     if args.keep:
         from ._keeper import launch

@@ -145,8 +145,7 @@ def _serve(d: Path) -> int:
     me = {"pid": os.getpid(), "pid_start": proc_start(os.getpid()), "started": time.time()}
     pod = Pod(opts["manifest"], runner=opts["runner"], runsc=opts["runsc"], cni=opts["cni"],
               container_runtime=opts["runtime"], workarounds=opts["workarounds"], timeout=max(opts["timeout"], 60))
-    base = {**me, "name": pod.name, "runner": pod.runtime.runner_label() if opts["runner"] == "host" else
-            f"gvisor-{opts['runsc'] or 'default'}", "dir": str(d)}
+    base = {**me, "name": pod.name, "runner": pod.runtime.runner_label(), "dir": str(d)}
     try:
         pod.start()
     except (PodError, K3snbError) as e:

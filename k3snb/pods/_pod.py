@@ -8,7 +8,6 @@ Every CRI call and state change is an event (``events()``/``to_frame()``).
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -103,7 +102,7 @@ class Pod(Rich):
         }
         if not self.spec.host_network:  # a hostname needs the pod's own UTS namespace
             cfg["hostname"] = self.spec.name[:63]
-        if self.runtime.kind == "host":
+        if self.runtime.runner.capabilities.has_real_cgroups:  # named, so stop()/the reaper remove them
             cfg["linux"]["cgroup_parent"] = f"/{self.runtime.id}/pod{self.uid[:8]}"
         return cfg
 
@@ -282,11 +281,13 @@ class Pod(Rich):
         self.deleted = True
         rt = self.runtime
         try:
-            if self.sandbox_id and rt.started and rt.runner is not None and rt.runner.alive():
-                with contextlib.suppress(K3snbError):
+            if self.sandbox_id and rt.started and rt.runner is not None:
+                try:
                     out = rt.call(_cri.stop_pod, self.sandbox_id, dict(self.container_ids),
                                   min(self.spec.grace_seconds, 2), timeout=120)
                     self._add(out["events"])
+                except K3snbError as e:  # the runtime's stop still ends everything; say why this did not
+                    self._add([{"t": time.time(), "kind": "failed", "stage": "delete", "error": str(e)[-800:]}])
         finally:
             if self in rt.pods:
                 rt.pods.remove(self)

@@ -35,6 +35,8 @@ CNI_MODES = ("bridge", "fake", "ptp", "loopback")  # ptp/loopback: research only
 RUNTIMES = ("runc", "crun")
 CNI_BIN = "/usr/lib/cni"
 PAUSE_REF = "k3snb.local/pause:latest"
+# the kit's pod workarounds, each applied only where a probe (or the host layout) shows its blocker
+WORKAROUNDS = ("cni-link", "pid-node", "cgroup-v1-only")
 CGROUP_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "devices")  # runc needs devices
 
 
@@ -202,7 +204,8 @@ class PodRuntime(Rich):
         runsc: ``"2022"``, ``"2024"`` or a path (gvisor only).
         runtime: ``"runc"`` or ``"crun"`` (through containerd's runc shim).
         cni: ``"bridge"`` (Debian's bridge + host-local + loopback) or ``"fake"`` (the kit's plugin).
-        workarounds: apply the kit's workarounds for blockers it knows (recorded as events).
+        workarounds: apply the kit's workarounds for blockers it knows (recorded as events): True (all of
+            ``WORKAROUNDS``), False, or a list of ids.
         subnet: the pod network (host-local range).
 
     Example:
@@ -221,10 +224,11 @@ class PodRuntime(Rich):
         if cni not in CNI_MODES:
             raise InvalidParameter(f"unknown cni {cni!r}; valid: {', '.join(CNI_MODES)}",
                                    hint="pass cni='bridge' (Debian plugins) or cni='fake' (the kit's plugin)")
-        if isinstance(runner, str) and runner not in ("host", "gvisor"):
-            raise InvalidParameter(f"unknown runner {runner!r}; valid: host, gvisor", hint="pass runner='host' or 'gvisor'")
-        if runsc is not None and runner == "host":
-            raise InvalidParameter("runsc= applies to the gvisor runner only", hint="pass runner='gvisor'")
+        from ..runners import parse_spec
+        from ..runners.base import Runner
+
+        if not isinstance(runner, Runner):
+            parse_spec(runner)  # a bad spec is a usage error now, before anything starts
         from ..cni.conflist import check_subnet
 
         self.subnet = check_subnet(subnet)
@@ -232,7 +236,7 @@ class PodRuntime(Rich):
         self.runsc = runsc
         self.runtime = runtime
         self.cni = cni
-        self.workarounds_enabled = workarounds
+        self.workarounds_enabled = self._workaround_set(workarounds)
         self.timeout = float(timeout)
         self.id = new_id("k3snb-pods-")
         self.runner: Any = None
@@ -248,11 +252,20 @@ class PodRuntime(Rich):
         self.link_mode = False
         self.pid_node = False  # workaround pid-node: containers in the runner's PID namespace
 
-    # -- layout ------------------------------------------------------------------------------
-    @property
-    def kind(self) -> str:
-        return getattr(self.runner, "kind", str(self.runner_spec))
+    @staticmethod
+    def _workaround_set(value: Any) -> frozenset[str]:
+        if value is True:
+            return frozenset(WORKAROUNDS)
+        if value is False or value is None:
+            return frozenset()
+        chosen = frozenset([value] if isinstance(value, str) else value)
+        unknown = sorted(chosen - set(WORKAROUNDS))
+        if unknown:
+            raise InvalidParameter(f"unknown pod workaround(s) {unknown}; valid: {', '.join(WORKAROUNDS)}",
+                                   hint="pass workarounds=True, False, or a list of these ids")
+        return chosen
 
+    # -- layout ------------------------------------------------------------------------------
     @property
     def session_dir(self) -> Path:
         """Host-visible (and runner-visible) dir: configs, CNI bin/conf, host-local store, pod logs."""
@@ -261,7 +274,7 @@ class PodRuntime(Rich):
     @property
     def base(self) -> str:
         """containerd root/state/socket; inside gVisor on the sandbox's tmpfs (sockets on 9p are unreliable)."""
-        return f"/tmp/{self.id}" if self.kind == "gvisor" else str(self.session_dir / "ctd")
+        return f"/tmp/{self.id}" if self.runner.capabilities.private_tmp else str(self.session_dir / "ctd")
 
     @property
     def address(self) -> str:
@@ -276,10 +289,11 @@ class PodRuntime(Rich):
         return self.session_dir / "ipam"
 
     def runner_label(self) -> str:
-        if self.kind == "gvisor":
-            build = getattr(self.runner, "runsc_build", None) or self.runsc or "default"
-            return f"gvisor-{build}"
-        return self.kind
+        from ..runners import spec_label
+
+        if self.runner is not None:
+            return self.runner.label
+        return spec_label(self.runner_spec, runsc=self.runsc)
 
     # -- stages ------------------------------------------------------------------------------
     def _stage(self, name: str, fn, *args: Any, **kw: Any) -> Any:
@@ -309,15 +323,16 @@ class PodRuntime(Rich):
         try:
             self._stage("runner", self._start_runner)
             self._record = Record(kind="pods", id=self.id, paths=[], note=str(self.session_dir)).save()
-            if self.kind == "gvisor":
+            caps = self.runner.capabilities
+            if not caps.has_real_cgroups:  # gVisor: no cgroup hierarchy until the kit mounts v1 ones
                 self._stage("cgroups", self._cgroups)
-                self._stage("probes", self._probes)
             else:  # runc makes the pods' cgroups on the host: name them so the reaper can find them
                 root = Path("/sys/fs/cgroup")
                 self._record.paths += [str(d / self.id) for d in sorted(root.iterdir()) if d.is_dir()]
                 self._record.save()
-                if self.runtime == "crun":
+                if self.runtime == "crun" and "cgroup-v1-only" in self.workarounds_enabled:
                     self._stage("cgroups", self._host_v1_only)
+            self._stage("probes", self._probes)
             self._stage("network", self._network)
             self._stage("containerd", self._start_containerd)
             self._stage("images", self.ensure_images, ["pause"])
@@ -333,15 +348,11 @@ class PodRuntime(Rich):
         if isinstance(self.runner_spec, Runner):
             self.runner = self.runner_spec
             return
-        if self.runner_spec == "gvisor":
-            from ..runners.gvisor import GVisor
+        from ..runners import resolve
 
-            # network='sandbox': netstack on a private netns, where bridges and veths can be made
-            self.runner = GVisor(self.runsc, network="sandbox", net_raw=True)
-        else:
-            from ..runners.host import Host
-
-            self.runner = Host()
+        # gVisor: network='sandbox' (netstack on a private netns, where bridges and veths can be made)
+        # and CAP_NET_RAW; the Host runner records these options as not applicable
+        self.runner = resolve(self.runner_spec, runsc=self.runsc, network="sandbox", net_raw=True)
         self._own_runner = True
         self.runner.start()
 
@@ -373,7 +384,7 @@ class PodRuntime(Rich):
         probe = self.runner.run_python(_pid_setns_probe, timeout=60)
         self.event("probe", id="pid-setns", **probe)
         if probe["ok"] is False:
-            if self.workarounds_enabled:
+            if "pid-node" in self.workarounds_enabled:
                 self.pid_node = True
                 self.workarounds.append({"id": "pid-node", "ok": True, "because": "N01"})
                 self.event("workaround", id="pid-node", signature="N01",
@@ -398,11 +409,12 @@ class PodRuntime(Rich):
         if self.cni != "fake" and not (bin_dir / "bridge").exists():
             raise MissingDependency(f"CNI plugins not found in {CNI_BIN}", hint="apt-get install containernetworking-plugins")
         bridge = f"k3nb{self.id[-8:]}"  # ≤ 15 chars, unique per session
-        if self.cni == "bridge" and self.kind == "gvisor":
+        if self.cni == "bridge" and not self.runner.capabilities.host_network_writable:
+            # (on the host the plugin runs in containerd's private netns; a probe there would touch the host)
             probe = self.runner.run_python(_bridge_kind_probe, "ip", f"k3nbprobe{self.id[-5:]}", timeout=60)
             self.event("probe", id="bridge-kind", **probe)
             if probe["created"] and not probe["link_kind"]:
-                if self.workarounds_enabled:
+                if "cni-link" in self.workarounds_enabled:
                     self.link_mode = True
                     self.workarounds.append({"id": "cni-link", "ok": True, "because": "S29"})
                     self.event("workaround", id="cni-link", signature="S29",
@@ -426,7 +438,7 @@ class PodRuntime(Rich):
                                          runtime_binary=binary))
         self.runner.run(["mkdir", "-p", self.base], check=True)
         argv = [ctd, "--config", str(cfg)]
-        if self.kind == "host":
+        if self.runner.capabilities.host_network_writable:
             # a private network namespace: the CNI bridge and veths stay off the host's network
             argv = ["unshare", "--net", "/bin/sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
         self._proc = self.runner.spawn(argv, stdout=self.log_path, stderr=self.log_path)

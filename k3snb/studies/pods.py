@@ -1,0 +1,156 @@
+"""Notebook 32: do pods run in gVisor? Verdicts on Exp 32, C1 and the gvisor-matrix addendum 2 claims.
+
+Evidence is the rows of :func:`k3snb.pods.study.attempt` — one per (runsc build × runtime × CNI ×
+workarounds allowed), each with the stages a pod passed (``sandbox`` … ``reach``), the first failing stage
+and its signature. Every function is pure (rows in, :class:`Verdict` out) and names the rows it used as
+evidence keys ``<env>/<runtime>/<cni>[/<variant>].<field>``. What ran: Debian's containerd 1.6, runc 1.1,
+crun, CNI plugins and busybox/pause images built offline — not k3s, not the research's patched binaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..experiments._record import Verdict
+from ._core import judged, not_testable
+
+Row = Mapping[str, Any]
+
+CLAIM_EXP32 = "Exp 32"
+CLAIM_C1 = "C1"
+CLAIM_SHARED_PID = "gvisor-matrix addendum 2: shared PID namespace"
+CLAIM_BRIDGE = "gvisor-matrix addendum 2: CNI bridge"
+CLAIM_PTP = "gvisor-matrix addendum 2: CNI ptp"
+CLAIM_ETH0 = "gvisor-matrix addendum 2: eth0 address"
+CLAIMS = (CLAIM_EXP32, CLAIM_C1, CLAIM_SHARED_PID, CLAIM_BRIDGE, CLAIM_PTP, CLAIM_ETH0)
+FULL = ("sandbox", "running", "logs", "exec", "reach")
+
+
+def key(r: Row) -> str:
+    k = f"{r['env']}/{r['runtime']}/{r['cni']}"
+    return k + (f"/{r['label']}" if r.get("label") else "")
+
+
+def _gvisor(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if str(r.get("env", "")).startswith("gvisor")]
+
+
+def _kit_default(rows: Sequence[Row]) -> list[Row]:
+    """Rows run the kit's way (all its workarounds allowed, no research variant)."""
+    return [r for r in _gvisor(rows) if not r.get("label")]
+
+
+def _summary(r: Row) -> str:
+    if r.get("failed_stage"):
+        sig = f" ({r['signature']})" if r.get("signature") else ""
+        return f"{key(r)} stops at {r['failed_stage']}{sig}"
+    return f"{key(r)} passes {', '.join(s for s in FULL if s in r['passed'])}"
+
+
+def _evidence(rows: Sequence[Row], *fields: str) -> dict[str, Any]:
+    return {f"{key(r)}.{f}": r.get(f) for r in rows for f in fields}
+
+
+def judge_exp32(rows: Sequence[Row]) -> Verdict:
+    """Exp 32: a pod reaches Running in gVisor. Reproduced when any gVisor build's pod reaches
+    CONTAINER_RUNNING the kit's way; refuted when every gVisor row stops before; else not-testable."""
+    gv = _kit_default(rows)
+    if not gv:
+        return not_testable(CLAIM_EXP32, "no gVisor pod attempt ran (needs root and runsc)")
+    ran = [r for r in gv if "running" in r["passed"]]
+    ev = _evidence(gv, "furthest", "failed_stage", "signature", "workarounds")
+    scope = ("stock containerd 1.6 + runc/crun, a busybox pod from images built offline, not k3s and not the "
+             "research's patched binaries")
+    if ran:
+        envs = sorted({r["env"] for r in ran})
+        stopped = [r for r in gv if r not in ran]
+        tail = f"; elsewhere: {'; '.join(_summary(r) for r in stopped)}" if stopped else ""
+        wk = sorted({w for r in ran for w in r.get("workarounds", [])})
+        return judged(CLAIM_EXP32, "reproduced", ev,
+                      f"a pod reached CONTAINER_RUNNING in {', '.join(envs)} ({scope}; kit workarounds: "
+                      f"{', '.join(wk) or 'none'}){tail}")
+    return judged(CLAIM_EXP32, "refuted", ev,
+                  f"no gVisor pod reached CONTAINER_RUNNING ({scope}): {'; '.join(_summary(r) for r in gv)}")
+
+
+def judge_c1(rows: Sequence[Row]) -> Verdict:
+    """C1 "pods run in gVisor" vs "pod execution blocked": reproduced (the "run" side) when some build
+    passes every step a pod needs (sandbox, running, logs, exec, reach by pod IP); refuted when none
+    reaches running; inconclusive when pods run but some step fails everywhere."""
+    gv = _kit_default(rows)
+    if not gv:
+        return not_testable(CLAIM_C1, "no gVisor pod attempt ran (needs root and runsc)")
+    ev = _evidence(gv, "passed", "failed_stage", "signature")
+    full = [r for r in gv if all(s in r["passed"] for s in FULL)]
+    blocked = [r for r in gv if "running" not in r["passed"]]
+    others = f"; blocked: {'; '.join(_summary(r) for r in blocked)}" if blocked else ""
+    if full:
+        return judged(CLAIM_C1, "reproduced", ev,
+                      f"pods run in {', '.join(sorted({r['env'] for r in full}))}: {', '.join(key(r) for r in full)} "
+                      f"pass sandbox, running, CRI logs, ExecSync and pod-to-pod HTTP — with the kit's workarounds; "
+                      f"'blocked' holds only where listed{others}")
+    if len(blocked) == len(gv):
+        return judged(CLAIM_C1, "refuted", ev, f"the README's 'blocked' holds: {'; '.join(_summary(r) for r in gv)}")
+    return judged(CLAIM_C1, "inconclusive", ev,
+                  f"pods reach running but no configuration passes every step: {'; '.join(_summary(r) for r in gv)}")
+
+
+def judge_shared_pid(rows: Sequence[Row]) -> Verdict:
+    """Addendum 2: in runsc 2024 a container sharing the pod's PID namespace dies in nsexec (setns EINVAL),
+    one with its own PID namespace runs and its log is read back. Needs two rows without the pid-node
+    workaround: ``share_pid`` True and False (labels ``shared-pid``, ``own-pid``)."""
+    gv = [r for r in _gvisor(rows) if r["env"] == "gvisor-2024" and "pid-node" not in r["workarounds_allowed"]]
+    shared = [r for r in gv if r.get("share_pid")]
+    own = [r for r in gv if not r.get("share_pid")]
+    if not shared or not own:
+        return not_testable(CLAIM_SHARED_PID, "needs gvisor-2024 rows with and without shareProcessNamespace "
+                                              "run without the pid-node workaround")
+    s, o = shared[0], own[0]
+    ev = _evidence([s, o], "passed", "failed_stage", "signature")
+    if "running" in s["passed"]:
+        return judged(CLAIM_SHARED_PID, "refuted", ev, f"the shared-PID pod ran: {_summary(s)}")
+    if not ("running" in o["passed"] and "logs" in o["passed"]):
+        return judged(CLAIM_SHARED_PID, "refuted", ev,
+                      f"the own-PID pod did not run with its log read back: {_summary(o)}")
+    if s.get("signature") in ("N01", "N03"):
+        extra = (f"; ExecSync into the own-PID container also fails ({o['signature']}): setns(CLONE_NEWPID) is refused "
+                 "even into the caller's own PID namespace" if o.get("failed_stage") == "exec" else "")
+        return judged(CLAIM_SHARED_PID, "reproduced", ev,
+                      f"{_summary(s)} (runc nsexec: setns into the pid namespace = EINVAL); the own-PID pod runs "
+                      f"and its CRI log is read back{extra}")
+    return judged(CLAIM_SHARED_PID, "inconclusive", ev,
+                  f"the shared-PID pod failed, but not with the setns signature: {_summary(s)}")
+
+
+def _judge_plugin(claim: str, rows: Sequence[Row], cni: str, signature: str, what: str) -> Verdict:
+    gv = [r for r in _gvisor(rows) if r["env"] == "gvisor-2024" and r["cni"] == cni
+          and "cni-link" not in r.get("workarounds", [])]
+    if not gv:
+        return not_testable(claim, f"needs a gvisor-2024 row with the stock {cni} network")
+    r = gv[0]
+    ev = _evidence([r], "failed_stage", "signature", "refusing")
+    if "sandbox" in r["passed"]:
+        return judged(claim, "refuted", ev, f"the {cni} network set up a pod: {_summary(r)}")
+    if r.get("failed_stage") == "sandbox" and r.get("signature") == signature:
+        cause = f"; refusing operation: {r['refusing']}" if r.get("refusing") else ""
+        return judged(claim, "reproduced", ev, f"{_summary(r)}: {what}{cause}")
+    return judged(claim, "inconclusive", ev, f"{_summary(r)}, not the claimed failure ({signature})")
+
+
+def judge_bridge(rows: Sequence[Row]) -> Verdict:
+    return _judge_plugin(CLAIM_BRIDGE, rows, "bridge", "S29", "'already exists but is not a bridge'")
+
+
+def judge_ptp(rows: Sequence[Row]) -> Verdict:
+    return _judge_plugin(CLAIM_PTP, rows, "ptp", "N04", "'failed to delete route … operation not supported'")
+
+
+def judge_eth0(rows: Sequence[Row]) -> Verdict:
+    return _judge_plugin(CLAIM_ETH0, rows, "loopback", "N05", "'failed to find network info for sandbox'")
+
+
+def verdicts(rows: Sequence[Row]) -> list[Verdict]:
+    """Every claim of notebook 32, judged from the rows."""
+    return [judge_exp32(rows), judge_c1(rows), judge_shared_pid(rows), judge_bridge(rows), judge_ptp(rows),
+            judge_eth0(rows)]

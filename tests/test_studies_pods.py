@@ -1,0 +1,82 @@
+"""Verdict logic of notebook 32 (k3snb.studies.pods): every status each function can return."""
+
+from __future__ import annotations
+
+import pytest
+
+from k3snb.studies import pods as sp
+
+ALL = ["cni-link", "cgroup-v1-only", "pid-node"]
+
+
+def row(env="gvisor-2024", runtime="runc", cni="bridge", label=None, passed=(), failed=None, sig=None,
+        share_pid=False, allowed=ALL, workarounds=(), refusing=None):
+    return {"env": env, "runtime": runtime, "cni": cni, "label": label, "share_pid": share_pid,
+            "passed": list(passed), "failed_stage": failed, "signature": sig, "workarounds_allowed": list(allowed),
+            "workarounds": list(workarounds), "refusing": refusing}
+
+
+RUNTIME = ["runner", "cgroups", "probes", "network", "containerd", "images"]
+FULL = RUNTIME + ["sandbox", "running", "logs", "exec", "reach"]
+G22 = row(env="gvisor-2022", passed=RUNTIME[:-1], failed="images", sig="R01")
+G24_OK = row(passed=FULL, workarounds=["cni-link", "pid-node"])
+G24_NOEXEC = row(passed=FULL[:-2], failed="exec", sig="N02")
+G24_CRUN = row(runtime="crun", passed=RUNTIME, failed="sandbox", sig="R05")
+HOST = row(env="host", passed=FULL)
+
+
+def test_exp32_statuses() -> None:
+    v = sp.judge_exp32([G22, G24_OK, HOST])
+    assert v.status == "reproduced" and "gvisor-2024" in v.reason and "gvisor-2022" in v.reason
+    assert "gvisor-2024/runc/bridge.furthest" in v.evidence
+    assert sp.judge_exp32([G22, G24_CRUN]).status == "refuted"
+    assert sp.judge_exp32([HOST]).status == "not-testable"
+    # research variants (labelled rows) are not the kit's way: they alone cannot reproduce it
+    assert sp.judge_exp32([row(label="own-pid", passed=FULL[:-2])]).status == "not-testable"
+
+
+def test_c1_statuses() -> None:
+    assert sp.judge_c1([G22, G24_OK]).status == "reproduced"
+    assert sp.judge_c1([G22, G24_CRUN]).status == "refuted"
+    assert sp.judge_c1([G22, G24_NOEXEC]).status == "inconclusive"
+    assert sp.judge_c1([]).status == "not-testable"
+
+
+def test_shared_pid_statuses() -> None:
+    no_pid = [w for w in ALL if w != "pid-node"]
+    shared_fail = row(label="shared-pid", share_pid=True, allowed=no_pid, passed=RUNTIME + ["sandbox"],
+                      failed="running", sig="N03")
+    own_runs = row(label="own-pid", allowed=no_pid, passed=RUNTIME + ["sandbox", "running", "logs"], failed="exec",
+                   sig="N02")
+    v = sp.judge_shared_pid([shared_fail, own_runs])
+    assert v.status == "reproduced" and "own PID namespace" in v.reason
+    shared_runs = dict(shared_fail, passed=FULL, failed_stage=None, signature=None)
+    assert sp.judge_shared_pid([shared_runs, own_runs]).status == "refuted"
+    own_fails = dict(own_runs, passed=RUNTIME + ["sandbox"], failed_stage="running", signature="N03")
+    assert sp.judge_shared_pid([shared_fail, own_fails]).status == "refuted"
+    other = dict(shared_fail, signature="R05")
+    assert sp.judge_shared_pid([other, own_runs]).status == "inconclusive"
+    assert sp.judge_shared_pid([own_runs]).status == "not-testable"
+    # rows run with the pid-node workaround do not count for this claim
+    assert sp.judge_shared_pid([dict(shared_fail, workarounds_allowed=ALL), own_runs]).status == "not-testable"
+
+
+@pytest.mark.parametrize("judge,cni,sig", [(sp.judge_bridge, "bridge", "S29"), (sp.judge_ptp, "ptp", "N04"),
+                                           (sp.judge_eth0, "loopback", "N05")])
+def test_cni_plugin_statuses(judge, cni, sig) -> None:
+    failing = row(cni=cni, label="stock", passed=RUNTIME, failed="sandbox", sig=sig, refusing="X")
+    v = judge([failing])
+    assert v.status == "reproduced" and "refusing operation: X" in v.reason
+    assert judge([dict(failing, passed=RUNTIME + ["sandbox"], failed_stage="running", signature="N03")]).status == "refuted"
+    assert judge([dict(failing, signature="G01")]).status == "inconclusive"
+    assert judge([row(env="gvisor-2022", cni=cni, passed=RUNTIME[:-1], failed="images", sig="R01")]).status == \
+        "not-testable"
+    # the kit's link-mode plugin is not the stock plugin: its row does not judge the claim
+    assert judge([row(cni=cni, passed=FULL, workarounds=["cni-link"])]).status == "not-testable"
+
+
+def test_verdicts_cover_the_registry_claims() -> None:
+    from k3snb.experiments._registry import load_registry
+
+    vs = sp.verdicts([G22, G24_OK])
+    assert [v.claim for v in vs] == list(load_registry()["32-pods-in-gvisor"].claims)

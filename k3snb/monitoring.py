@@ -434,7 +434,8 @@ def watch(
     roots = _roots_of(target)
     live = frontend() if live is None else live
     w = Watch(Monitor(roots, interval=interval), _log_source(target, log), lines, live,
-              title=title or f"{type(target).__name__} {', '.join(map(str, roots()))}")
+              title=title or (f"pid {target}" if isinstance(target, int)
+                              else f"{type(target).__name__} {', '.join(map(str, roots()))}"))
     t0 = time.monotonic()
     budget = duration if duration is not None else (None if live else min(3 * interval, 3.0))
     handle = view = None

@@ -1,13 +1,13 @@
 """k3snb — a notebook research kit for running k3s inside restricted sandboxes.
 
-The flat cell API (one call per idea). Layers, bottom-up, match the sub-packages:
+The flat cell API (one call per idea). Layers, bottom-up (imports go only downward; see
+docs/DEVELOPING.md):
 
-* ``runners``    — where things run: ``Host`` (private namespaces) and ``GVisor`` (runsc).
-* ``probe``      — what an environment offers: ``probe(runner)``, ``diff(a, b)``.
-* ``trace``      — syscall tracing and interception: ``trace(cmd)``, ``intercept(cmd, rules)``, ``diff_traces(a, b)``.
-* ``workarounds``/``cni``/``signatures`` — fixes, the fake CNI plugin, blocker classification.
-* ``k3s``/``runtime`` — launching k3s with a profile; runc/containerd drivers.
-* ``experiments``/``report`` — papermill notebooks, verdicts, summaries.
+* foundation — errors, state records, ``_system`` (syscalls), the HTML repr base.
+* ``runners``    — where things run: runner specs (``get_runner("gvisor:2024")``), ``Host``, ``GVisor``.
+* ``probing``/``tracing``/``workarounds``/``cni``/``signatures`` — probe, trace, fixes, CNI, classify.
+* ``k3s``/``runtime``/``images``/``pods`` — launching k3s with a profile; runc/containerd; pods over CRI.
+* ``experiments``/``studies`` — papermill notebooks, verdicts; on top ``report``, the CLI and ``doctor``.
 
 Heavy imports (pandas, kubernetes, papermill) wait until first use, so ``import k3snb`` is fast.
 """
@@ -28,8 +28,8 @@ _API = {
     "Host": "k3snb.runners.host",
     "GVisor": "k3snb.runners.gvisor",
     "list_runsc_builds": "k3snb.runners.runsc",
-    "doctor": "k3snb.runners.reaper",
-    "Doctor": "k3snb.runners.reaper",
+    "doctor": "k3snb._doctor",
+    "Doctor": "k3snb._doctor",
     "StabilityResult": "k3snb.runners.stability",
     # probe
     "probe": "k3snb.probing",

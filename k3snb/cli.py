@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "run": "k3snb.experiments._cli",
     "experiments": "k3snb.experiments._cli",
     "probe": "k3snb.probing._cli",
-    "doctor": "k3snb.runners._cli",
+    "doctor": "k3snb._doctor",
     "trace": "k3snb.tracing._cli",
     "intercept": "k3snb.tracing._cli",
     "classify": "k3snb.signatures._cli",

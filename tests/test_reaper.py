@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from k3snb import _doctor as _cli
+from k3snb import _doctor as reaper  # doctor() / clean() / register(): the report around the reaper
 from k3snb._state import Record, records
-from k3snb.runners import _cli, reaper
 from k3snb.runners.gvisor import pids_with_root
 
 HOLDER = r"""

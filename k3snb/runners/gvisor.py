@@ -168,9 +168,8 @@ def _state_dirs_to_mask(base: Path) -> list[str]:
 
 def _kit_paths() -> list[str]:
     """Host paths the kit needs inside the sandbox: its interpreter's environment and its source."""
-    import k3snb
-
-    return [sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(k3snb.__file__))]
+    checkout = Path(__file__).resolve().parents[2]  # the folder holding the k3snb package
+    return [sys.prefix, sys.base_prefix, str(checkout)]
 
 
 class GVisor(Runner):
@@ -365,9 +364,10 @@ class GVisor(Runner):
                 if ok:
                     break
             else:
+                # no logs= field: teardown below removes that folder; the reason carries the logs' gist
                 raise SandboxError(
                     f"runsc could not create the sandbox ({self.start_attempts} attempts): {_gist(last)}",
-                    hint="check runsc flags/platform (info()), or try runsc='2022'", logs=str(self.log_dir),
+                    hint="check runsc flags/platform (info()), or try runsc='2022'", runsc=str(self.runsc_path),
                 )
             self._track_open(True)
         except BaseException:
@@ -423,8 +423,14 @@ class GVisor(Runner):
             self._record.save()
             return True, ""
         text = self._stderr_file.read_text(errors="replace")
-        if self._proc.poll() is None and not text:
+        rc = self._proc.poll()
+        if rc is None and not text:
             text = f"sandbox not ready after {self.start_timeout:.0f}s (runsc run hung)"
+        elif not text.strip():  # never an empty reason: say how it ended, plus what runsc logged
+            logged = _gist("\n".join(self._log_texts()))
+            text = (f"`runsc run` exited with status {rc} without printing an error"
+                    + (f"; its logs say: {logged}" if logged else "; it wrote no logs either")
+                    + ("" if READY.encode() in buf or rc else "; the sandbox never reported ready"))
         crash = extract_panic(self._log_texts())
         self._unclean = True
         self._destroy_container()

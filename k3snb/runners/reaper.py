@@ -1,4 +1,5 @@
-"""``doctor()`` — what the kit can use here and what a killed run left behind; ``clean()`` reaps it.
+"""The reaper: what a killed run left behind (stale records, their live orphans, empty tagged cgroups)
+and :func:`clean_records`, which removes it. The report around it is :func:`k3snb.doctor`.
 
 Only things the kit tagged are touched: a stale :class:`k3snb._state.Record` (its owner process is
 gone) names its pids (checked against their recorded start time), runsc sandboxes (a tagged
@@ -12,63 +13,15 @@ import os
 import re
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._paths import TAG
 from .._procfs import pids_with_env, proc_start
-from .._state import RUN_TAG_ENV, Record, records
+from .._state import RUN_TAG_ENV, Record
 from .._system import kill, kill_tree, mountinfo, umount, wait_gone
-from ..report import Rich, render
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CNI_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
-
-
-def _first_line(argv: list[str]) -> str | None:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = (r.stdout or r.stderr).strip()
-    return text.splitlines()[0] if text else None
-
-
-def _tool(name: str, version_args: list[str]) -> dict[str, Any]:
-    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}")
-                                       if os.access(p, os.X_OK)), None)
-    return {"item": name, "path": path, "version": _first_line([path, *version_args]) if path else None,
-            "available": path is not None}
-
-
-def installed() -> list[dict[str, Any]]:
-    """One row per component: runsc builds, runc, containerd, CNI plugins, k3s."""
-    from .runsc import list_runsc_builds
-
-    rows = [{"item": f"runsc {r['build']}", "path": r["path"], "version": r["version"], "available": r["available"]}
-            for r in list_runsc_builds().rows]
-    rows.append(_tool("runc", ["--version"]))
-    rows.append(_tool("containerd", ["--version"]))
-    cni = next((d for d in CNI_DIRS if Path(d).is_dir()), None)
-    plugins = sorted(p.name for p in Path(cni).iterdir()) if cni else []
-    rows.append({"item": "CNI plugins", "path": cni, "version": f"{len(plugins)} plugins" if cni else None,
-                 "available": bool(plugins)})
-    try:  # k3s discovery belongs to another layer; it may not exist yet in this build
-        from ..k3s.binary import find_k3s
-
-        try:
-            k = find_k3s()
-            rows.append({"item": "k3s", "path": str(getattr(k, "path", k)),
-                         "version": str(getattr(k, "version", "")) or None, "available": True})
-        except Exception as e:
-            rows.append({"item": "k3s", "path": None, "version": None, "available": False,
-                         "note": str(e).splitlines()[0][:120]})
-    except Exception:
-        rows.append({"item": "k3s", "path": None, "version": None, "available": False,
-                     "note": "k3snb.k3s not importable"})
-    return rows
 
 
 def _cgroup_busy(d: Path) -> bool:
@@ -82,7 +35,7 @@ def _cgroup_busy(d: Path) -> bool:
     return False
 
 
-def _stale_cgroups(live_ids: set[str]) -> list[str]:
+def stale_cgroups(live_ids: set[str]) -> list[str]:
     """runsc creates ``/sys/fs/cgroup/<ctrl>/<container id>``; ours carry the tag in the id. A tagged
     cgroup with a task anywhere below it belongs to something running (perhaps of another state dir)."""
     out = []
@@ -95,87 +48,6 @@ def _stale_cgroups(live_ids: set[str]) -> list[str]:
                     if not _cgroup_busy(d):
                         out.append(str(d))
     return sorted(out)
-
-
-def _record_row(r: Record) -> dict[str, Any]:
-    return {"record": f"{r.kind}-{r.id}", "owner_pid": r.owner_pid, "age_s": round(time.time() - r.created),
-            "pids": len(r.pids), "sandboxes": len(r.sandboxes), "mounts": len(r.mounts), "paths": len(r.paths),
-            "note": r.note}
-
-
-@dataclass(repr=False)
-class Doctor(Rich):
-    """What is installed and what is stale. ``clean()`` removes the stale part."""
-
-    installed: list[dict[str, Any]]
-    stale: list[dict[str, Any]]
-    stale_cgroups: list[str]
-    live: int
-    cleaned: list[dict[str, Any]] = field(default_factory=list)
-    orphans: list[dict[str, Any]] = field(default_factory=list)
-
-    _title_text = "k3snb doctor"
-
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.installed)
-
-    def summary(self) -> dict[str, Any]:
-        return {"available": sum(1 for r in self.installed if r["available"]), "components": len(self.installed),
-                "live_records": self.live, "stale_records": len(self.stale),
-                "stale_cgroups": len(self.stale_cgroups), "orphans": len(self.orphans), "cleaned": len(self.cleaned)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary(), "installed": self.installed, "stale": self.stale,
-                "stale_cgroups": self.stale_cgroups, "orphans": self.orphans, "cleaned": self.cleaned}
-
-    def _repr_text(self) -> str:
-        lines = [f"<Doctor {', '.join(f'{k}={v}' for k, v in self.summary().items())}"]
-        for r in self.installed:
-            mark = "ok " if r["available"] else "-- "
-            lines.append(f"  {mark}{r['item']:14} {r['version'] or '':40} {r['path'] or r.get('note', '')}")
-        for s in self.stale:
-            lines.append(f"  stale {s['record']} (owner {s['owner_pid']} gone, {s['age_s']}s old)")
-        for c in self.stale_cgroups:
-            lines.append(f"  stale cgroup {c}")
-        for o in self.orphans:
-            lines.append(f"  orphan pid {o['pid']} of {o['record']} ({o['tag']}): {o['cmd']}")
-        for c in self.cleaned:
-            lines.append(f"  cleaned {c['record']}: {', '.join(c['actions']) or 'nothing left'}"
-                         + (f" (kept: {'; '.join(c['kept'])})" if c["kept"] else ""))
-        return "\n".join(lines) + ">"
-
-    def _repr_html_(self) -> str:
-        import pandas as pd
-
-        sections = [("installed", self.to_frame())]
-        if self.stale:
-            sections.append(("stale records", pd.DataFrame(self.stale)))
-        if self.stale_cgroups:
-            sections.append(("stale cgroups", "\n".join(self.stale_cgroups)))
-        if self.orphans:
-            sections.append(("orphan processes", pd.DataFrame(self.orphans)))
-        if self.cleaned:
-            sections.append(("cleaned", pd.DataFrame(self.cleaned)))
-        return render(self._title_text, self.summary(), sections, text=self._repr_text())
-
-
-def doctor(clean: bool = False) -> Doctor:
-    """Report installed components and stale leftovers; with ``clean=True`` also reap them."""
-    recs = records()
-    stale = [r for r in recs if not r.owner_alive()]
-    live_ids = {r.id for r in recs if r.owner_alive()}
-    d = Doctor(installed(), [_record_row(r) for r in stale], _stale_cgroups(live_ids), len(recs) - len(stale),
-               orphans=orphans(stale))
-    if clean:
-        d.cleaned = clean_records(stale)
-        d.cleaned += _clean_cgroups(d.stale_cgroups)
-        left = [r for r in records() if not r.owner_alive()]
-        d.stale = [_record_row(r) for r in left]
-        d.stale_cgroups = _stale_cgroups({r.id for r in records() if r.owner_alive()})
-        d.orphans = orphans(stale)
-    return d
 
 
 def orphans(stale: list[Record]) -> list[dict[str, Any]]:
@@ -195,11 +67,6 @@ def orphans(stale: list[Record]) -> list[dict[str, Any]]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         out.append({"record": f"{ids[rid].kind}-{rid}", "pid": pid, "tag": tag, "cmd": cmd[:160]})
     return out
-
-
-def clean() -> Doctor:
-    """Reap everything stale (records whose owner died, orphan tagged cgroups); returns the report."""
-    return doctor(clean=True)
 
 
 # -- reaping ------------------------------------------------------------------------------------
@@ -318,7 +185,7 @@ def clean_records(recs: list[Record]) -> list[dict[str, Any]]:
     return report
 
 
-def _clean_cgroups(paths: list[str]) -> list[dict[str, Any]]:
+def clean_cgroups(paths: list[str]) -> list[dict[str, Any]]:
     out = []
     for p in paths:
         # deepest first; rmdir only succeeds for a cgroup without tasks: nothing running is touched

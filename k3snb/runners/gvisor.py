@@ -423,7 +423,10 @@ class GVisor(Runner):
             self._record.save()
             return True, ""
         text = self._stderr_file.read_text(errors="replace")
-        rc = self._proc.poll()
+        try:  # stdout closed: runsc is exiting; its status tells a hang from a failure
+            rc = self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            rc = None
         if rc is None and not text:
             text = f"sandbox not ready after {self.start_timeout:.0f}s (runsc run hung)"
         elif not text.strip():  # never an empty reason: say how it ended, plus what runsc logged

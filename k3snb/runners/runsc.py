@@ -67,8 +67,17 @@ def find_runsc(version: str | os.PathLike | None = None) -> Path:
         if not p.is_file():
             raise RunscMissing(f"runsc path {str(p)!r} does not exist",
                                hint="pass an existing runsc binary, or runsc='2022' / '2024'")
-        if not os.access(p, os.X_OK):
-            raise RunscMissing(f"runsc path {str(p)!r} is not executable", hint=f"chmod +x {p}")
+        with open(p, "rb") as f:
+            head = f.read(4)
+        elf = head == b"\x7fELF" or head.startswith(b"#!")  # a program (or a wrapper script)
+        if not elf or not os.access(p, os.X_OK) or "runsc version" not in runsc_version_text(p):
+            # only a real runsc binary that lacks its x bit gets the chmod hint, never e.g. /etc/passwd
+            why = ("is not a runsc binary (not an executable program)" if not elf else
+                   "is not executable" if not os.access(p, os.X_OK) else
+                   "is not a runsc binary (its --version does not say 'runsc version')")
+            raise RunscMissing(f"runsc path {str(p)!r} {why}",
+                               hint=f"chmod +x {p}" if elf and not os.access(p, os.X_OK) else
+                               "pass the path of a gVisor runsc binary, or runsc='2022' (system) / '2024' (kit cache)")
         return p
     if version == "2024":
         p = cached_runsc_path("2024")

@@ -12,7 +12,7 @@ import pytest
 
 import k3snb
 from k3snb.errors import InvalidParameter
-from k3snb.runners import GVisor, Host, ignored_by, parse_spec, resolve, spec_label
+from k3snb.runners import GVisor, Host, expand_spec, format_spec, ignored_by, parse_spec, resolve, spec_label
 
 
 @pytest.mark.parametrize(("spec", "name", "opts", "label"), [
@@ -29,6 +29,16 @@ from k3snb.runners import GVisor, Host, ignored_by, parse_spec, resolve, spec_la
 def test_parse_spec(spec, name, opts, label):
     assert parse_spec(spec) == (name, opts)
     assert spec_label(spec) == label
+    if spec:
+        assert format_spec(name, **opts) == spec.strip() or spec.startswith("/")  # the inverse
+
+
+def test_expand_spec_per_runsc_build():
+    assert expand_spec("gvisor", ["2022", "2024"]) == ["gvisor:2022", "gvisor:2024"]
+    assert expand_spec("gvisor::ptrace", ["2024"]) == ["gvisor:2024:ptrace"]
+    assert expand_spec("gvisor:2022", ["2022", "2024"]) == ["gvisor:2022"]
+    assert expand_spec("host", ["2022", "2024"]) == ["host"]
+    assert format_spec("host", runsc="2024") == "host"
 
 
 @pytest.mark.parametrize(("spec", "match"), [

@@ -267,17 +267,14 @@ def probe_environments(
     if isinstance(runners, str) or isinstance(runsc_versions, str):
         raise InvalidParameter("runners and runsc_versions must be lists, e.g. ['host', 'gvisor']",
                                hint="write runners = ['host'] rather than runners = 'host'")
-    from ..runners import REGISTRY, parse_spec, spec_label
+    from ..runners import expand_spec, spec_label
 
     plan: list[tuple[str, str, dict[str, Any]]] = []
     for spec in runners:
-        name, given = parse_spec(spec)
-        builds = [{"runsc": v} for v in runsc_versions] if "runsc" in REGISTRY[name].OPTIONS and "runsc" not in given \
-            else [{}]
-        for opts in builds:
-            label = spec_label(spec, **opts)
+        for one in expand_spec(spec, runsc_versions):  # "gvisor" -> one spec per build
+            label = spec_label(one)
             if label not in [p[0] for p in plan]:
-                plan.append((label, spec, opts))
+                plan.append((label, one, {}))
     probes: dict[str, EnvProbe] = {}
     skipped: dict[str, str] = {}
     for label, name, opts in plan:

@@ -19,6 +19,7 @@ Ask ``runner.capabilities`` what the environment offers.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InvalidParameter
@@ -115,6 +116,26 @@ def get_runner(runner: str | os.PathLike | Runner | None = None, **options: Any)
     return resolve(runner, **options)
 
 
+def format_spec(name: str, **options: Any) -> str:
+    """The spec string for a runner name and options (the inverse of :func:`parse_spec`); options the
+    runner's spec has no field for are left out (``format_spec("host", runsc="2024") == "host"``)."""
+    if name not in REGISTRY:
+        raise InvalidParameter(f"unknown runner {name!r}; valid: {', '.join(sorted(REGISTRY))}", hint=_HINT)
+    fields = [str(options.get(f) or "") for f in REGISTRY[name].SPEC_FIELDS]
+    while fields and not fields[-1]:
+        fields.pop()
+    return ":".join([name, *fields])
+
+
+def expand_spec(spec: str | os.PathLike | None, runsc: Sequence[str] = ("2022", "2024")) -> list[str]:
+    """One spec per runsc build for a runner that takes a build but whose spec names none
+    (``"gvisor"`` -> ``["gvisor:2022", "gvisor:2024"]``); any other spec as it is (``["host"]``)."""
+    name, opts = parse_spec(spec)
+    if "runsc" not in REGISTRY[name].SPEC_FIELDS or opts.get("runsc"):
+        return [format_spec(name, **opts)]
+    return [format_spec(name, **{**opts, "runsc": b}) for b in runsc]
+
+
 def ignored_by(spec: str | os.PathLike | None, **options: Any) -> list[str]:
     """Names of the options (with a value that would change something) that a runner built from
     ``spec`` would ignore, without building it (for CLIs that refuse such flags up front)."""
@@ -133,5 +154,5 @@ def spec_label(spec: str | os.PathLike | Runner | None, **options: Any) -> str:
     return REGISTRY[name].spec_label(opts)
 
 
-__all__ = ["REGISTRY", "Capabilities", "GVisor", "Host", "RunResult", "Runner", "get_runner", "ignored_by", "parse_spec",
+__all__ = ["REGISTRY", "Capabilities", "GVisor", "Host", "RunResult", "Runner", "expand_spec", "format_spec", "get_runner", "ignored_by", "parse_spec",
            "register_runner", "resolve", "spec_label"]

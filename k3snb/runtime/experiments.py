@@ -1,0 +1,169 @@
+"""Measurements the runtime notebooks (25, 29, 21, …) record: container starts per environment,
+returned as plain rows free of machine-specific values (ids, temp paths, timings), so stored
+notebook outputs re-execute identically elsewhere. Verdicts on them: :mod:`k3snb.studies.runtime`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .run import run_container
+
+__all__ = ["environments", "container_matrix", "sanitize", "attempt_row", "containerd_config_probe",
+           "snapshotter_matrix", "overlay_probe"]
+
+_ID = re.compile(r"k3snb-[a-z]+-[0-9a-f]{10}")
+_TIME = re.compile(r'time="[^"]*"\s*')
+_NUM = re.compile(r"(containerd-mount|tmpmounts/)\d+")
+
+
+def sanitize(text: str | None, paths: dict[str, str] | None = None) -> str:
+    """Error text without run-specific ids, counters, times and the given paths (stable across machines)."""
+    if not text:
+        return ""
+    for p, name in (paths or {}).items():
+        text = text.replace(p, name)
+    return _TIME.sub("", _NUM.sub(r"\1N", _ID.sub("k3snb-<id>", text))).strip()
+
+
+def environments(runner: str = "gvisor", builds: Sequence[str] = ("2022", "2024"), host: bool = True) -> list[str]:
+    """Runner specs to compare: the host, then ``gvisor:<build>`` for each build (or the one ``runner`` names)."""
+    from ..runners import parse_spec
+
+    name, opts = parse_spec(runner)
+    envs = ["host"] if host or name == "host" else []
+    if name == "gvisor":
+        envs += [f"gvisor:{opts['runsc']}"] if opts.get("runsc") else [f"gvisor:{b}" for b in builds]
+    return envs
+
+
+def attempt_row(env: str, a) -> dict[str, Any]:
+    """One Attempt as a stable row (no timings, ids or paths)."""
+    sc = a.syscall or {}
+    return {"env": env, "runtime": a.runtime, "via": a.via, "snapshotter": a.snapshotter, "ran": a.ok,
+            "stdout": a.stdout.strip() if a.ok else "", "exit": a.returncode,
+            "reached": a.reached[-1] if a.reached else None, "failed_stage": a.failed_stage,
+            "error": sanitize(a.error), "signature": a.signature,
+            "syscall": f"{sc.get('syscall')} {sc.get('errno')}" + (f" {sc['flags']}" if sc.get("flags") else "")
+            if sc else None,
+            "cgroups_by_kit": bool(a.cgroups.get("applied_by_kit")),
+            "cgroups": ",".join(sorted(a.cgroups.get("mounted") or [])) if a.cgroups.get("applied_by_kit") else "host's",
+            "cgroups_refused": ",".join(sorted((a.cgroups.get("refused") or {}).keys())),
+            "rules": "; ".join(a.info.get("rules") or []), "net_host": bool(a.info.get("net_host"))}
+
+
+def container_matrix(envs: Sequence[str], *, runtimes: Sequence[str] = ("runc", "crun"),
+                     vias: Sequence[str] = ("containerd", "direct"), args: Sequence[str] = ("echo", "hello"),
+                     no_cgroup_probe: bool = True, trace: bool = False) -> list[dict[str, Any]]:
+    """A busybox container per (environment, runtime, via), plus (``no_cgroup_probe``) direct runc with
+    no cgroup hierarchy in each sandbox. One runner per environment, closed afterwards."""
+    from ..runners import resolve
+
+    rows = []
+    for env in envs:
+        with resolve(env) as runner:
+            for via in vias:
+                for rt in runtimes:
+                    a = run_container(runner, "busybox", list(args), runtime=rt, via=via, trace=trace)
+                    rows.append(attempt_row(env, a))
+            if no_cgroup_probe and env != "host":
+                a = run_container(runner, "busybox", list(args), runtime="runc", via="direct", cgroups=False)
+                rows.append({**attempt_row(env, a), "via": "direct, no cgroups"})
+    return rows
+
+
+def containerd_config_probe(envs: Sequence[str]) -> list[dict[str, Any]]:
+    """containerd 1.6 with the CRI ``enable_unprivileged_ports/icmp`` toggles on and off: does CRI load?"""
+    from ..runners import resolve
+    from .containerd import Containerd
+
+    rows = []
+    for env in envs:
+        with resolve(env) as runner:
+            uname = runner.run(["uname", "-r"]).stdout.strip()
+            for on in (True, False):
+                c = Containerd(runner, unprivileged_ports=on, unprivileged_icmp=on)
+                try:
+                    c.start()
+                    df = c.plugins().set_index("id")
+                    cri = str(df.loc["cri", "status"]) if "cri" in df.index else "absent"
+                    err = [ln for ln in c.logs(400).splitlines()
+                           if "invalid plugin config" in ln or ("failed to load plugin" in ln and ".cri" in ln)]
+                    ver = c.ctr("version").stdout
+                except Exception as e:  # containerd did not come up: that is the measurement
+                    cri, err, ver = "containerd failed", [str(e)], ""
+                finally:
+                    c.stop()
+                server = re.search(r"Server:\s*\n\s*Version:\s*(\S+)", ver)
+                rows.append({"env": env, "kernel": uname if env != "host" else "(host kernel)",
+                             "unprivileged_ports_icmp": on, "cri_plugin": cri,
+                             "containerd": server.group(1) if server else None,
+                             "error": sanitize(err[-1]) if err else ""})
+    return rows
+
+
+def snapshotter_matrix(envs: Sequence[str], snapshotters: Sequence[str] = ("native", "overlayfs"),
+                       state: Sequence[str] = ("tmpfs", "workdir")) -> list[dict[str, Any]]:
+    """containerd+runc per snapshotter with its state on tmpfs (/run) or in the runner's workdir (9p in
+    gVisor, the host's disk on the host): which unpacks and runs, and what the state's fs is."""
+    from ..runners import resolve
+    from .containerd import Containerd
+    from .run import ensure_cgroups
+    from .stages import Attempt
+
+    rows = []
+    for env in envs:
+        with resolve(env) as runner, ensure_cgroups(runner, "auto"):
+            for where in state:
+                for snap in snapshotters:
+                    sd = None
+                    if where == "workdir":
+                        sd = str(runner.workdir / f"ctd-{snap}")
+                    fs = runner.run(["stat", "-f", "-c", "%T", str(runner.workdir) if sd else "/run"]).stdout.strip()
+                    a = Attempt(runner=env, runtime="runc", via="containerd", image="busybox", args=["echo", "hi"],
+                                snapshotter=snap)
+                    c = Containerd(runner, snapshotter=snap, state_dir=sd)
+                    try:
+                        try:
+                            c.start()
+                        except Exception as e:
+                            a.fail("runtime_up", str(e))
+                        else:
+                            c.run("busybox", ["echo", "hi"], attempt=a)
+                    finally:
+                        c.stop()
+                    a.finish()
+                    row = attempt_row(env, a)
+                    rows.append({"env": env, "state_on": where, "state_fs": fs, "snapshotter": snap,
+                                 "ran": row["ran"], "failed_stage": row["failed_stage"],
+                                 "error": sanitize(row["error"], {str(runner.workdir): "<workdir>"}),
+                                 "signature": row["signature"]})
+    return rows
+
+
+def overlay_probe(envs: Sequence[str]) -> list[dict[str, Any]]:
+    """mount(8) an overlay with its lower dir on the runner's workdir (9p in gVisor) or on tmpfs; the
+    upper and work dirs always on tmpfs (S12/S13)."""
+    from ..runners import resolve
+
+    rows = []
+    for env in envs:
+        with resolve(env) as runner:
+            for lower_on, upper_on in (("workdir", "tmpfs"), ("tmpfs", "tmpfs"), ("workdir", "workdir")):
+                w = str(runner.workdir)
+                lower = f"{w}/ovl-lower" if lower_on == "workdir" else "/tmp/ovl-lower"
+                up = f"{w}/ovl" if upper_on == "workdir" else "/tmp/ovl"
+                script = (f"mkdir -p {lower} {up}-u {up}-w /tmp/ovl-m && echo low > {lower}/f && "
+                          f"stat -f -c %T {lower} && mount -t overlay overlay "
+                          f"-o lowerdir={lower},upperdir={up}-u,workdir={up}-w /tmp/ovl-m && "
+                          f"cat /tmp/ovl-m/f && echo up > /tmp/ovl-m/g && cat {up}-u/g")
+                r = runner.run(["sh", "-c", script])
+                runner.run(["sh", "-c", f"umount /tmp/ovl-m; rm -rf {lower} {up}-u {up}-w /tmp/ovl-m"])
+                out = r.stdout.split()
+                rows.append({"env": env, "lower_on": lower_on, "upper_on": upper_on, "lower_fs": out[0] if out else None,
+                             "mounted": r.ok, "read_lower": r.ok and "low" in out, "wrote_upper": r.ok and "up" in out,
+                             "error": sanitize(r.stderr.strip().splitlines()[0] if r.stderr.strip() else "",
+                                               {w: "<workdir>"})})
+    return rows

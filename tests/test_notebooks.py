@@ -62,3 +62,99 @@ def test_sanitizer_makes_variable_output_comparable():
     assert strict.returncode == 1 and "mismatch" in strict.stdout  # the comparison really bites
     sanitized = nbval(fixture, "--nbval-sanitize-with", str(SANITIZE))
     assert sanitized.returncode == 0, sanitized.stdout[-4000:]
+
+
+# -- what the stored notebooks show (no kernel needed: reads the stored outputs) -------------------
+import configparser  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+
+VERDICT_LINE = re.compile(r"^VERDICT (.+?) \| (reproduced|refuted|not-testable|inconclusive) \| ")
+
+
+def _stored():
+    reg = {e.notebook: e for e in load_registry()}
+    return [pytest.param(nb, reg[nb.name], id=nb.stem) for nb in sorted(NOTEBOOKS.glob("*.ipynb")) if nb.name in reg]
+
+
+def _code_cells(nb: Path) -> list[dict]:
+    return [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def _text(output: dict) -> str:
+    if "text" in output:
+        return "".join(output["text"])
+    data = output.get("data", {})
+    return "".join(data.get("text/plain", "")) + "".join(data.get("text/html", ""))
+
+
+@pytest.mark.parametrize(("path", "entry"), _stored())
+def test_registry_claims_are_judged_and_displayed(path, entry):
+    """Registry claims == judged claims == displayed claims: the last cell is the one
+    ``studies.conclude(<id>, ...)`` call (it refuses to record verdicts that do not cover exactly the
+    registry's claims), and its stored output shows one verdict line per registry claim."""
+    cells = _code_cells(path)
+    sources = ["".join(c["source"]) for c in cells]
+    assert not any("k3snb.verdict(" in s or re.search(r"^\s*(def |class )|lambda\b|open_runner", s, re.M)
+                   for s in sources), f"{path.name}: verdicts or helper definitions inline in the notebook"
+    last = sources[-1]
+    assert last.count("studies.conclude(") == 1 and f'"{entry.id}"' in last, f"{path.name}: last cell must conclude"
+    assert sum(s.count("studies.conclude(") for s in sources) == 1, f"{path.name}: one verdict table only"
+    text = "".join(o.get("data", {}).get("text/plain", "") if isinstance(o.get("data", {}).get("text/plain"), str)
+                   else "".join(o.get("data", {}).get("text/plain", [])) for o in cells[-1]["outputs"])
+    shown = [m.group(1) for line in text.splitlines() if (m := VERDICT_LINE.match(line))]
+    assert sorted(shown) == sorted(entry.claims), f"{path.name}: displayed {shown}, registry {list(entry.claims)}"
+    assert len(shown) == len(set(shown))
+
+
+def _sanitizers() -> list[tuple[re.Pattern, str]]:
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(SANITIZE)
+    return [(re.compile(cfg[s]["regex"]), cfg[s]["replace"]) for s in cfg.sections()]
+
+
+# values that belong to one machine; a fresh clone elsewhere would see others
+KERNEL_BUILD = re.compile(r"#\d+ SMP|\b\d+\.\d+\.\d+-\d+-(?:amd64|arm64|generic|cloud-amd64|rt-amd64)\b")
+LEFTOVER = [re.compile(p) for p in (r"/tmp/\S", r"\b(?:pid|PID)\s*[=:]?\s*\d{2,}", r"\b\d+\.\d{5,}\b")]
+
+
+def machine_specific(path: Path) -> list[str]:
+    """What in a stored notebook's outputs only this machine (or one run) has: this machine's kernel build or
+    hostname, any kernel build string (compared or not); a temp path, pid or long timing left in a compared
+    output after nbval-sanitize.cfg."""
+    machine = [v for v in (platform.release(), platform.version(), platform.node()) if len(v) > 3]
+    rules = _sanitizers()
+    found = []
+    for i, cell in enumerate(_code_cells(path)):
+        compared = "NBVAL_IGNORE_OUTPUT" not in "".join(cell["source"])
+        for o in cell.get("outputs", []):
+            text = _text(o)
+            found += [f"cell {i}: this machine's {v!r}" for v in machine if v in text]
+            found += [f"cell {i}: kernel build {m[0]!r}" for m in [KERNEL_BUILD.search(text)] if m]
+            if compared:
+                for rx, rep in rules:
+                    text = rx.sub(rep, text)
+                found += [f"cell {i}: unsanitized {m[0]!r}" for rx in LEFTOVER for m in [rx.search(text)] if m]
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_stored_outputs_carry_no_machine_specific_values(path):
+    assert machine_specific(path) == [], path.name
+
+
+def test_portability_check_catches_what_broke_nbval_elsewhere(tmp_path):
+    """A stored probe output with the kernel build string (what notebook 00 once stored) is caught in any cell;
+    a bare timing the sanitizer does not cover is caught in a compared cell only."""
+    out = {"output_type": "stream", "name": "stdout",
+           "text": [f"kernel.version  {platform.version()} #1 SMP PREEMPT_DYNAMIC\n",
+                    "/tmp/k3snb-x/y pid=4242 (sanitized), probe took 12.345678\n"]}
+    cells = [{"cell_type": "code", "source": src, "metadata": {}, "outputs": [out], "execution_count": 1}
+             for src in ("probe()", "# NBVAL_IGNORE_OUTPUT\nprobe()")]
+    nb = tmp_path / "leak.ipynb"
+    nb.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    found = machine_specific(nb)
+    assert any("cell 0: kernel build" in f for f in found) and any("cell 1: kernel build" in f for f in found)
+    assert any(f.startswith("cell 0: unsanitized") for f in found)
+    assert not any(f.startswith("cell 1: unsanitized") for f in found)

@@ -196,7 +196,7 @@ def test_claims_from_probes(host_probe, gvisor_2022):
         assert claims[cid].status == "reproduced", claims[cid]
     assert claims["§1.3 cap_last_cap"].status == "reproduced"
     assert claims["matrix cap_last_cap 2024"].status == "not-testable"  # no 2024 probe given
-    assert claims["§1.1 kernel"].evidence == {"gvisor-2022: kernel_release": "4.4.0"}  # the host is never evidence
+    assert claims["§1.1 kernel"].evidence == {"gvisor-2022.kernel_release": "4.4.0"}  # the host is never evidence
     # evidence comes from the probes: a host probe relabelled as gVisor refutes the 9p claim
     fake = EnvProbe(json.loads(host_probe.to_json()), label="not-gvisor")
     fake.data["sandbox"]["kind"] = "gvisor"

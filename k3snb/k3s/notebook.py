@@ -46,11 +46,11 @@ def k3s_status() -> dict[str, Any]:
 
 
 def make_runner(runner: str, runsc: str | None = None, **options: Any):
-    from ..runners import get_runner
+    """A runner from a spec (``gvisor``, ``gvisor:2024``, ``host``); options a runner does not use are recorded
+    as ignored by it, never an error (``net_raw=True`` is harmless on the host)."""
+    from ..runners import resolve
 
-    if runner == "gvisor":
-        return get_runner("gvisor", runsc=runsc, **options)
-    return get_runner(runner, **options)
+    return resolve(runner, runsc=runsc, **options)
 
 
 def workaround_cycle(runner: str, ids: list[str], runsc: str | None = None, params: dict | None = None,
@@ -86,23 +86,25 @@ def run_profile(profile: str, runner: str, runsc: str | None = None, *, timeout:
                 helm: bool = False, **launch: Any) -> dict[str, Any]:
     """Launch a profile, optionally observe it for ``observe`` s with resource sampling, apply
     manifests, classify the log, stop; returns plain data for ``k3snb.record`` and ``k3snb.studies.k3s``."""
+    from ..runners import resolve
     from .cluster import launch_k3s
 
     options = dict(launch.pop("runner_options", {}) or {})
-    if runner == "gvisor":
-        options.setdefault("runsc", runsc)
-    out: dict[str, Any] = {"profile": profile, "runner": runner}
-    c = launch_k3s(profile, runner=runner, runner_options=options, timeout=timeout, **launch)
+    r = resolve(runner, runsc=runsc, **options)
+    out: dict[str, Any] = {"profile": profile, "runner": r.label}
+    c = launch_k3s(profile, runner=r, timeout=timeout, **launch)
     try:
         m = c.monitor(interval=monitor_interval)
-        t_end = time.monotonic() + observe
-        while time.monotonic() < t_end and c.alive():
-            time.sleep(min(5.0, max(0.1, t_end - time.monotonic())))
+        if manifests and c.readiness.stages["readyz"].reached:  # before observing: pods need the time
+            out["manifests"] = c.apply_manifests(manifests).to_dict(orient="records")
+        t0 = time.monotonic()
+        while time.monotonic() < t0 + observe and c.alive():
+            time.sleep(min(5.0, max(0.1, t0 + observe - time.monotonic())))
             c.poll_readiness()
         out["alive_at_end"] = c.alive()
-        out["observed_s"] = observe
+        # how long k3s was watched alive: the whole window, or until it died
+        out["observed_s"] = observe if out["alive_at_end"] else round(time.monotonic() - t0, 1)
         if manifests and c.readiness.stages["readyz"].reached:
-            out["manifests"] = c.apply_manifests(manifests).to_dict(orient="records")
             out["objects"] = c.objects()
         if helm and shutil.which("helm") and c.readiness.stages["readyz"].reached:
             out["helm"] = helm_install(c)
@@ -136,6 +138,7 @@ spec:
     metadata: {labels: {app: k3snb-nginx}}
     spec:
       hostNetwork: true
+      tolerations: [{operator: Exists}]  # the node stays NotReady without a CNI: schedule anyway
       containers:
         - name: nginx
           image: nginx:alpine

@@ -115,7 +115,7 @@ CHECKS: dict[str, tuple[str | None, Callable[[Any], tuple[bool, dict[str, Any]]]
 def environment_claim(claim_id: str, probes: Mapping[str, Any] | Iterable[Any]) -> Verdict:
     """Judge one environment claim of :data:`CHECKS` from probes (EnvProbe, probe dicts or JSON paths).
 
-    Evidence keys are ``probe.<label>`` (the recorded probe) plus ``<label>: <fact>`` for the facts used.
+    Evidence keys are ``<label>.<fact>`` (e.g. ``gvisor-2022.kernel_release``) for the facts used.
 
     Raises:
         InvalidParameter: unknown claim id, or no probes at all.
@@ -130,7 +130,7 @@ def environment_claim(claim_id: str, probes: Mapping[str, Any] | Iterable[Any]) 
                                hint="pass k3snb.probing.probe_environments(...)[0]")
     build, fn = CHECKS[claim_id]
     ps = [as_probe(x) for x in items]
-    rel = [p for p in ps if p.kind == "gvisor" and (build is None or build_of(p) == build)]
+    rel = [p for p in ps if p.in_gvisor and (build is None or build_of(p) == build)]
     if not rel:
         what = f"the runsc {build} build" if build else "gVisor"
         return judged(claim_id, "not-testable", {},
@@ -141,7 +141,7 @@ def environment_claim(claim_id: str, probes: Mapping[str, Any] | Iterable[Any]) 
     for p in rel:
         ok, facts = fn(p)
         holds[p.label] = ok
-        evidence.update({f"{p.label}: {k}": v for k, v in facts.items()})
+        evidence.update({f"{p.label}.{k}": v for k, v in facts.items()})
     yes = [lb for lb, v in holds.items() if v]
     no = [lb for lb, v in holds.items() if not v]
     if not no:

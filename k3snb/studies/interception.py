@@ -143,10 +143,10 @@ def threaded_go_hang(go_run: Mapping[str, Any] | None, runner: str) -> Verdict:
     ev = {"go_threads_run": dict(go_run)}
     tasks = go_run.get("tasks_traced") or 0
     if go_run.get("timed_out"):
-        return judged("S42", "reproduced", ev, f"{scope} hung in {runner} ({tasks} tasks traced)")
+        return judged("S42", "reproduced", ev, f"{scope} hung in {runner}")
     if go_run.get("returncode") == 0 and tasks > 1:
         return judged("S42", "refuted", ev,
-                      f"{scope} finished in {runner} with {tasks} tasks traced and all resumed: tracing a "
+                      f"{scope} finished in {runner} with all its threads traced and resumed: tracing a "
                       "multi-threaded Go process does not by itself hang it; whether k3s hung under the "
                       "research's tracer for its resume-only-the-first-thread bug is not tested here")
     return judged("S42", "inconclusive", ev, f"{scope}: rc {go_run.get('returncode')}, {tasks} task(s) traced")

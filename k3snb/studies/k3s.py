@@ -25,8 +25,8 @@ def has_signature(ids: list[str], sig: str) -> bool:
 
 def _absent(claim: str, k3s: Mapping[str, Any], run: Run) -> Verdict | None:
     if run is None or not k3s.get("available"):
-        why = k3s.get("reason") or "no k3s binary"
-        return judged(claim, "not-testable", {}, f"k3s did not run here ({why.split('. ')[0]}); set K3SNB_K3S or "
+        what = "k3s did not run" if k3s.get("available") else "no k3s binary here"
+        return judged(claim, "not-testable", {}, f"{what}; set K3SNB_K3S=/path/to/k3s or run "
                                                  "`k3snb k3s install VERSION`, then re-run")
     return None
 

@@ -140,7 +140,7 @@ def test_workarounds_act_in_a_runner_and_leave_the_host_alone():
 def test_doctor_prints_a_table_and_never_cuts_a_word(columns):
     import os
 
-    from k3snb.runners.reaper import doctor
+    from k3snb._doctor import doctor
 
     env = {**os.environ, "COLUMNS": columns}
     r = subprocess.run([sys.executable, "-m", "k3snb", "doctor"], capture_output=True, text=True, timeout=120,

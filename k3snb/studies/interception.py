@@ -1,9 +1,9 @@
 """Notebooks 04, 06, 09 and 24: verdicts on the interception claims, from the recorded measurements of
-``k3snb.tracing.experiments`` (plain rows/dicts as ``k3snb.record`` stores them; DataFrames work too).
+``k3snb.tracing.measurements`` (plain rows/dicts as ``k3snb.record`` stores them; DataFrames work too).
 
 Every function names the record keys it rests on as its evidence keys, and attributes errors to the
 process that produced them (``runc`` / ``runc init`` / ``container process``, see
-``tracing.experiments.process_roles``).
+``tracing.measurements.process_roles``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What the interception notebooks (04, 06, 09, 24) run, composed from the kit's mechanics (runners, the
-cgroup-v1 layout, ``tracing.experiments`` measurements), so the notebooks stay one call per step.
+cgroup-v1 layout, ``tracing.measurements``), so the notebooks stay one call per step.
 
 Each returns plain JSON-able data (no Trace objects, no pids, no temp paths) ready for ``k3snb.record``
 and for the verdict functions of :mod:`k3snb.studies.interception`.
@@ -26,9 +26,9 @@ def sandbox_specs(runner: str, builds: list[str] | tuple[str, ...]) -> list[str]
 
 
 def _tx():
-    from ..tracing import experiments
+    from ..tracing import measurements
 
-    return experiments
+    return measurements
 
 
 def _go(r) -> str | None:

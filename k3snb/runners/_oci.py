@@ -186,7 +186,8 @@ def spec(
     }
 
 
-def write_bundle(bundle: Path, config: dict[str, Any]) -> Path:
+def write_config(bundle: Path, config: dict[str, Any]) -> Path:
+    """Write ``config.json`` into the bundle folder (the rootfs is the host's own ``/``, so nothing else)."""
     bundle.mkdir(parents=True, exist_ok=True)
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
     return bundle

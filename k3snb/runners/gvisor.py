@@ -355,7 +355,7 @@ class GVisor(Runner):
                                netns_path="/proc/self/ns/net" if self.network == "sandbox" else None,
                                masks=_oci.secret_masks(str(empty), _state_dirs_to_mask(self._base)))
             config["process"]["args"] = ["/bin/sh", "-c", INIT_SCRIPT]
-            _oci.write_bundle(self._base / "bundle", config)
+            _oci.write_config(self._base / "bundle", config)
             last = ""
             for attempt in range(self.start_retries + 1):
                 if attempt:

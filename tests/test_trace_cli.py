@@ -204,3 +204,19 @@ def test_attaching_to_an_already_traced_process_is_one_error(tmp_path):
         p.wait()
         for pid in procs_with(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_kill_9_of_trace_leaves_no_file_and_no_process(tmp_path):
+    marker = f"100.{uuid.uuid4().int % 10**9}"
+    p = _start("trace", f"sleep {marker}; true", tmp_path)
+    try:
+        _wait_for(marker)
+        p.kill()  # SIGKILL: no cleanup code runs; EXITKILL ends the tree, the rows file has no name
+        p.wait(10)
+        assert _gone(marker, 5)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        p.kill()
+        p.wait()
+        for pid in procs_with(marker):
+            os.kill(pid, signal.SIGKILL)

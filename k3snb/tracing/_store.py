@@ -33,16 +33,39 @@ def create_new(near: str | os.PathLike) -> tuple[int, Path]:
     (``<out>.rows`` in a shared sticky folder). The folder must exist: it is not created.
     Publish the finished file with ``os.replace`` (which replaces a planted symlink, never follows it).
     """
-    near = Path(near)
-    folder = near.parent
+    def make(tmp: Path) -> int:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+    return _fresh(Path(near), make)
+
+
+def _fresh(near: Path, make) -> tuple:
+    # ``make(path)`` must fail with FileExistsError when the name is taken (O_EXCL, link)
     for _ in range(100):
-        tmp = folder / f".{near.name}.{os.urandom(4).hex()}.tmp"
+        tmp = near.parent / f".{near.name}.{os.urandom(4).hex()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            return make(tmp), tmp
         except FileExistsError:
             continue
-        return fd, tmp
     raise FileExistsError(f"no free temporary name next to {near}")
+
+
+def _unnamed(folder: Path) -> int:
+    # an O_TMPFILE file has no name until linked: nothing to plant a symlink at, nothing left on SIGKILL
+    try:
+        return os.open(folder if str(folder) else ".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+    except (OSError, AttributeError):  # 9p and other filesystems without O_TMPFILE
+        return -1
+
+
+def _link_fd(fd: int, path: Path) -> None:
+    # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; os.link uses plain
+    # link() (which cannot follow that magic link) unless a dir fd is given
+    folder = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", path.name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
 
 
 def schema():
@@ -54,9 +77,10 @@ def schema():
 class RowWriter:
     """Append row tuples (in ``FIELDS`` order); ``close()`` always leaves a readable stream.
 
-    The stream goes to a new file made by :func:`create_new` next to ``dest``. With
-    ``publish=True`` it is renamed to ``dest`` at once (a killed tracer leaves a readable stream
-    there); otherwise it stays at ``self.path`` for the caller to convert and remove.
+    With ``publish=True`` the stream is a new file (:func:`create_new`) renamed to ``dest`` at
+    once: a killed tracer leaves a readable stream there. Otherwise it is an unnamed file
+    (``O_TMPFILE``) in ``dest``'s folder, readable at ``self.path`` until :meth:`discard`, so a
+    SIGKILL leaves nothing behind (filesystems without ``O_TMPFILE``: a hidden random name).
     """
 
     def __init__(self, dest: str | os.PathLike, batch: int = 20_000, *, publish: bool = True) -> None:
@@ -64,7 +88,14 @@ class RowWriter:
         self.rows: list[tuple] = []
         self.count = 0
         self.batches = 0
-        fd, self.path = create_new(dest)
+        self.published = publish
+        self._keep = -1  # a second fd on the unnamed file: it lives as long as this is open
+        fd = -1 if publish else _unnamed(Path(dest).parent)
+        if fd >= 0:
+            self._keep = os.dup(fd)
+            self.path = Path(f"/proc/self/fd/{self._keep}")
+        else:
+            fd, self.path = create_new(dest)
         try:
             if publish:
                 os.replace(self.path, dest)
@@ -72,10 +103,18 @@ class RowWriter:
             self._f = open(fd, "wb")  # noqa: SIM115 - closed in close()
         except BaseException:
             os.close(fd)
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+            self.discard()
             raise
         self._f.write(MAGIC)
+
+    def discard(self) -> None:
+        """Remove the stream (an unnamed one disappears with its last fd)."""
+        if self._keep >= 0:
+            os.close(self._keep)
+            self._keep = -1
+        elif not self.published:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
     def __call__(self, row: tuple) -> None:
         self.rows.append(row)
@@ -122,19 +161,30 @@ def convert(rows: str | os.PathLike, arrow: str | os.PathLike) -> int:
 
     sc = schema()
     n = 0
-    fd, tmp = create_new(arrow)
-    os.close(fd)  # pyarrow reopens the fresh, randomly named file by name
+    anon = _unnamed(Path(arrow).parent)  # named only once complete (see _unnamed)
+    if anon >= 0:
+        fd, tmp = anon, Path(f"/proc/self/fd/{anon}")
+    else:
+        fd, tmp = create_new(arrow)
+        os.close(fd)  # pyarrow reopens the fresh, randomly named file by name
     try:
         with ipc.new_file(str(tmp), sc) as w:
             for cols in read_batches(rows):
                 arrays = [pa.array(c, type=f.type) for c, f in zip(cols, sc, strict=True)]
                 w.write_batch(pa.RecordBatch.from_arrays(arrays, schema=sc))
                 n += len(cols[0])
+        if anon >= 0:
+            # link the finished file under a fresh random name, then rename that over ``arrow``
+            _, tmp = _fresh(Path(arrow), lambda p: _link_fd(anon, p))
         os.replace(tmp, arrow)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if anon < 0 or tmp != Path(f"/proc/self/fd/{anon}"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
+    finally:
+        if anon >= 0:
+            os.close(anon)
     return n
 
 

@@ -222,7 +222,10 @@ def run(ns: argparse.Namespace) -> int:
         if tracing:
             # the tracer streams raw column batches; an Arrow file is made from them at the end
             writer = new_output(out, "--out", lambda: _row_writer(out, max(1, getattr(ns, "batch", 20_000))))
-            undo.callback(writer.path.unlink, missing_ok=True)
+            if not writer.published:
+                undo.callback(writer.discard)
+            else:
+                undo.callback(writer.path.unlink, missing_ok=True)
             undo.callback(writer.close)
         rules, fakedir = materialise(rules, None)
         if fakedir is not None:
@@ -244,13 +247,13 @@ def run(ns: argparse.Namespace) -> int:
         try:
             if writer is not None:
                 writer.close()
-                if writer.path != out:
+                if not writer.published:
                     from ._store import convert
 
                     try:
                         convert(writer.path, out)
                     finally:
-                        writer.path.unlink()
+                        writer.discard()
         finally:
             if meta_claim is not None:
                 meta = {

@@ -7,7 +7,7 @@ The flat API calls the report ``k3snb.make_report``: ``k3snb.report`` is this pa
 
 from ._html import Rich, Table, render, set_options
 
-__all__ = ["Report", "Rich", "RunList", "Table", "list_runs", "make_report", "render", "set_options"]
+__all__ = ["Report", "Rich", "RunList", "RunSummary", "Table", "list_runs", "make_report", "render", "set_options"]
 
 
 def __getattr__(name: str):
@@ -16,6 +16,10 @@ def __getattr__(name: str):
         from . import _report
 
         return getattr(_report, name)
+    if name == "RunSummary":
+        from ._summary import RunSummary
+
+        return RunSummary
     if name in ("list_runs", "RunList"):
         from . import _runs
 

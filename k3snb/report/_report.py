@@ -37,12 +37,26 @@ def _report_css() -> str:
     return resources.files("k3snb.report").joinpath("static/report.css").read_text()
 
 
+@lru_cache(maxsize=1)
+def _claim_texts() -> dict[str, str]:
+    """The research's claim sentences by id (k3snb/data/claims.yaml), for verdicts that name only the id."""
+    try:
+        import yaml
+
+        doc = yaml.safe_load(resources.files("k3snb").joinpath("data/claims.yaml").read_text()) or {}
+    except Exception:  # the report names the ids alone when the catalogue is missing or malformed
+        return {}
+    claims = doc.get("claims") if isinstance(doc, dict) else None
+    return {str(k): str(v.get("text", "")) for k, v in (claims or {}).items() if isinstance(v, dict)}
+
+
 def claim_id(claim: str) -> tuple[str, str]:
-    """``"S01: kubelet tunables …"`` → ``("S01", "kubelet tunables …")``; no colon → ``(claim, "")``."""
+    """``"S01: kubelet tunables …"`` → ``("S01", "kubelet tunables …")``; a bare id → its sentence from
+    the claims catalogue; otherwise ``(claim, "")``."""
     head, sep, rest = claim.partition(":")
     if sep and len(head) <= 40:
         return head.strip(), rest.strip()
-    return claim, ""
+    return claim, _claim_texts().get(claim, "")
 
 
 def excerpt(value: Any, n: int = _EXCERPT) -> str:
@@ -151,7 +165,7 @@ class Report(Rich):
 
     def __post_init__(self) -> None:
         if not self.cells:
-            self.cells = [c for r in self.runs for c in _cells(r)]
+            self.cells = _collapse([c for r in self.runs for c in _cells(r)])
             self.not_judged = [x for r in self.runs for x in _not_judged(r)]
             self.changes = [c for a, b in zip(self.runs, self.runs[1:], strict=False) for c in compare(a, b)]
 
@@ -273,6 +287,20 @@ def _cells(r: RunData) -> list[Cell]:
     return out
 
 
+def _collapse(cells: list[Cell]) -> list[Cell]:
+    """Drop the platform from environment keys of a build that ran on one platform only: columns are
+    split by platform only where it varies."""
+    platforms: dict[str, set[str]] = {}
+    for c in cells:
+        base, _, plat = c.env.partition("/")
+        platforms.setdefault(base, set()).add(plat)
+    for c in cells:
+        base = c.env.partition("/")[0]
+        if len(platforms[base]) <= 1:
+            c.env = base
+    return cells
+
+
 def _judges(verdicts: Iterable[dict[str, Any]], cid: str) -> bool:
     return any(v["claim"] == cid or claim_id(v["claim"])[0] == cid or v["claim"].startswith(cid + " ")
                for v in verdicts)
@@ -298,13 +326,16 @@ def _not_judged(r: RunData) -> list[dict[str, str]]:
 
 def compare(a: RunData, b: RunData) -> list[Change]:
     """What changed from run ``a`` to run ``b``: flipped verdicts, new failures, fixes, claims added/dropped."""
-    def statuses(r: RunData) -> dict[tuple[str, str], str]:
+    both = _collapse(_cells(a) + _cells(b))
+
+    def statuses(run: str) -> dict[tuple[str, str], str]:
         d: dict[tuple[str, str], str] = {}
-        for c in _cells(r):
-            d[(c.claim, c.env)] = c.status if d.get((c.claim, c.env), c.status) == c.status else "mixed"
+        for c in both:
+            if c.run == run:
+                d[(c.claim, c.env)] = c.status if d.get((c.claim, c.env), c.status) == c.status else "mixed"
         return d
 
-    sa, sb = statuses(a), statuses(b)
+    sa, sb = statuses(a.label), statuses(b.label)
     out = []
     for key in sorted(set(sa) & set(sb)):
         if sa[key] != sb[key]:
@@ -399,7 +430,8 @@ class _HtmlWriter:
             return ""
         multi = len(self.rep.runs) > 1
         trs = "".join(
-            f"<tr><td><b>{esc(x['claim'])}</b></td><td>{esc(x['experiment'])}</td><td>{esc(x['environment'])}</td>"
+            f"<tr><td><b>{esc(x['claim'])}</b> {esc(claim_id(x['claim'])[1])}</td><td>{esc(x['experiment'])}</td>"
+            f"<td>{esc(x['environment'])}</td>"
             + (f"<td>{esc(x['run'])}</td>" if multi else "") + f"<td>{esc(x['why'])}</td></tr>" for x in rows)
         return ("<h2 id='not-judged'>Claims not judged</h2><table class='plain not-judged'><thead><tr>"
                 "<th>claim</th><th>experiment</th><th>environment</th>" + ("<th>run</th>" if multi else "")
@@ -518,7 +550,8 @@ def _markdown(rep: Report, links: dict[tuple[str, str], str], out: Path | None) 
             for e in envs:
                 st = list(dict.fromkeys(c.status for c in rep.cell(claim, e)))
                 cells.append(" / ".join(f"{MARK[s]} {s}" for s in st) or "—")
-            lines.append(f"| {_md(claim)} | " + " | ".join(cells) + " |")
+            cid, text = claim_id(claim)
+            lines.append(f"| **{_md(cid)}** {_md(text)} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += ["Reasons:", ""]
         for claim in rep.claims:

@@ -1,0 +1,111 @@
+"""k3snb.studies.runtime: every status each verdict function can return, on hand-made evidence rows."""
+
+from __future__ import annotations
+
+from k3snb.studies import runtime as rt
+
+
+def row(env="gvisor:2024", runtime="runc", via="direct", ran=True, stage=None, sig=None, err="",
+        cgroups="cpu,cpuacct,cpuset,devices,memory,pids", refused="blkio,freezer", **kw):
+    return {"env": env, "runtime": runtime, "via": via, "ran": ran, "stdout": "hello" if ran else "",
+            "failed_stage": stage, "signature": sig, "error": err, "cgroups": cgroups, "cgroups_refused": refused,
+            **kw}
+
+
+FAIL = dict(ran=False, stage="container_created", sig="R03", err="runc run failed: mountpoint for devices not found")
+
+
+def test_minimal_runc_runs():
+    assert rt.minimal_runc_runs([row()]).status == "reproduced"
+    assert rt.minimal_runc_runs([row(env="gvisor:2022", **FAIL)]).status == "refuted"
+    v = rt.minimal_runc_runs([row(), row(env="gvisor:2022", **FAIL)])
+    assert v.status == "inconclusive" and "disagree" in v.reason
+    assert rt.minimal_runc_runs([row(env="host")]).status == "not-testable"  # host rows are not evidence
+
+
+def test_runc_init_boundary():
+    assert rt.runc_init_boundary([row(via="containerd")]).status == "refuted"
+    assert rt.runc_init_boundary([row(via="containerd", ran=False, stage="runtime_init",
+                                      err="can't get final child's PID")]).status == "reproduced"
+    assert rt.runc_init_boundary([row(via="containerd", ran=False, stage="layer_unpacked",
+                                      sig="R01")]).status == "inconclusive"
+    assert rt.runc_init_boundary([row()]).status == "not-testable"
+
+
+def test_cgroups_for_runc():
+    probe = row(via="direct, no cgroups", ran=False, stage="container_created", sig="R02",
+                err="no cgroup mount found in mountinfo")
+    assert rt.cgroups_for_runc([probe, row(via="containerd")]).status == "reproduced"
+    assert rt.cgroups_for_runc([row(via="direct, no cgroups"), row(via="containerd")]).status == "refuted"
+    assert rt.cgroups_for_runc([probe, row(via="containerd", refused="blkio")]).status == "refuted"
+    assert rt.cgroups_for_runc([probe, row(via="containerd", **FAIL)]).status == "refuted"
+    assert rt.cgroups_for_runc([row(env="gvisor:2022", via="containerd")]).status == "not-testable"
+
+
+def cfg(env="gvisor:2024", on=False, cri="ok", version="1.6.20~ds1", err=""):
+    return {"env": env, "kernel": "4.4.0", "unprivileged_ports_icmp": on, "cri_plugin": cri, "containerd": version,
+            "error": err}
+
+
+ERR = "invalid plugin config: unprivileged_icmp and unprivileged_port require kernel version greater than or equal to 4.11"
+
+
+def test_standalone_boots():
+    assert rt.standalone_boots([cfg()]).status == "reproduced"
+    assert rt.standalone_boots([cfg(cri="containerd failed", err="socket not up")]).status == "refuted"
+    assert rt.standalone_boots([cfg(env="host")]).status == "not-testable"
+
+
+def test_unprivileged_kernel_check():
+    assert rt.unprivileged_kernel_check([cfg(on=True), cfg()]).status == "not-testable"
+    assert rt.unprivileged_kernel_check([cfg(on=True, cri="error", err=ERR), cfg()]).status == "refuted"
+    assert rt.unprivileged_kernel_check([cfg(on=True, cri="error", err=ERR),
+                                         cfg(cri="error", err=ERR)]).status == "reproduced"
+    assert rt.unprivileged_kernel_check([cfg()]).status == "not-testable"
+
+
+def test_patched_containerd_needed():
+    v = rt.patched_containerd_needed([cfg(on=True), cfg()])
+    assert v.status == "not-testable" and "1.6.20" in v.reason
+    assert rt.patched_containerd_needed([cfg(on=True, version="2.1.4"), cfg(version="2.1.4")]).status == "refuted"
+    assert rt.patched_containerd_needed([cfg(on=True, version="2.1.4", cri="error", err=ERR),
+                                         cfg(version="2.1.4", cri="error", err=ERR)]).status == "reproduced"
+
+
+def snap(env="gvisor:2024", where="workdir", sn="native", ran=True, stage=None, sig=None):
+    return {"env": env, "state_on": where, "state_fs": "v9fs" if where == "workdir" else "tmpfs", "snapshotter": sn,
+            "ran": ran, "failed_stage": stage, "error": "" if ran else "failed to mount", "signature": sig}
+
+
+def test_native_snapshotter_bypass():
+    ovl_fail = snap(sn="overlayfs", ran=False, stage="container_created", sig="R08")
+    assert rt.native_snapshotter_bypass([snap(), ovl_fail]).status == "reproduced"
+    unpack = dict(ran=False, stage="layer_unpacked", sig="R01")
+    assert rt.native_snapshotter_bypass([snap(**unpack), snap(sn="overlayfs", **unpack)]).status == "refuted"
+    assert rt.native_snapshotter_bypass([snap(), snap(sn="overlayfs")]).status == "inconclusive"
+    assert rt.native_snapshotter_bypass([snap(env="host")]).status == "not-testable"
+
+
+def ovl(env="gvisor:2024", lower="workdir", upper="tmpfs", ok=True):
+    return {"env": env, "lower_on": lower, "upper_on": upper, "lower_fs": "v9fs", "mounted": ok, "read_lower": ok,
+            "wrote_upper": ok, "error": "" if ok else "mount: /tmp/ovl-m: wrong fs type, bad option"}
+
+
+def test_overlay_on_9p():
+    s12, s13 = rt.overlay_on_9p([ovl(), ovl(upper="workdir", ok=False)], [])
+    assert (s12.status, s13.status) == ("reproduced", "refuted")
+    s12, s13 = rt.overlay_on_9p([ovl(ok=False), ovl(upper="workdir")], [snap(sn="overlayfs")])
+    assert (s12.status, s13.status) == ("refuted", "reproduced")
+    s12, _ = rt.overlay_on_9p([ovl()], [snap(sn="overlayfs", ran=False, stage="container_created", sig="R08")])
+    assert s12.status == "reproduced"
+    s12, s13 = rt.overlay_on_9p([ovl(env="host")], [])
+    assert (s12.status, s13.status) == ("not-testable", "not-testable")
+
+
+def test_unpack_in_2022():
+    unpack = dict(ran=False, stage="layer_unpacked", sig="R01")
+    rows = [snap(env="gvisor:2022", where="tmpfs", **unpack), snap(env="gvisor:2022", where="tmpfs", sn="overlayfs",
+                                                                   **unpack)]
+    assert rt.unpack_in_2022(rows).status == "reproduced"
+    assert rt.unpack_in_2022([snap(env="gvisor:2022", where="tmpfs")]).status == "refuted"
+    assert rt.unpack_in_2022([snap()]).status == "not-testable"

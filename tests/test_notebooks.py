@@ -158,3 +158,30 @@ def test_portability_check_catches_what_broke_nbval_elsewhere(tmp_path):
     assert any("cell 0: kernel build" in f for f in found) and any("cell 1: kernel build" in f for f in found)
     assert any(f.startswith("cell 0: unsanitized") for f in found)
     assert not any(f.startswith("cell 1: unsanitized") for f in found)
+
+
+def _verdicts_shown(path: Path) -> dict[str, str]:
+    cells = _code_cells(path)
+    if not cells:
+        return {}
+    plain = [o.get("data", {}).get("text/plain", "") for o in cells[-1].get("outputs", [])]
+    text = "".join(p if isinstance(p, str) else "".join(p) for p in plain)
+    return {m.group(1): m.group(2) for line in text.splitlines() if (m := VERDICT_LINE.match(line))}
+
+
+def test_readme_findings_table_matches_the_notebooks_row_for_row():
+    """Every verdict a stored notebook shows is in the README findings table with the same status, and the
+    table claims nothing for those notebooks that they do not show."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## What the suite found"):]
+    section = section[:section.index("\n## ", 4)]
+    table: dict[tuple[str, str], str] = {}
+    for line in section.splitlines():
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) >= 3 and re.fullmatch(r"\d\d", cols[0]):
+            for claim in re.findall(r"`([^`]+)`", cols[1]):
+                table[(cols[0], claim)] = cols[2]
+    shown = {(nb.name[:2], c): s for nb in sorted(NOTEBOOKS.glob("*.ipynb")) for c, s in _verdicts_shown(nb).items()}
+    judged_notebooks = {nb for nb, _ in shown}
+    assert shown, "no stored verdict tables"
+    assert {k: v for k, v in table.items() if k[0] in judged_notebooks} == shown

@@ -17,7 +17,15 @@ from helpers import procs_with
 
 import k3snb
 from k3snb.errors import InvalidParameter, K3sBinaryMissing, K3sError, UsageError
-from k3snb.k3s import find_k3s, get_profile, install_k3s, launch_k3s, parse_version, profiles, validate_flags
+from k3snb.k3s import (
+    find_k3s,
+    get_profile,
+    install_k3s,
+    launch_k3s,
+    list_profiles,
+    parse_version,
+    validate_flags,
+)
 from k3snb.k3s.binary import k3s_version
 
 
@@ -106,7 +114,7 @@ def test_install_validates_version_and_reports_offline(isolated):
 
 # -- profiles and flags --------------------------------------------------------------------------
 def test_profiles_table_and_required_profiles():
-    t = profiles()
+    t = list_profiles()
     names = set(t)
     assert {"control-plane", "worker-ultimate", "worker-stable", "rootless-like"} <= names
     df = t.to_frame()

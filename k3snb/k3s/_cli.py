@@ -219,14 +219,18 @@ def _install(a: argparse.Namespace) -> int:
 
 
 def _profiles(a: argparse.Namespace) -> int:
-    from .profiles import profiles
+    from .profiles import list_profiles
 
-    table = profiles()
+    table = list_profiles()
     if a.json:
         for row in table.to_frame().to_dict(orient="records"):
             print(json.dumps(row, default=str))
     else:
-        print(table.to_frame().to_string(index=False))
+        from .._cliopts import text_table
+
+        print(text_table(table.rows, [("name", "profile", 18), ("title", "title", 40), ("agent", "agent", 5),
+                                      ("workarounds", "workarounds", 30), ("flags", "flags", 34),
+                                      ("target_stage", "target", 16)]))
     return 0
 
 

@@ -485,7 +485,7 @@ def launch_k3s(
     """Start ``k3s server`` in a runner with a profile's workarounds applied first.
 
     Args:
-        profile: a profile name (``k3snb.profiles()``) or a Profile.
+        profile: a profile name (``k3snb.list_profiles()``) or a Profile.
         runner: a Runner, or a runner spec ("host", "gvisor", "gvisor:2024" …; then created here and
             closed by ``stop()``).
         data_dir: k3s ``--data-dir`` as seen inside the runner (default: in the cluster's work dir).

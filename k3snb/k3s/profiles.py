@@ -117,7 +117,7 @@ def get_profile(name: str | Profile) -> Profile:
         close = difflib.get_close_matches(str(name), profile_names(), n=1)
         raise UnknownProfile(
             f"unknown profile {name!r}; valid: {', '.join(profile_names())}",
-            hint=(f"did you mean {close[0]!r}? " if close else "") + "list them with k3snb.profiles()",
+            hint=(f"did you mean {close[0]!r}? " if close else "") + "list them with k3snb.list_profiles()",
         )
     return p
 
@@ -128,12 +128,15 @@ class ProfileTable(Table):
     _section = "profiles"
 
 
-def profiles() -> ProfileTable:
+def list_profiles() -> ProfileTable:
     """All launch profiles as a table (name, experiment, agent, workarounds, target stage)."""
     rows = [{"name": p.name, "title": p.title, "experiment": p.experiment, "agent": p.agent,
              "workarounds": ", ".join(p.workarounds), "flags": " ".join(p.flags), "target_stage": p.target_stage}
             for p in _load().values()]
     return ProfileTable(rows)
+
+
+profiles = list_profiles  # old name: the flat API switches to list_profiles (issue 10 naming)
 
 
 def flag_name(flag: str) -> str:

@@ -289,6 +289,11 @@ class Pod(Rich):
                 except K3snbError as e:  # the runtime's stop still ends everything; say why this did not
                     self._add([{"t": time.time(), "kind": "failed", "stage": "delete", "error": str(e)[-800:]}])
         finally:
+            if self.sandbox_id and rt.runner is not None and rt.runner.capabilities.has_real_cgroups:
+                # kubelet removes a pod's cgroup parent after its sandbox; containerd does not
+                from ._runtime import _remove_cgroup_trees
+
+                _remove_cgroup_trees([str(d / rt.id / f"pod{self.uid[:8]}") for d in Path("/sys/fs/cgroup").iterdir()])
             if self in rt.pods:
                 rt.pods.remove(self)
             if self._own_runtime:

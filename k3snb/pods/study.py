@@ -97,6 +97,8 @@ def attempt(runner: str = "gvisor", *, runsc: str | None = "2024", runtime: str 
         row["signature"] = e.fields.get("signature")
         if not passed:
             passed += [s["stage"] for s in rt.stages if s["ok"]]
+        if e.fields.get("stage", "").startswith(("create:", "start:")):
+            passed.append("sandbox")  # RunPodSandbox answered; a container step failed
     row["passed"] = [s for s in STAGES if s in passed]
     row["furthest"] = row["passed"][-1] if row["passed"] else None
     row["refusing"] = REFUSING.get(row["signature"] or "")

@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import UsageError
 
 __all__ = ["add_runner", "add_runsc", "add_out", "add_param", "add_profile", "add_json", "add_timeout",
-           "check_out_parent", "printable", "text_table"]
+           "check_out_parent", "write_out", "printable", "text_table"]
 
 
 def add_runner(p: argparse.ArgumentParser, *, default: str | None = "host", repeatable: bool = False,
@@ -70,6 +70,38 @@ def check_out_parent(path: str | Path, *, option: str = "--out") -> Path:
                          hint=f"create it first (mkdir -p {parent}) or pass a path in an existing folder")
     if p.is_dir():
         raise UsageError(f"{option} {path} is a directory", hint="pass a file path")
+    if p.exists() and not p.is_file():
+        raise UsageError(f"{option} {path} is not a regular file", hint="pass a file path")
+    try:  # can a file be created there at all (read-only fs, /proc, no permission)? ask now, not after the work
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".k3snb-probe-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot create files in {parent} ({e.strerror})",
+                         hint="pass a path in a writable folder") from None
+    return p
+
+
+def write_out(path: str | Path, text: str, *, option: str = "--out") -> Path:
+    """Write ``text`` to ``path`` atomically: a private temp sibling (O_EXCL) renamed into place, so a
+    reader never sees half a file and a planted symlink at ``path`` is replaced, not followed."""
+    import os
+    import tempfile
+
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UsageError(f"cannot write {option} {path}: {e.strerror}",
+                         hint="free disk space, or pass a path in a writable folder") from None
     return p
 
 

@@ -92,6 +92,18 @@ def test_probe_out_into_a_missing_folder_is_refused_before_probing(tmp_path):
     one_error(kit("probe", "-o", str(target)), 2, "folder")
     assert not (tmp_path / "no").exists()  # no silent mkdir
     one_error(kit("probe", "--out", str(tmp_path)), 2, "is a directory")
+    one_error(kit("probe", "-o", "/proc/version"), 2, "cannot create files in /proc")
+
+
+def test_probe_out_replaces_a_planted_symlink_instead_of_following_it(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "p.json").symlink_to(victim)
+    r = kit("probe", "-o", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "p.json").is_symlink() and '"kernel_release"' in (tmp_path / "p.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "victim"]  # no temp file left
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._cliopts import add_json, add_out, add_runner, add_runsc, add_timeout, check_out_parent
+from .._cliopts import add_json, add_out, add_runner, add_runsc, add_timeout, check_out_parent, write_out
 
 
 def register(subparsers) -> None:
@@ -40,7 +40,7 @@ def _probe(args: argparse.Namespace) -> int:
     p = probe(args.runner, label=args.label, timeout=args.timeout,
               **{k: v for k, v in options.items() if v not in (None, False)})
     if args.out:
-        p.to_json(args.out)
+        write_out(args.out, p.to_json() + "\n")
     if args.json:
         sys.stdout.write(p.to_json() + "\n")
         return 0

@@ -12,6 +12,7 @@ import errno as _errno
 import os
 import signal as _signal
 
+from .._fsmagic import BY_NAME
 from . import _syscall_table
 
 SYSCALL_NAMES: dict[int, str] = dict(_syscall_table.SYSCALL_NAMES)
@@ -69,12 +70,7 @@ CATEGORIES: dict[str, set[int]] = {
 # kernel-internal restart codes a tracer sees at exit stops (include/linux/errno.h)
 ERRNO_NAMES = {**_errno.errorcode, 512: "ERESTARTSYS", 513: "ERESTARTNOINTR", 514: "ERESTARTNOHAND",
                516: "ERESTART_RESTARTBLOCK"}
-FSTYPES = {  # statfs f_type magic numbers (linux/magic.h)
-    "ext4": 0xEF53, "ext2": 0xEF53, "ext3": 0xEF53, "9p": 0x01021997, "v9fs": 0x01021997,
-    "tmpfs": 0x01021994, "overlay": 0x794C7630, "proc": 0x9FA0, "sysfs": 0x62656572, "xfs": 0x58465342,
-    "btrfs": 0x9123683E, "fuse": 0x65735546, "nfs": 0x6969, "cgroup2": 0x63677270, "cgroup": 0x27E0EB,
-    "ramfs": 0x858458F6, "devpts": 0x1CD1, "squashfs": 0x73717368,
-}
+FSTYPES = BY_NAME  # statfs f_type magic numbers by name (k3snb/_fsmagic.py)
 
 _OPEN_FLAGS = [(getattr(os, n), n) for n in (
     "O_WRONLY", "O_RDWR", "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK",

@@ -108,11 +108,14 @@ def test_cni_install_failure_removes_the_programs_it_wrote(tmp_path):
     (tmp_path / "file").write_text("a file, so no folder can be made under it")
     r = kit("cni", "install", "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "file" / "conf"),
             "--alias", "host-local")
-    assert r.returncode == 1 and r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: cannot install into") and "nothing was left behind" in r.stderr
     assert not (tmp_path / "bin").exists()  # neither the programs nor the folder made for them
     # an existing bin dir is kept, only this call's programs go
     (tmp_path / "bin2").mkdir()
     (tmp_path / "bin2" / "other").write_text("someone else's")
     r = kit("cni", "install", "--bin-dir", str(tmp_path / "bin2"), "--conf-dir", str(tmp_path / "file" / "conf"))
-    assert r.returncode == 1
+    assert r.returncode == 2
+    r = kit("cni", "install", "--bin-dir", "/proc/k3snb-x", "--conf-dir", str(tmp_path / "conf"))
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot create bin_dir /proc/k3snb-x"), r.stderr
     assert sorted(p.name for p in (tmp_path / "bin2").iterdir()) == ["other"]

@@ -134,7 +134,10 @@ def install_cni(
                                hint="pass python=/path/without/spaces (e.g. a venv symlink)")
     text = _script(py)
     made = [t for t in targets if not t.exists()]
-    bdir.mkdir(parents=True, exist_ok=True)
+    try:
+        bdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create bin_dir {bdir}: {e.strerror}", hint="pass a writable plugin directory") from None
     try:
         for t in targets:
             tmp = t.with_name(f".{t.name}.k3snb-tmp")
@@ -151,6 +154,10 @@ def install_cni(
         if new_bdir:
             with contextlib.suppress(OSError):
                 bdir.rmdir()
+        if isinstance(sys.exc_info()[1], OSError):  # one clear error, after the rollback above
+            e = sys.exc_info()[1]
+            raise UsageError(f"cannot install into {bdir} / {cdir}: {e.strerror}: {e.filename}",
+                             hint="pass writable bin_dir and conf_dir directories; nothing was left behind") from None
         raise
     return CniInstall(bdir, cdir, path, targets, ddir, network, conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], conf)
 

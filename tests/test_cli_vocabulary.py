@@ -166,3 +166,18 @@ def test_doctor_prints_a_table_and_never_cuts_a_word(columns):
         for text in (row.get("version"), row.get("path") or row.get("note")):
             for word in (text or "").split():
                 assert word in tokens, (word, r.stdout)
+
+
+def test_missing_k3s_lists_the_searched_places_once():
+    import os
+
+    from k3snb import _capabilities as cap
+
+    if cap.has_k3s():
+        pytest.skip("a k3s binary is installed here")
+    env = {k: v for k, v in os.environ.items() if k != "K3SNB_K3S"}
+    r = subprocess.run([sys.executable, "-m", "k3snb", "k3s", "start"], capture_output=True, text=True, timeout=120,
+                       env=env, stdin=subprocess.DEVNULL)
+    one_error(r, 2, "no k3s binary found")
+    assert r.stderr.count("k3s on PATH") == 1 and r.stderr.count("K3SNB_K3S (unset)") == 1, r.stderr
+    assert "searched=" not in r.stderr

@@ -80,3 +80,57 @@ def test_verdicts_cover_the_registry_claims() -> None:
 
     vs = sp.verdicts([G22, G24_OK])
     assert [v.claim for v in vs] == list(load_registry()["32-pods-in-gvisor"].claims)
+
+
+def links(env, fail=(), out="RTNETLINK answers: Operation not supported", http=True):
+    steps = [*sp.LINK_OPS, "route_del", "http_over_bridge"]
+    return [{"env": env, "step": s, "ok": s not in fail and (s != "http_over_bridge" or http),
+             "output": out if s in fail else ""} for s in steps]
+
+
+def test_exp20_statuses() -> None:
+    v = sp.judge_exp20(links("gvisor-2024") + links("gvisor-2022", fail=sp.LINK_OPS))
+    assert v.status == "reproduced" and "HTTP" in v.reason and "gvisor-2022 fails" in v.reason
+    assert sp.judge_exp20(links("gvisor-2022", fail=sp.LINK_OPS)).status == "refuted"
+    assert sp.judge_exp20(links("host")).status == "not-testable"
+
+
+def test_links_statuses() -> None:
+    three = ("veth_add", "bridge_add", "netns_add")
+    ok24, bad22 = links("gvisor-2024"), links("gvisor-2022", fail=three, out='Command "add" is unknown')
+    assert sp.judge_links(ok24 + bad22).status == "reproduced"
+    assert sp.judge_links(ok24 + links("gvisor-2022")).status == "inconclusive"
+    assert sp.judge_links(links("gvisor-2024", fail=three) + links("gvisor-2022", fail=("veth_add",))).status == \
+        "refuted"
+    assert sp.judge_links(ok24).status == "not-testable"
+
+
+def test_exp23_statuses() -> None:
+    fake_ok = row(cni="fake", passed=FULL[:-1])
+    assert sp.judge_exp23([fake_ok]).status == "reproduced"
+    assert sp.judge_exp23([row(cni="fake", passed=RUNTIME, failed="sandbox", sig="N05")]).status == "refuted"
+    assert sp.judge_exp23([row(env="gvisor-2022", cni="fake", passed=RUNTIME[:-1], failed="images")]).status == \
+        "inconclusive"
+    assert sp.judge_exp23([G24_OK]).status == "not-testable"
+
+
+def cni(env, step, ok, out=""):
+    return {"env": env, "step": step, "ok": ok, "output": out}
+
+
+@pytest.mark.parametrize("judge,step,needle", [
+    (sp.judge_s28, "bridge_promisc", 'could not set promiscuous mode on "x": invalid argument'),
+    (sp.judge_s29, "bridge", '"x" already exists but is not a bridge'),
+    (sp.judge_s30, "ptp", "failed to add route {Ifindex: 2}: operation not supported")])
+def test_cni_signature_claims(judge, step, needle) -> None:
+    g22 = cni("gvisor-2022", step, False, 'could not add "x": protocol not available')
+    assert judge([cni("gvisor-2024", step, False, needle), g22]).status == "reproduced"
+    assert judge([cni("gvisor-2024", step, True), g22]).status == "refuted"
+    assert judge([g22]).status == "inconclusive"
+    assert judge([cni("host", step, True)]).status == "not-testable"
+
+
+def test_s30_refuted_when_ptp_fails_deleting_not_adding() -> None:
+    rows = [cni("gvisor-2024", "ptp", False, "failed to delete route {Ifindex: 2}: operation not supported")]
+    v = sp.judge_s30(rows)
+    assert v.status == "refuted" and "RTM_DELROUTE" in v.reason

@@ -154,3 +154,116 @@ def verdicts(rows: Sequence[Row]) -> list[Verdict]:
     """Every claim of notebook 32, judged from the rows."""
     return [judge_exp32(rows), judge_c1(rows), judge_shared_pid(rows), judge_bridge(rows), judge_ptp(rows),
             judge_eth0(rows)]
+
+
+# -- notebooks 20 and 23: link operations and CNI plugins inside the sandbox's network namespace ----------
+CLAIM_EXP20 = "Exp 20"
+CLAIM_LINKS = "gvisor-matrix addendum 2: links"
+CLAIM_EXP23 = "Exp 23"
+LINK_OPS = ("bridge_add", "netns_add", "veth_add", "veth_to_netns", "veth_master", "addr_in_netns", "route_add")
+
+
+def _steps(rows: Sequence[Row], env: str) -> dict[str, Row]:
+    return {r["step"]: r for r in rows if r.get("env") == env}
+
+
+def _envs(rows: Sequence[Row]) -> list[str]:
+    return sorted({r["env"] for r in rows if str(r.get("env", "")).startswith("gvisor")})
+
+
+def judge_exp20(link_rows: Sequence[Row]) -> Verdict:
+    """Exp 20 / §1.5: bridge, veth, netns, move, master, address and default route can be made by hand.
+    Reproduced when every one succeeds in some gVisor build; refuted when no build manages them all."""
+    envs = _envs(link_rows)
+    if not envs:
+        return not_testable(CLAIM_EXP20, "no gVisor build ran the link steps (needs root and runsc)")
+    ev = {f"{e}.{s}": _steps(link_rows, e).get(s, {}).get("ok") for e in envs for s in (*LINK_OPS, "http_over_bridge")}
+    ok = [e for e in envs if all(_steps(link_rows, e).get(s, {}).get("ok") for s in LINK_OPS)]
+    failed = {e: [s for s in LINK_OPS if not _steps(link_rows, e).get(s, {}).get("ok")] for e in envs if e not in ok}
+    rest = "; ".join(f"{e} fails {', '.join(f)}" for e, f in failed.items())
+    if ok:
+        traffic = {e: _steps(link_rows, e).get("http_over_bridge", {}).get("ok") for e in ok}
+        t = ", ".join(f"{e}: {'HTTP between two netns over the bridge works' if v else 'no HTTP over the bridge'}"
+                      for e, v in traffic.items())
+        return judged(CLAIM_EXP20, "reproduced", ev,
+                      f"every manual step succeeds in {', '.join(ok)} ({t}; the research never tested traffic)"
+                      + (f"; {rest}" if rest else ""))
+    return judged(CLAIM_EXP20, "refuted", ev, f"no build makes them all: {rest}")
+
+
+def judge_links(link_rows: Sequence[Row]) -> Verdict:
+    """Addendum 2: in runsc 2024 veth, bridge and netns creation succeed; in 2022 all three fail."""
+    want = ("veth_add", "bridge_add", "netns_add")
+    s22, s24 = _steps(link_rows, "gvisor-2022"), _steps(link_rows, "gvisor-2024")
+    if not s22 or not s24:
+        return not_testable(CLAIM_LINKS, "needs both runsc builds (2022 and 2024)")
+    ev = {f"{e}.{s}": st.get(s, {}).get("ok") for e, st in (("gvisor-2022", s22), ("gvisor-2024", s24)) for s in want}
+    ok24 = all(s24.get(s, {}).get("ok") for s in want)
+    fail22 = not any(s22.get(s, {}).get("ok") for s in want)
+    if ok24 and fail22:
+        why = "; ".join(f"{s}: {s22[s]['output'][:80]}" for s in want if s in s22)
+        return judged(CLAIM_LINKS, "reproduced", ev, f"2024 makes veth, bridge and netns; 2022 refuses all three ({why})")
+    if ok24 or fail22:
+        return judged(CLAIM_LINKS, "inconclusive", ev, f"only one half holds: 2024 all ok = {ok24}, 2022 all fail = {fail22}")
+    return judged(CLAIM_LINKS, "refuted", ev, "2024 fails a step and 2022 passes one")
+
+
+def judge_exp23(pod_rows: Sequence[Row]) -> Verdict:
+    """Exp 23: a CNI that does no kernel networking gets pods past sandbox network setup (the kit's fake plugin
+    stands in for the research's no-op one)."""
+    fake = [r for r in _gvisor(pod_rows) if r["cni"] == "fake"]
+    if not fake:
+        return not_testable(CLAIM_EXP23, "no gVisor pod ran with the fake CNI plugin")
+    ev = _evidence(fake, "passed", "failed_stage", "signature")
+    past = [r for r in fake if "sandbox" in r["passed"]]
+    if past:
+        nxt = "; ".join(_summary(r) for r in past)
+        return judged(CLAIM_EXP23, "reproduced", ev,
+                      f"with the kit's fake plugin (addresses, no interface) the sandbox's network setup passes: {nxt} "
+                      "(the research's next error, cap_last_cap, does not occur where runc runs)")
+    if any(r.get("failed_stage") == "sandbox" for r in fake):
+        return judged(CLAIM_EXP23, "refuted", ev, "; ".join(_summary(r) for r in fake))
+    return judged(CLAIM_EXP23, "inconclusive", ev,
+                  f"no fake-CNI pod reached network setup: {'; '.join(_summary(r) for r in fake)}")
+
+
+def _cni_plugin_claim(claim: str, cni_rows: Sequence[Row], step: str, needle: str) -> Verdict:
+    rows = [r for r in cni_rows if r["step"] == step and str(r.get("env", "")).startswith("gvisor")]
+    if not rows:
+        return not_testable(claim, f"no gVisor build ran the {step} plugin call")
+    ev = {f"{r['env']}.{step}.ok": r["ok"] for r in rows} | {f"{r['env']}.{step}.error": r["output"][:160]
+                                                               for r in rows if not r["ok"]}
+    hit = [r for r in rows if not r["ok"] and needle in r["output"]]
+    if hit:
+        other = [r for r in rows if r not in hit]
+        tail = "; ".join(f"{r['env']}: {'passes' if r['ok'] else r['output'][:90]}" for r in other)
+        return judged(claim, "reproduced", ev, f"{', '.join(r['env'] for r in hit)}: '{hit[0]['output'][:140]}'"
+                      + (f"; {tail}" if tail else ""))
+    if any(r["ok"] for r in rows):
+        return judged(claim, "refuted", ev, "; ".join(f"{r['env']}: {'passes' if r['ok'] else r['output'][:120]}"
+                                                      for r in rows))
+    return judged(claim, "inconclusive", ev, "fails differently: " + "; ".join(f"{r['env']}: {r['output'][:120]}"
+                                                                                for r in rows))
+
+
+def judge_s28(cni_rows: Sequence[Row]) -> Verdict:
+    return _cni_plugin_claim("S28", cni_rows, "bridge_promisc", "could not set promiscuous mode")
+
+
+def judge_s29(cni_rows: Sequence[Row]) -> Verdict:
+    return _cni_plugin_claim("S29", cni_rows, "bridge", "already exists but is not a bridge")
+
+
+def judge_s30(cni_rows: Sequence[Row]) -> Verdict:
+    """S30: ptp fails *adding* a route. Where ptp fails deleting one instead (N04) the claim is refuted for that
+    build: the refused request is RTM_DELROUTE, not an add."""
+    rows = [r for r in cni_rows if r["step"] == "ptp" and str(r.get("env", "")).startswith("gvisor")]
+    if rows and not any("failed to add route" in r["output"] for r in rows):
+        deletes = [r for r in rows if "failed to delete route" in r["output"]]
+        if deletes:
+            ev = {f"{r['env']}.ptp.error": r["output"][:160] for r in rows}
+            others = "; ".join(f"{r['env']}: {r['output'][:90]}" for r in rows if r not in deletes)
+            return judged("S30", "refuted", ev,
+                          f"{', '.join(r['env'] for r in deletes)}: ptp fails *deleting* the subnet route "
+                          "(RTM_DELROUTE = EOPNOTSUPP, N04); adding routes works" + (f"; {others}" if others else ""))
+    return _cni_plugin_claim("S30", cni_rows, "ptp", "failed to add route")

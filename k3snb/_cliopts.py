@@ -116,8 +116,8 @@ def printable(text: str) -> str:
 
 def text_table(rows: list[dict], columns: list[tuple[str, str, int]], *, indent: str = "") -> str:
     """Rows as an aligned plain-text table. ``columns`` = (key, header, max width); a longer cell wraps
-    onto more lines at spaces or after ', ' and '; ' (never inside a word, id or path), so nothing is
-    cut. The last column may be wider than its max when the terminal is."""
+    onto more lines at spaces (a list-valued cell only between its items), never inside a word, id or
+    path, so nothing is cut. The last column may be wider than its max when the terminal is."""
     import shutil
     import textwrap
 
@@ -133,9 +133,22 @@ def text_table(rows: list[dict], columns: list[tuple[str, str, int]], *, indent:
     used = len(indent) + sum(widths[:-1]) + 2 * (len(widths) - 1)
     widths[-1] = max(widths[-1], shutil.get_terminal_size((100, 24)).columns - used)
     out = [indent + "  ".join(h.upper().ljust(w) for (_, h, _), w in zip(cols, widths, strict=True)).rstrip()]
+    def wrap(v, w: int) -> list[str]:
+        if isinstance(v, list | tuple):  # a list wraps between its items only (an item may hold spaces)
+            lines: list[str] = []
+            cur = ""
+            for i, item in enumerate(v):
+                piece = printable(str(item)) + ("," if i < len(v) - 1 else "")
+                if cur and len(cur) + 1 + len(piece) > w:
+                    lines.append(cur)
+                    cur = piece
+                else:
+                    cur = f"{cur} {piece}" if cur else piece
+            return [*lines, cur] if cur else lines or [""]
+        return textwrap.wrap(cell(v), w, break_long_words=False, break_on_hyphens=False) or [""]
+
     for r in rows:
-        parts = [textwrap.wrap(cell(r.get(k)), w, break_long_words=False, break_on_hyphens=False) or [""]
-                 for (k, _, _), w in zip(cols, widths, strict=True)]
+        parts = [wrap(r.get(k), w) for (k, _, _), w in zip(cols, widths, strict=True)]
         for i in range(max(map(len, parts))):
             line = "  ".join((p[i] if i < len(p) else "").ljust(w) for p, w in zip(parts, widths, strict=True))
             out.append(indent + line.rstrip())

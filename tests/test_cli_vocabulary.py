@@ -181,3 +181,15 @@ def test_missing_k3s_lists_the_searched_places_once():
     one_error(r, 2, "no k3s binary found")
     assert r.stderr.count("k3s on PATH") == 1 and r.stderr.count("K3SNB_K3S (unset)") == 1, r.stderr
     assert "searched=" not in r.stderr
+
+
+def test_experiments_listing_never_cuts_a_claim_id():
+    from k3snb.experiments._registry import load_registry
+
+    r = kit("experiments")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    for e in load_registry().entries:
+        assert any(ln.lstrip().startswith(e.id) for ln in lines), e.id
+        for claim in e.claims:  # wrapped between ids, each id whole on one line
+            assert any(claim in ln for ln in lines), (e.id, claim, r.stdout)

@@ -154,12 +154,16 @@ class Registry(Rich):
         return {"experiments": len(self.entries), "ready here": ready, "registry": str(self.file)}
 
     def _repr_text(self) -> str:
-        lines = [f"{len(self.entries)} experiments ({self.file.name})"]
+        from .._cliopts import text_table
+
+        rows = []
         for e in self.entries:
             missing = e.missing()
-            state = "ready" if not missing else "skip: " + "; ".join(missing)
-            lines.append(f"  {e.id:28} {', '.join(e.claims)[:30]:30} {state}")
-        return "\n".join(lines)
+            rows.append({"id": e.id, "claims": list(e.claims),
+                         "state": "ready" if not missing else "skip: " + "; ".join(missing)})
+        # claims wrap after ", " instead of being cut mid-id
+        return f"{len(self.entries)} experiments ({self.file.name})\n" + text_table(
+            rows, [("id", "experiment", 28), ("claims", "claims", 34), ("state", "status", 60)], indent="  ")
 
     def __repr__(self) -> str:
         return self._repr_text()

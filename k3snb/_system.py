@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from ._fsmagic import BY_NAME
 from ._procfs import descendants, proc_start, proc_state
 
 MS_RDONLY = 1
@@ -33,11 +34,12 @@ MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
-TMPFS_MAGIC = 0x01021994
-CGROUP_SUPER_MAGIC = 0x27E0EB
-CGROUP2_SUPER_MAGIC = 0x63677270
-V9FS_MAGIC = 0x01021997
-OVERLAYFS_MAGIC = 0x794C7630
+# statfs f_type values, from the kit's one table
+TMPFS_MAGIC = BY_NAME["tmpfs"]
+CGROUP_SUPER_MAGIC = BY_NAME["cgroup"]
+CGROUP2_SUPER_MAGIC = BY_NAME["cgroup2"]
+V9FS_MAGIC = BY_NAME["9p"]
+OVERLAYFS_MAGIC = BY_NAME["overlay"]
 
 _libc: ctypes.CDLL | None = None
 

@@ -132,7 +132,7 @@ def test_papermill_keeps_snapshots_and_final_progress(tree, tmp_path):
     p, log = tree
     nb = new_notebook(cells=[
         new_code_cell(f"import k3snb.monitoring as m\nm.watch({p.pid}, log={str(log)!r}, interval=0.3, duration=1)"),
-        new_code_cell("from k3snb.report._progress import progress_view\n"
+        new_code_cell("from k3snb.monitoring import progress_view\n"
                       "v = progress_view(['00-a', '01-b'])\n"
                       "v.start('00-a')\nv.done({'id': '00-a', 'status': 'passed', 'duration_s': 1.0, 'reproduced': 2})\n"
                       "v.start('01-b')\nv.done({'id': '01-b', 'status': 'failed', 'duration_s': 2.0, 'reason': 'boom'})\n"

@@ -32,7 +32,7 @@ NOTEBOOK_CELLS = [
     "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
     "print('frontend:', k3snb.monitoring.frontend())",
     "w = k3snb.watch(p.pid, log=log, interval=0.5)\nprint('stopped:', w.stopped)",
-    "from k3snb.report._progress import progress_view\n"
+    "from k3snb.monitoring import progress_view\n"
     "v = progress_view(['00-a', '01-b'])\n"
     "for n in v.names:\n"
     "    v.start(n); time.sleep(0.5); v.done({'id': n, 'status': 'passed', 'duration_s': 0.5, 'reproduced': 1})\n"

@@ -296,7 +296,7 @@ def _collapse(cells: list[Cell]) -> list[Cell]:
         platforms.setdefault(base, set()).add(plat)
     for c in cells:
         base = c.env.partition("/")[0]
-        if len(platforms[base]) <= 1:
+        if len(platforms[base] - {""}) <= 1:  # "" = platform not recorded (e.g. a probe's evidence key)
             c.env = base
     return cells
 

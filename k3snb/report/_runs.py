@@ -43,13 +43,13 @@ def git_facts(path: str | os.PathLike | None = None) -> dict[str, Any]:
 def env_label(key: str) -> str:
     """Display name of an environment key: ``gvisor-2024/ptrace`` → ``gVisor 2024 · ptrace``."""
     base, _, platform = key.partition("/")
-    name = "host" if base == "host" else base.replace("gvisor-", "gVisor ")
-    return name + (f" · {platform}" if platform else "")
+    return base.replace("gvisor-", "gVisor ") + (f" · {platform}" if platform else "")
 
 
 def env_sort_key(key: str) -> tuple:
+    """Column order: the host first, then sandbox builds in order, each build's platforms together."""
     base, _, platform = key.partition("/")
-    return (base != "host", base, platform)
+    return (base.startswith("gvisor"), base, platform)
 
 
 def _build_of(runsc: Any) -> str:
@@ -90,15 +90,22 @@ class Unit:
         From the summary row's axes (runner spec ``gvisor:2024:ptrace``, runsc, platform) and the
         injected parameters, whichever say it.
         """
-        spec = str(self.runner or self.parameters.get("runner") or "gvisor").split(":")
-        if spec[0] == "host":
-            return "host"
-        runsc = (spec[1] if len(spec) > 1 and spec[1] else None) or self.row.get("runsc_version") \
-            or self.row.get("runsc") or self.parameters.get("runsc")
-        platform = (spec[2] if len(spec) > 2 else None) or self.row.get("platform_used") \
-            or self.row.get("platform") or self.parameters.get("platform")
-        key = f"gvisor-{_build_of(runsc)}"
-        return key + (f"/{platform}" if platform and platform != "systrap" else "")
+        from ..runners import REGISTRY, parse_spec, spec_label
+
+        try:
+            name, opts = parse_spec(str(self.runner or self.parameters.get("runner") or "gvisor"))
+        except Exception:  # a runner kind this kit no longer knows: name it as the row did
+            return str(self.runner)
+        fields = REGISTRY[name].SPEC_FIELDS
+        runsc = opts.get("runsc") or self.row.get("runsc_version") or self.row.get("runsc") \
+            or self.parameters.get("runsc")
+        platform = opts.get("platform") or self.row.get("platform_used") or self.row.get("platform") \
+            or self.parameters.get("platform")
+        build = _build_of(runsc)
+        label = spec_label(name, runsc=build if build != "custom" else runsc) if "runsc" in fields else spec_label(name)
+        if build == "custom" and "runsc" in fields:
+            label = f"{label}-custom"
+        return label + (f"/{platform}" if "platform" in fields and platform and platform != "systrap" else "")
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from ._rules import Rule, load_rules, parse_redirect, parse_statfs
 
 EPILOG = """examples:
   python -m k3snb.tracing trace --out t.arrow -- sh -c 'cat /proc/sys/kernel/panic'
-  python -m k3snb.tracing intercept --redirect /proc/sys/=/tmp/fake/ --statfs 9p=ext4 -- stat -f /
+  python -m k3snb.tracing intercept --redirect /proc/sys=/tmp/fake --statfs 9p=ext4 -- stat -f /
   python -m k3snb.tracing intercept --rules rules.json --log icept.log -- k3s server ...
 The command's exit status (or the signal that killed it) becomes the tracer's own.
 SIGTERM/SIGINT/SIGHUP/SIGQUIT are forwarded to every traced process; what is left after --grace

@@ -198,7 +198,7 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
 def parse_redirect(spec: str) -> Rule:
     """CLI form ``SRC=DST``: SRC's subtree when it is a directory (or ends with ``/``), else the file."""
     if "=" not in spec:
-        raise InvalidParameter(f"--redirect wants SRC=DST, got {spec!r}", hint="e.g. --redirect /proc/sys/=/tmp/fake/")
+        raise InvalidParameter(f"--redirect wants SRC=DST, got {spec!r}", hint="e.g. --redirect /proc/sys=/tmp/fake")
     src, dst = spec.split("=", 1)
     return Rule.redirect(src, dst)
 

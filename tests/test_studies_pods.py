@@ -134,3 +134,34 @@ def test_s30_refuted_when_ptp_fails_deleting_not_adding() -> None:
     rows = [cni("gvisor-2024", "ptp", False, "failed to delete route {Ifindex: 2}: operation not supported")]
     v = sp.judge_s30(rows)
     assert v.status == "refuted" and "RTM_DELROUTE" in v.reason
+
+
+def pm(env, **steps):
+    base = {"netlink_subscribe": (True, ""), "info": (True, "runc vfs cni"), "load": (True, ""),
+            "run_none": (True, "hi"), "run_host": (True, "hi"),
+            "run_bridge": (False, '"cni-podman0" already exists but is not a bridge')}
+    base.update(steps)
+    return [{"env": env, "step": s, "ok": ok, "output": out} for s, (ok, out) in base.items()]
+
+
+def test_exp19_statuses() -> None:
+    assert sp.judge_exp19(pm("gvisor-2024")).status == "reproduced"
+    assert sp.judge_exp19(pm("gvisor-2024", run_bridge=(True, "hi"))).status == "refuted"
+    assert sp.judge_exp19(pm("gvisor-2022", load=(False, "remount /: invalid argument"))).status == "inconclusive"
+    assert sp.judge_exp19(pm("host")).status == "not-testable"
+
+
+def test_s26_statuses() -> None:
+    assert sp.judge_s26(pm("gvisor-2024", run_bridge=(False, "netavark: invalid version number"))).status == \
+        "reproduced"
+    assert sp.judge_s26(pm("gvisor-2024")).status == "refuted"
+    assert sp.judge_s26(pm("gvisor-2022", info=(False, "boom"), run_none=(False, "x"))).status == "inconclusive"
+    assert sp.judge_s26([]).status == "not-testable"
+
+
+def test_s24_statuses() -> None:
+    denied = (False, "PermissionError: [Errno 13] Permission denied")
+    assert sp.judge_s24(pm("gvisor-2024", netlink_subscribe=denied)).status == "reproduced"
+    assert sp.judge_s24(pm("gvisor-2024")).status == "refuted"
+    assert sp.judge_s24(pm("gvisor-2024", netlink_subscribe=(False, "OSError: [Errno 22]"))).status == "inconclusive"
+    assert sp.judge_s24(pm("host")).status == "not-testable"

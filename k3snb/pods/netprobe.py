@@ -109,3 +109,36 @@ def cni_steps(runner: Any, plugins_dir: str = "/usr/lib/cni") -> list[dict[str, 
             with contextlib.suppress(ValueError):
                 r["output"] = json.loads(r["output"]).get("msg", r["output"])
     return rows
+
+
+PODMAN_SCRIPT = r"""
+step() { name=$1; shift; out=$("$@" 2>&1); rc=$?; printf 'STEP\t%s\t%s\t%s\n' "$name" "$rc" "$(echo "$out" | tail -3 | tr '\n\t' '  ' | cut -c1-300)"; }
+# podman copies images through /var/tmp (read-only in the sandbox): a tmpfs there, private to the runner
+mountpoint -q /var/tmp || mount -t tmpfs k3snb-vartmp /var/tmp
+B=/tmp/k3nb-podman-$$; mkdir -p $B
+P="podman --runtime $RT --root $B/root --runroot $B/run --storage-driver vfs --cgroup-manager cgroupfs --events-backend file --log-level error"
+step netlink_subscribe python3 -c 'import socket; s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0); s.bind((0, 1)); print("subscribed to RTMGRP_LINK")'
+step info $P info --format '{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}} {{.Host.NetworkBackend}}'
+step load $P load -i "$1"
+step run_none $P run --rm --network none k3snb.local/busybox:latest echo hi-none
+step run_host $P run --rm --network host k3snb.local/busybox:latest echo hi-host
+step run_bridge $P run --rm k3snb.local/busybox:latest echo hi-bridge
+$P rm -af >/dev/null 2>&1; $P system reset -f >/dev/null 2>&1; ip link del cni-podman0 2>/dev/null
+umount $B/root/vfs 2>/dev/null; rm -rf $B
+"""
+
+
+def podman_steps(runner: Any, runtime: str = "runc") -> list[dict[str, Any]]:
+    """podman (Debian's, CNI network backend) in the runner: netlink link-update subscription, ``podman
+    info``, loading the kit's busybox archive, ``podman run`` with network none, host and the default bridge.
+    Needs cgroup mounts in gVisor (the caller applies the cgroup-v1 workaround)."""
+    from .. import images
+
+    arch = str(images.busybox().archive)
+    res = runner.run(_in_own_netns(runner, PODMAN_SCRIPT.replace('"$1"', shlex.quote(arch))), timeout=300,
+                     env={"RT": runtime})
+    rows = _parse(res.stdout)
+    for r in rows:
+        r["env"] = runner.label
+        r["runtime"] = runtime
+    return rows

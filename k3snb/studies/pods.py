@@ -267,3 +267,73 @@ def judge_s30(cni_rows: Sequence[Row]) -> Verdict:
                           f"{', '.join(r['env'] for r in deletes)}: ptp fails *deleting* the subnet route "
                           "(RTM_DELROUTE = EOPNOTSUPP, N04); adding routes works" + (f"; {others}" if others else ""))
     return _cni_plugin_claim("S30", cni_rows, "ptp", "failed to add route")
+
+
+# -- notebook 19: podman inside the sandbox --------------------------------------------------------------
+S26_TEXTS = ("netavark: invalid version number", "unmounting storage", "unsupported value: NaN")
+
+
+def _podman(rows: Sequence[Row]) -> dict[str, dict[str, Row]]:
+    out: dict[str, dict[str, Row]] = {}
+    for r in rows:
+        if str(r.get("env", "")).startswith("gvisor"):
+            out.setdefault(r["env"], {})[r["step"]] = r
+    return out
+
+
+def judge_exp19(podman_rows: Sequence[Row]) -> Verdict:
+    """Exp 19 (docker there; podman here): containers run with --network host and none, bridge networks fail.
+    Reproduced for a build where exactly that holds; refuted where a bridge network works or host/none fail
+    after the image loaded; inconclusive when no build got an image loaded."""
+    by = _podman(podman_rows)
+    if not by:
+        return not_testable("Exp 19", "podman did not run in any gVisor build (needs root, runsc, podman)")
+    ev = {f"{e}.{s}": st.get(s, {}).get("ok") for e, st in by.items() for s in ("load", "run_none", "run_host",
+                                                                                 "run_bridge")}
+    ran = {e: st for e, st in by.items() if st.get("load", {}).get("ok")}
+    if not ran:
+        return judged("Exp 19", "inconclusive", ev, "no build loaded an image: " + "; ".join(
+            f"{e}: {st.get('load', {}).get('output', '')[:100]}" for e, st in by.items()))
+    match = [e for e, st in ran.items() if st["run_none"]["ok"] and st["run_host"]["ok"] and not st["run_bridge"]["ok"]]
+    if match:
+        why = "; ".join(f"{e} bridge: {ran[e]['run_bridge']['output'][:120]}" for e in match)
+        return judged("Exp 19", "reproduced", ev, f"podman (not docker: not installed here) with runc: network none "
+                      f"and host run, the default bridge network fails — {why}")
+    return judged("Exp 19", "refuted", ev, "; ".join(
+        f"{e}: none={st['run_none']['ok']}, host={st['run_host']['ok']}, bridge={st['run_bridge']['ok']}"
+        for e, st in ran.items()))
+
+
+def judge_s26(podman_rows: Sequence[Row]) -> Verdict:
+    """S26: podman's own failures in gVisor (netavark version, storage unmount, NaN in `podman info`)."""
+    by = _podman(podman_rows)
+    if not by:
+        return not_testable("S26", "podman did not run in any gVisor build")
+    ev = {f"{e}.{s}.ok": r["ok"] for e, st in by.items() for s, r in st.items() if s != "netlink_subscribe"}
+    hits = [f"{e}.{s}" for e, st in by.items() for s, r in st.items() if any(t in r["output"] for t in S26_TEXTS)]
+    if hits:
+        return judged("S26", "reproduced", ev, f"S26 texts in {', '.join(hits)}")
+    clean = [e for e, st in by.items() if st.get("info", {}).get("ok") and st.get("run_none", {}).get("ok")]
+    if clean:
+        return judged("S26", "refuted", ev, f"podman 4.3 (CNI backend, vfs, runc) in {', '.join(clean)}: `podman info` "
+                      "and `podman run` work and none of S26's texts appear; netavark is not used by this podman")
+    return judged("S26", "inconclusive", ev, "podman failed, but not with S26's texts: " + "; ".join(
+        f"{e}: {next((r['output'][:100] for r in st.values() if not r['ok']), '')}" for e, st in by.items()))
+
+
+def judge_s24(podman_rows: Sequence[Row]) -> Verdict:
+    """S24's cause, measured directly: may a process subscribe to netlink link updates (bind RTMGRP_LINK)?
+    dockerd's 'failed to subscribe to link updates: permission denied' says no."""
+    rows = [r for r in podman_rows if r["step"] == "netlink_subscribe" and str(r.get("env", "")).startswith("gvisor")]
+    if not rows:
+        return not_testable("S24", "the netlink subscription step did not run in gVisor")
+    ev = {f"{r['env']}.netlink_subscribe.ok": r["ok"] for r in rows} | {
+        f"{r['env']}.netlink_subscribe.error": r["output"][-120:] for r in rows if not r["ok"]}
+    denied = [r for r in rows if not r["ok"] and "ermission denied" in r["output"]]
+    if denied:
+        return judged("S24", "reproduced", ev, f"bind(AF_NETLINK, groups=RTMGRP_LINK) is denied in "
+                      f"{', '.join(r['env'] for r in denied)} (dockerd itself is not installed here)")
+    if all(r["ok"] for r in rows):
+        return judged("S24", "refuted", ev, f"bind(AF_NETLINK, groups=RTMGRP_LINK) succeeds in "
+                      f"{', '.join(r['env'] for r in rows)}; dockerd itself is not installed here")
+    return judged("S24", "inconclusive", ev, "; ".join(f"{r['env']}: {r['output'][-100:]}" for r in rows))

@@ -220,3 +220,24 @@ def test_kill_9_of_trace_leaves_no_file_and_no_process(tmp_path):
         p.wait()
         for pid in procs_with(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_kill_9_of_intercept_then_doctor_clean_leaves_no_fake_files(tmp_path):
+    marker = f"100.{uuid.uuid4().int % 10**9}"
+    env = {**os.environ, "K3SNB_STATE": str(tmp_path / "state"), "K3SNB_TMP": str(tmp_path / "tmp")}
+    p = subprocess.Popen([*CLI, "intercept", "--fake", "/proc/sys/kernel/panic=10", "--", "sh", "-c",
+                          f"sleep {marker}; true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        _wait_for(marker)
+        assert [d.name[:12] for d in (tmp_path / "tmp").iterdir()] == ["k3snb-fakes-"]
+        p.kill()
+        p.wait(10)
+        assert _gone(marker, 5)
+        r = subprocess.run([*CLI, "doctor", "--clean"], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert list((tmp_path / "tmp").iterdir()) == [], r.stdout
+    finally:
+        p.kill()
+        p.wait()
+        for pid in procs_with(marker):
+            os.kill(pid, signal.SIGKILL)

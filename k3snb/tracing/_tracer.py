@@ -186,6 +186,21 @@ def _publish(claim: tuple[int, Path], path: Path, text: str) -> None:
         raise
 
 
+def _record_tmp(path: Path):
+    from .._state import Record
+
+    try:
+        return Record(kind="tmp", id=path.name, paths=[str(path)]).save()
+    except OSError:  # a read-only state folder (inside some runners): the dir still goes in finally
+        return None
+
+
+def _remove_tmp(path: Path, record) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    if record is not None:
+        record.drop()
+
+
 def run(ns: argparse.Namespace) -> int:
     from ._decode import resolve_syscalls
     from ._engine import Engine, exit_like, probe_features
@@ -229,7 +244,8 @@ def run(ns: argparse.Namespace) -> int:
             undo.callback(writer.close)
         rules, fakedir = materialise(rules, None)
         if fakedir is not None:
-            undo.callback(shutil.rmtree, fakedir, ignore_errors=True)
+            fake_record = _record_tmp(fakedir)  # after kill -9, `k3snb doctor --clean` removes it
+            undo.callback(_remove_tmp, fakedir, fake_record)
         eng = Engine(rules, syscalls=syscalls, record=writer, seccomp=False if ns.no_seccomp else None,
                      follow=not ns.no_follow, linger=ns.linger, log=log, grace=ns.grace)
         t0 = time.monotonic()
@@ -243,7 +259,7 @@ def run(ns: argparse.Namespace) -> int:
         status = eng.loop(until=time.monotonic() + ns.duration if attach and ns.duration else None)
     finally:
         if fakedir is not None:
-            shutil.rmtree(fakedir, ignore_errors=True)
+            _remove_tmp(fakedir, fake_record)
         try:
             if writer is not None:
                 writer.close()

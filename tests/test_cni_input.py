@@ -51,6 +51,7 @@ def with_(conf: dict, **changes) -> bytes:
     ("CHECK", {"prevResult": {"cniVersion": "1.1.0", "ips": ["10.88.0.2/16"]}}, 7, "prevResult.ips[0]"),
     ("CHECK", {"prevResult": {"cniVersion": "1.1.0", "ips": "10.88.0.2/16"}}, 7, "prevResult.ips must be a list"),
     ("ADD", {"dataDir": 5}, 7, "dataDir must be a string"),
+    ("ADD", {"dataDir": "relative/state"}, 7, "dataDir must be an absolute path"),
     ("ADD", {"ipam": {"type": "k3snb", "dataDir": ["x"], "subnet": "10.88.0.0/16"}}, 7, "ipam.dataDir"),
     ("ADD", {"ipam": "host-local"}, 7, "ipam must be an object"),
     ("ADD", {"prevResult": [1]}, 7, "prevResult must be an object"),

@@ -232,6 +232,10 @@ def validate_conf(conf: dict) -> None:
         if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535:
             raise _bad("mtu", "an integer from 68 to 65535", mtu)
     ipam = conf.get("ipam")
+    for where, d in (("", conf), ("ipam.", ipam if isinstance(ipam, dict) else {})):
+        # relative to what? the runtime's cwd is nobody's choice: state goes to an absolute folder
+        if isinstance(d.get("dataDir"), str) and d["dataDir"] and not d["dataDir"].startswith("/"):
+            raise _bad(f"{where}dataDir", "an absolute path", d["dataDir"])
     if ipam is not None:
         if not isinstance(ipam, dict):
             raise _bad("ipam", "an object", ipam)

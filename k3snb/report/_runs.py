@@ -64,6 +64,24 @@ def _build_of(runsc: Any) -> str:
     return m.group(1) if m else "custom"
 
 
+def env_key(spec: str, runsc: Any = None, platform: Any = None) -> str:
+    """``host`` or ``gvisor-<build>[/platform]`` for a runner spec (``gvisor:2024:ptrace``); the spec's own
+    build and platform win over ``runsc``/``platform`` (a path or version string is reduced to its build)."""
+    from ..runners import REGISTRY, parse_spec, spec_label
+
+    try:
+        name, opts = parse_spec(str(spec))
+    except Exception:  # a runner kind this kit no longer knows: name it as given
+        return str(spec)
+    fields = REGISTRY[name].SPEC_FIELDS
+    if "runsc" not in fields:
+        return spec_label(name)
+    build = _build_of(opts.get("runsc") or runsc)
+    label = spec_label(name, runsc=build) if build != "custom" else f"{name}-custom"
+    platform = opts.get("platform") or platform
+    return label + (f"/{platform}" if "platform" in fields and platform and platform != "systrap" else "")
+
+
 @dataclass
 class Unit:
     """One executed (or skipped) experiment of a run: a row of summary.json plus its results.json."""
@@ -90,22 +108,15 @@ class Unit:
         From the summary row's axes (runner spec ``gvisor:2024:ptrace``, runsc, platform) and the
         injected parameters, whichever say it.
         """
-        from ..runners import REGISTRY, parse_spec, spec_label
-
-        try:
-            name, opts = parse_spec(str(self.runner or self.parameters.get("runner") or "gvisor"))
-        except Exception:  # a runner kind this kit no longer knows: name it as the row did
-            return str(self.runner)
-        fields = REGISTRY[name].SPEC_FIELDS
-        runsc = opts.get("runsc") or self.row.get("runsc_version") or self.row.get("runsc") \
-            or self.parameters.get("runsc")
-        platform = opts.get("platform") or self.row.get("platform_used") or self.row.get("platform") \
-            or self.parameters.get("platform")
-        build = _build_of(runsc)
-        label = spec_label(name, runsc=build if build != "custom" else runsc) if "runsc" in fields else spec_label(name)
-        if build == "custom" and "runsc" in fields:
-            label = f"{label}-custom"
-        return label + (f"/{platform}" if "platform" in fields and platform and platform != "systrap" else "")
+        used = {(u.get("kind"), u.get("runsc_version") or u.get("runsc"), u.get("platform"))
+                for u in self.results.get("runners_used") or [] if isinstance(u, dict) and u.get("kind")}
+        if len(used) == 1:  # the notebook started exactly one kind of runner: that is where it ran
+            kind, runsc, platform = used.pop()
+            return env_key(kind, runsc, platform)
+        spec = str(self.runner or self.parameters.get("runner") or "gvisor")
+        return env_key(spec,
+                       self.row.get("runsc_version") or self.row.get("runsc") or self.parameters.get("runsc"),
+                       self.row.get("platform_used") or self.row.get("platform") or self.parameters.get("platform"))
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:

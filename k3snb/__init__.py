@@ -55,7 +55,7 @@ _API = {
     "find_k3s": "k3snb.k3s",
     "install_k3s": "k3snb.k3s",
     "launch_k3s": "k3snb.k3s",
-    "profiles": "k3snb.k3s",
+    "list_profiles": "k3snb.k3s",
     "K3sCluster": "k3snb.k3s",
     # pods over CRI
     "Pod": "k3snb.pods",
@@ -66,7 +66,7 @@ _API = {
     "record": "k3snb.experiments",
     "verdict": "k3snb.experiments",
     "Verdict": "k3snb.experiments",
-    "RunSummary": "k3snb.report._summary",
+    "RunSummary": "k3snb.report",
     "monitor": "k3snb.monitoring",
     "watch": "k3snb.monitoring",
     "set_options": "k3snb.report",

@@ -442,3 +442,16 @@ def test_network_sandbox_when_the_runner_dirs_lie_in_a_kit_path(tmp_path, monkey
     monkeypatch.setattr(gv, "_kit_paths", lambda: [str(tmp_path)])
     with GVisor("2024", network="sandbox") as g:
         assert _ifaces(g) == {"lo"}
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_starts_with_tmpdir_inside_a_private_folder(build, tmp_path, monkeypatch):
+    """runsc 2022's sandbox drops privileges and could not reach a TMPDIR inside a 0700 folder
+    ("cannot read client sync file"): `k3snb run` gives kernels TMPDIR=<run>/.k3snb-kit/tmp."""
+    private = tmp_path / "private"
+    (private / "tmp").mkdir(parents=True)
+    private.chmod(0o700)
+    monkeypatch.setenv("TMPDIR", str(private / "tmp"))
+    with GVisor(build, start_retries=0) as g:
+        assert g.run("echo inside").stdout.strip() == "inside"
+        assert g.start_attempts == 1

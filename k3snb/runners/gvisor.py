@@ -158,6 +158,14 @@ class GVisorProcess(BackgroundProcess):
             self.runner._exec_quiet(["/bin/kill", f"-{sig.name[3:]}", "--", f"-{pid}"], timeout=10)
 
 
+def _runsc_env() -> dict[str, str]:
+    """The environment runsc itself runs with: no TMPDIR. The 2022 sandbox process drops to an
+    unprivileged user and then cannot reach a TMPDIR inside a 0700 folder (pytest's tmp_path, a
+    run's private kit dir): sandbox creation dies with "cannot read client sync file". Without
+    TMPDIR runsc uses /tmp. Commands inside get their environment from the spec, not from here."""
+    return {k: v for k, v in os.environ.items() if k != "TMPDIR"}
+
+
 def _state_dirs_to_mask(base: Path) -> list[str]:
     """The kit's state dir (records name pids and paths of every run on this machine), unless the
     runner's own files or the kit live inside it."""
@@ -393,7 +401,7 @@ class GVisor(Runner):
                     str(realsys), *argv]
         with open(self._stderr_file, "wb") as err:
             # own session: a terminal Ctrl-C must not reach runsc (it would kill the sandbox init)
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=_runsc_env(),
                                           start_new_session=True)
         self._record.add_pid(self._proc.pid)
         self._record.sandboxes[0]["id"] = cid
@@ -535,7 +543,8 @@ class GVisor(Runner):
 
     def _call(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess | None:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                                  env=_runsc_env())
         except subprocess.TimeoutExpired:
             return None
 
@@ -604,7 +613,7 @@ class GVisor(Runner):
         pidfile = self._base / "pids" / f"run-{next(self._counter)}"
         limit = self.timeout if timeout is None else float(timeout)
         data = input.encode() if isinstance(input, str) else input
-        p = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile),
+        p = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile), env=_runsc_env(),
                              stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         pipes = _Pipes(p, data)
@@ -677,7 +686,7 @@ class GVisor(Runner):
         pidfile = self._base / "pids" / f"spawn-{n}"
         # O_APPEND: the host fd is handed into the sandbox, which then writes through it
         with _open_logs(out_path, err_path) as (fo, fe):
-            client = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile),
+            client = subprocess.Popen(self._exec_argv(argv, env=env, cwd=cwd, pidfile=pidfile), env=_runsc_env(),
                                       stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, start_new_session=True)
         sp = GVisorProcess(self, argv, client, pidfile, out_path, err_path)
         self._spawned.append(sp)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["add_runner", "add_runsc", "add_out", "add_param", "add_profile", "add_json", "add_timeout",
+__all__ = ["add_runner", "add_runsc", "add_out", "add_param", "add_profile", "add_json", "add_timeout", "seconds",
            "check_out_parent", "write_out", "printable", "text_table"]
 
 
@@ -54,10 +54,21 @@ def add_json(p: argparse.ArgumentParser, *, help: str | None = None) -> None:
     p.add_argument("--json", action="store_true", help=help or "machine-readable JSON output on stdout")
 
 
+def seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return v
+
+
 def add_timeout(p: argparse.ArgumentParser, *, default: float | None = None, help: str | None = None) -> None:
     """``--timeout S`` (seconds)."""
     text = help or "seconds to wait before giving up"
-    p.add_argument("--timeout", type=float, default=default, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=default, metavar="S",
                    help=text + (f" (default {default:g})" if default is not None else ""))
 
 

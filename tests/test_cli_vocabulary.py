@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from k3snb import cli
+from k3snb._cliopts import seconds
 
 # short option -> the only long option it may stand for
 SHORT = {"-o": "--out", "-p": "--param", "-P": "--profile", "-r": "--runner"}
@@ -55,8 +56,8 @@ def test_shared_flags_have_one_spelling():
             for bad, good in FORBIDDEN.items():
                 if bad in opts:
                     wrong.append(f"{path}: {bad} -> use {good}")
-            if "--timeout" in opts and a.type is not float:
-                wrong.append(f"{path}: --timeout takes seconds as a float")
+            if "--timeout" in opts and a.type not in (float, seconds):
+                wrong.append(f"{path}: --timeout takes seconds (type=float or _cliopts.seconds)")
             if "--json" in opts and not isinstance(a, argparse._StoreTrueAction):
                 wrong.append(f"{path}: --json is a switch")
     assert not wrong, "\n".join(wrong)
@@ -113,6 +114,9 @@ def test_probe_out_replaces_a_planted_symlink_instead_of_following_it(tmp_path):
     (["k3s", "start", "-P", "nosuch"], "unknown profile 'nosuch'"),
     (["k3s", "start", "--runner", "gvisor:1999"], "unknown runsc build '1999'"),
     (["k3s", "start", "--flag=--a"], "--a"),
+    (["k3s", "start", "--timeout", "-5"], "must be a positive number of seconds"),
+    (["probe", "--timeout", "nan"], "must be a positive number of seconds"),
+    (["k3s", "logs", "--tail", "-3"], "--tail"),
 ])
 def test_usage_errors_exit_2_before_anything_starts(argv, needle):
     one_error(kit(*argv), 2, needle)

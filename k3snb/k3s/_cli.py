@@ -49,7 +49,7 @@ def register(subparsers) -> None:
         q.set_defaults(func=fn)
     lg = sub.add_parser("logs", help="print the k3s log", description="Print (and follow) one cluster's k3s log.")
     lg.add_argument("id", nargs="?", help="cluster daemon id or its suffix (default: the only one running)")
-    lg.add_argument("--tail", "-n", type=int, default=50, metavar="N", help="last N lines, 0 for all (default 50)")
+    lg.add_argument("--tail", "-n", type=_count, default=50, metavar="N", help="last N lines, 0 for all (default 50)")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the cluster stops")
     lg.set_defaults(func=_logs)
     i = sub.add_parser("install", help="download a k3s release into the kit cache (sha256-checked)",
@@ -60,6 +60,13 @@ def register(subparsers) -> None:
     pr = sub.add_parser("profiles", help="list launch profiles", description="List the launch profiles.")
     add_json(pr, help="one JSON object per profile")
     pr.set_defaults(func=_profiles)
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def _daemons() -> list[Record]:

@@ -110,3 +110,15 @@ def test_cli_intercept_with_runner_exits_with_command_status(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 5, r.stderr
     assert r.stdout.split() == ["10", "ef53"]
+
+
+def test_directory_redirect_is_decided_inside_the_sandbox(gv):
+    # /proc/sys is a directory where the tracer runs (in the sandbox): its whole subtree moves
+    fake = gv.workdir / "fakesys"
+    (fake / "kernel").mkdir(parents=True, exist_ok=True)
+    (fake / "kernel" / "panic").write_text("11\n")
+    # (listed with Python: runsc 2022's statx answers EINVAL to ls, traced or not)
+    cmd = f"cat /proc/sys/kernel/panic; {gv.python} -c \"import os; print(*os.listdir('/proc/sys'))\""
+    r = intercept(cmd, [Rule.redirect("/proc/sys", str(fake))], runner=gv)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["11", "kernel"]

@@ -34,6 +34,7 @@ def test_death_rates_bound_per_configuration():
     widths = [p.get_width() for p in ax.patches]
     assert pytest.approx(30.0) in widths and len(ax.get_legend().get_texts()) == 2
     assert len(plots.figure_png(fig)) > 5_000
+    assert fig._repr_png_().startswith(b"\x89PNG")  # a cell ending in the call shows a PNG in any kernel
     with pytest.raises(InvalidParameter, match="lacks columns"):
         plots.plot_death_rates(pd.DataFrame([{"config": "x"}]))
 

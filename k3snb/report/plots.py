@@ -31,14 +31,15 @@ STATUS_COLOURS = {"ok": "#4caf50", "reached": "#4caf50", "passed": "#4caf50", Tr
 
 
 def _figure(w: float, h: float) -> Figure:
-    import matplotlib
-
-    if "ipykernel" in __import__("sys").modules:
-        import matplotlib.pyplot  # noqa: F401 - registers the inline PNG formatter for Figure in a kernel
     from matplotlib.figure import Figure
 
-    del matplotlib
-    return Figure(figsize=(w, h), layout="constrained")
+    class KitFigure(Figure):
+        """A Figure that shows itself as PNG in any kernel (no ``%matplotlib inline`` needed)."""
+
+        def _repr_png_(self) -> bytes:
+            return figure_png(self)
+
+    return KitFigure(figsize=(w, h), layout="constrained")
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:

@@ -12,8 +12,8 @@
 
 from ._diff import KEY_FACTS, ProbeDiff, diff, key_facts
 from ._facts import Fact
+from ._probe import EnvProbe, probe, probe_environments
 from ._procsys_keys import procsys_keys
-from ._record import EnvProbe, probe, probe_environments
 
 __all__ = [
     "KEY_FACTS",

@@ -1,7 +1,7 @@
 """The probe that runs *inside* a runner (host namespace or gVisor sandbox).
 
 Stdlib only (ctypes for the raw syscalls), so it is cheap to import wherever the kit's Python
-runs. :func:`collect` returns a JSON-able dict; :mod:`k3snb.probing._record` turns it into facts.
+runs. :func:`collect` returns a JSON-able dict; :mod:`k3snb.probing._probe` turns it into facts.
 
 Safety rules, because on the ``Host`` runner ``/proc/sys``, the network and the cgroup tree are
 the real host's:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParameter
 from ..report import Rich, render
-from ._record import EnvProbe, as_probe
+from ._probe import EnvProbe, as_probe
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -120,7 +120,7 @@ def environment_claim(claim_id: str, probes: Mapping[str, Any] | Iterable[Any]) 
     Raises:
         InvalidParameter: unknown claim id, or no probes at all.
     """
-    from ..probing._record import as_probe
+    from ..probing._probe import as_probe
 
     if claim_id not in CHECKS:
         raise InvalidParameter(f"no environment check for {claim_id!r}; valid: {', '.join(CHECKS)}")

@@ -313,6 +313,14 @@ class K3sCluster(Rich):
             self._monitor = monitor(self, interval=interval, **kw)
         return self._monitor
 
+    def watch(self, **kw: Any):
+        """Live view of this k3s: process tree, CPU/memory sparklines, the latest classified log lines,
+        refreshed every second until the cell is interrupted (a static snapshot without a front end).
+        Keywords go to :func:`k3snb.monitoring.watch` (interval, duration, lines, live)."""
+        from ..monitoring import watch
+
+        return watch(self, log=kw.pop("log", self.log_path), title=kw.pop("title", f"k3s {self.profile.name}"), **kw)
+
     def root_pids(self) -> list[int]:
         """Host pids whose process trees hold this k3s (the spawn client; for gVisor the sandbox)."""
         pids = []

@@ -25,6 +25,8 @@ COLUMNS = ["t", "time", "root", "pid", "ppid", "name", "cpu_percent", "rss_bytes
 def _roots_of(target: Any) -> Callable[[], list[int]]:
     if hasattr(target, "root_pids"):
         return target.root_pids
+    if callable(getattr(target, "sandbox_pids", None)):  # a started runner: its sandbox's host processes
+        return target.sandbox_pids
     if isinstance(target, int):
         return lambda: [target]
     if isinstance(target, Iterable) and not isinstance(target, (str, bytes)):

@@ -152,3 +152,22 @@ def test_papermill_keeps_snapshots_and_final_progress(tree, tmp_path):
     text = prog[0]["data"]["text/plain"]
     assert "2/2 done (100 %)" in text and not re.search(r"\(0 %\)", text)
     assert "1 passed, 1 failed" in text and "boom" in text
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_watch_a_gvisor_sandbox():
+    """A started gVisor runner is watchable as is: its sandbox's host processes and a log it writes."""
+    import k3snb
+
+    with k3snb.get_runner("gvisor") as g:
+        sp = g.spawn(["sh", "-c", f"echo 'open /dev/kmsg: no such file or directory'; echo '{HOSTILE}'; sleep 30"])
+        deadline = time.monotonic() + 30
+        while "script" not in Path(sp.stdout_path).read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        w = watch(g, log=sp.stdout_path, interval=0.3, duration=1.5)
+        sandbox = set(g.sandbox_pids())
+    assert {r["pid"] for r in w.tree() if r["depth"] == 0} <= sandbox
+    assert any(r["depth"] >= 1 for r in w.tree())  # the sentry/gofer children of runsc
+    assert [x["signatures"] for x in w.log_lines()][0] == ["S06"]
+    assert HOSTILE not in w._repr_html_()

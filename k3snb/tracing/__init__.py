@@ -19,13 +19,9 @@ _API = {
     "intercept": "._intercept", "InterceptResult": "._intercept", "fake_procsys": ".fakes",
 }
 __all__ = sorted(_API)
-# old module name kept as an attribute only (no second module named "experiments" in the kit)
-_RENAMED = {"experiments": ".measurements"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _RENAMED:
-        return importlib.import_module(_RENAMED[name], __name__)
     mod = _API.get(name)
     if mod is None:
         raise AttributeError(f"module 'k3snb.tracing' has no attribute {name!r}")

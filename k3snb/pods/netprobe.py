@@ -121,6 +121,10 @@ step netlink_subscribe python3 -c 'import socket; s = socket.socket(socket.AF_NE
 step info $P info --format '{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}} {{.Host.NetworkBackend}}'
 step load $P load -i "$1"
 step run_none $P run --rm --network none k3snb.local/busybox:latest echo hi-none
+# podman's default sysctl net.ipv4.ping_group_range (containers.conf) is refused in gVisor (N06): the same run
+# with no default sysctls
+printf '[containers]\ndefault_sysctls = []\n' > $B/containers.conf
+step run_none_nosysctl env CONTAINERS_CONF=$B/containers.conf $P run --rm --network none k3snb.local/busybox:latest echo hi-none
 step run_host $P run --rm --network host k3snb.local/busybox:latest echo hi-host
 step run_bridge $P run --rm k3snb.local/busybox:latest echo hi-bridge
 $P rm -af >/dev/null 2>&1; $P system reset -f >/dev/null 2>&1; ip link del cni-podman0 2>/dev/null

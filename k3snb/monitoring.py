@@ -283,10 +283,14 @@ class Watch(Rich):
 
     def __post_init__(self) -> None:
         self._shown = False
+        self._final_log: list[dict[str, Any]] | None = None
 
     def stop(self, why: str = "stopped") -> Watch:
+        """End the sampling; the log lines of this moment stay with the view (the file may go away)."""
         self.monitor.stop()
         self.stopped = self.stopped or why
+        if self._final_log is None:
+            self._final_log = self._read_log()
         return self
 
     # content ----------------------------------------------------------------------------------------
@@ -312,7 +316,13 @@ class Watch(Rich):
         return out
 
     def log_lines(self) -> list[dict[str, Any]]:
-        """The last ``lines`` log lines, each with the signature ids the classifier found in it."""
+        """The last ``lines`` log lines, each with the signature ids the classifier found in it (as of
+        ``stop()`` once stopped)."""
+        if self._final_log is not None:
+            return self._final_log
+        return self._read_log()
+
+    def _read_log(self) -> list[dict[str, Any]]:
         if self.log is None:
             return []
         lines = self.log(self.lines)

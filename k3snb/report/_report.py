@@ -626,7 +626,7 @@ def make_report(
     """Build the findings report of one run or several (oldest first) and, with ``out``, write it.
 
     Args:
-        runs: a run folder, a folder name under the runs base, ``"latest"``, or a list of them.
+        runs: a run folder, a folder name under the runs base, ``"latest"``, a ``RunSummary``, or a list of them.
         out: ``FILE.html`` (self-contained page) or ``FILE.md`` (markdown for write-ups); None writes nothing.
         base: where run names are looked up (default ``$K3SNB_RUNS`` or ``./runs``).
         export: export the executed notebooks to HTML next to them and link them.
@@ -634,11 +634,11 @@ def make_report(
     Raises:
         UsageError: a run that does not exist, an output that is not .html/.md or cannot be written.
     """
-    if isinstance(runs, str | os.PathLike | RunData):
+    if isinstance(runs, str | os.PathLike | RunData) or hasattr(runs, "run_dir"):
         runs = [runs]
     if not runs:
         raise UsageError("no runs given", hint="pass a run folder (`k3snb runs` lists them)")
-    data = [r if isinstance(r, RunData) else read_run(resolve_run(r, base)) for r in runs]
+    data = [r if isinstance(r, RunData) else read_run(resolve_run(getattr(r, "run_dir", r), base)) for r in runs]
     rep = Report(data)
     if out is not None:
         rep.write(out, export=export)

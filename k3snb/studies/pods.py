@@ -319,7 +319,8 @@ def judge_s26(podman_rows: Sequence[Row]) -> Verdict:
     if hits:
         return judged("S26", "reproduced", ev, f"S26 texts in {', '.join(hits)}")
     by = {e: {s: r for s, r in st.items() if s != "netlink_subscribe"} for e, st in by.items()}
-    clean = [e for e, st in by.items() if st.get("info", {}).get("ok") and st.get("run_none", {}).get("ok")]
+    clean = [e for e, st in by.items() if st.get("info", {}).get("ok")
+             and any(st.get(s, {}).get("ok") for s in ("run_none", "run_none_nosysctl", "run_host"))]
     if clean:
         return judged("S26", "refuted", ev, f"podman 4.3 (CNI backend, vfs, runc) in {', '.join(clean)}: `podman info` "
                       "and `podman run` work and none of S26's texts appear; netavark is not used by this podman")

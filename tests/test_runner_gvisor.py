@@ -166,7 +166,7 @@ def test_killed_sandbox_is_reported_and_closable(build):
         t = time.monotonic()
         r = g.run("echo hi")
         assert r.sandbox_died and not r.ok and r.crash
-        assert time.monotonic() - t < 5
+        assert time.monotonic() - t < 30  # noticed at once, not after the 600 s command timeout (generous: CI load)
         assert not g.alive()
         with pytest.raises(SandboxDied):
             g.run("true", check=True)

@@ -46,10 +46,11 @@ def test_runc_init_and_container_are_reached_and_paths_resolve_in_their_namespac
     if not shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin"):
         pytest.skip("runc missing: apt-get install runc")
     from k3snb.runners.host import Host
+    from k3snb.studies.runc import runc_reach  # (measurement composed with runtime bundles: lives in studies)
 
     with Host() as h:
-        ok = tx.runc_reach(h, rootfs_fake="38")
-        seed = tx.runc_reach(h, rootfs_fake=None)
+        ok = runc_reach(h, rootfs_fake="38")
+        seed = runc_reach(h, rootfs_fake=None)
     reach = ok["reach"]
     assert ok["plain"]["returncode"] == 0 and ok["traced"]["returncode"] == 0
     assert ok["traced"]["stdout"].split() == ["38", "38"]  # container saw the rootfs copy: its own mount ns

@@ -3,7 +3,7 @@
 
 Every function names the record keys it rests on as its evidence keys, and attributes errors to the
 process that produced them (``runc`` / ``runc init`` / ``container process``, see
-``tracing.measurements.process_roles``).
+``studies.runc.process_roles``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What the interception notebooks (04, 06, 09, 24) run, composed from the kit's mechanics (runners, the
-cgroup-v1 layout, ``tracing.measurements``), so the notebooks stay one call per step.
+cgroup-v1 layout, ``tracing.measurements``, :mod:`.runc`), so the notebooks stay one call per step.
 
 Each returns plain JSON-able data (no Trace objects, no pids, no temp paths) ready for ``k3snb.record``
 and for the verdict functions of :mod:`k3snb.studies.interception`.
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingDependency
+from .runc import runc_reach
 
 
 def sandbox_specs(runner: str, builds: list[str] | tuple[str, ...]) -> list[str]:
@@ -96,7 +97,7 @@ def preload_and_runc(runner: str, key: str = "/proc/sys/kernel/cap_last_cap") ->
         so = build_preload(Path(tempfile.mkdtemp(prefix="k3snb-shim-", dir=r.workdir)))
         env = {"LD_PRELOAD": str(so), "K3SNB_FROM": str(Path(key).parent), "K3SNB_TO": "{fake_dir}"}
         with ensure_cgroups(r, "auto") as cg:
-            res = _tx().runc_reach(r, redirect=False, env=env)
+            res = runc_reach(r, redirect=False, env=env)
         return {"runner": r.label, "reads": table["rows"],
                 "runc_preload": _case(res, r.label, controllers=cg["mounted"])}
 
@@ -113,11 +114,11 @@ def runc_reach_cases(runner: str, builds: list[str]) -> dict[str, Any]:
     cases: dict[str, Any] = {}
     gvisor: dict[str, Any] = {}
     with resolve("host") as h:
-        cases["host, target also in the rootfs"] = _case(_tx().runc_reach(h, rootfs_fake="38"), "host")
-        cases["host, target only outside (seed setup)"] = _case(_tx().runc_reach(h, rootfs_fake=None), "host")
+        cases["host, target also in the rootfs"] = _case(runc_reach(h, rootfs_fake="38"), "host")
+        cases["host, target only outside (seed setup)"] = _case(runc_reach(h, rootfs_fake=None), "host")
     for spec in sandbox_specs(runner, builds):
         with resolve(spec) as g, ensure_cgroups(g, "auto") as cg:
-            c = _case(_tx().runc_reach(g, rootfs_fake=None), g.label, controllers=cg["mounted"])
+            c = _case(runc_reach(g, rootfs_fake=None), g.label, controllers=cg["mounted"])
             cases[f"{g.label}, target only outside (seed setup)"] = c
             gvisor[g.label] = c
     return {"cases": cases, "gvisor": gvisor}

@@ -28,7 +28,8 @@ EPILOG = """examples:
   python -m k3snb.tracing intercept --rules rules.json --log icept.log -- k3s server ...
 The command's exit status (or the signal that killed it) becomes the tracer's own.
 SIGTERM/SIGINT/SIGHUP/SIGQUIT are forwarded to every traced process; what is left after --grace
-seconds is killed. The tree dies with the tracer."""
+seconds is killed (a terminal's Ctrl-C also reaches the foreground processes directly, so they
+may see SIGINT twice). The tree dies with the tracer, even on SIGKILL."""
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ import gzip
 import os
 import re
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -424,6 +425,29 @@ def _probes(s: Signature) -> list[tuple[str, re.Pattern | None]]:
     return out
 
 
+_NUMPY_MIN = 1 << 18  # below this many bytes, plain Python beats importing numpy (CLI start-up)
+
+
+def _newlines(buf: bytes) -> list[int]:
+    if len(buf) >= _NUMPY_MIN:
+        import numpy as np
+
+        return np.flatnonzero(np.frombuffer(buf, np.uint8) == 10).tolist()
+    out, i = [], buf.find(b"\n")
+    while i >= 0:
+        out.append(i)
+        i = buf.find(b"\n", i + 1)
+    return out
+
+
+def _lines_of(nl: list[int], starts: list[int]) -> list[int]:
+    if len(starts) >= 4096:
+        import numpy as np
+
+        return np.searchsorted(nl, starts).tolist()
+    return [bisect_left(nl, x) for x in starts]
+
+
 class _Matcher:
     """Finds signature matches in chunks of whole lines. One Aho-Corasick pass over the raw bytes
     finds every literal needle (the speed of ``grep -F``); only the lines holding one are decoded,
@@ -451,16 +475,14 @@ class _Matcher:
 
     def scan(self, buf: bytes) -> Iterator[tuple[int, str, Signature]]:
         """(line index in buf, line text, signature) for every match, in line order then catalogue order."""
-        import numpy as np
-
-        nl = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10).tolist()  # newline offsets
+        nl = _newlines(buf)  # newline offsets
         cand: dict[int, set[int]] = {}
         if self.always_probes:
             cand = {li: set(self.always_probes) for li in range(len(nl) + (not buf.endswith(b"\n")))}
         if self.ac is not None:
             hits = self.ac.find_matches_as_indexes(buf, overlapping=True)
             if hits:
-                lines = np.searchsorted(nl, [h[1] for h in hits]).tolist()  # newlines before each hit
+                lines = _lines_of(nl, [h[1] for h in hits])  # newlines before each hit = its line
                 owners = self.owners
                 for (pi, _, _), li in zip(hits, lines, strict=True):
                     got = cand.get(li)

@@ -99,20 +99,26 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _print_blockers(res, cat, fixes: dict[str, str], prefix: str) -> None:
-    b = res.blockers()
-    if b.empty:
+    # aggregated here without pandas: the CLI stays quick to start
+    seen: dict[str, dict] = {}
+    for m in res.matches:
+        if m["kind"] == "failure":
+            b = seen.setdefault(m["id"], {"count": 0, "first": m["line"]})
+            b["count"] += 1
+            b["last"] = m["line"]
+    if not seen:
         return
     print(f"{prefix}blockers:" if prefix else "blockers:")
-    for r in b.itertuples(index=False):
-        sig = cat.get(r.id)
-        lines = f"line {r.first_line}" if r.count == 1 else f"{r.count}x, lines {r.first_line}-{r.last_line}"
-        print(f"  {r.id} [{r.severity}, {r.stage}] {sig.title} ({lines})")
+    for sid, b in seen.items():
+        sig = cat.get(sid)
+        lines = f"line {b['first']}" if b["count"] == 1 else f"{b['count']}x, lines {b['first']}-{b['last']}"
+        print(f"  {sid} [{sig.severity}, {sig.stage}] {sig.title} ({lines})")
         print(f"      cause: {sig.root_cause or 'not recorded'}")
-        if r.workarounds:
+        if sig.workarounds:
             fix = "; ".join(f"{w}: {fixes[w]}" if w in fixes else f"{w} (research only, no kit action)"
-                            for w in r.workarounds)
+                            for w in sig.workarounds)
             print(f"      fix:   {fix}")
-            names = [fixes[w].split(" ", 1)[0] for w in r.workarounds if w in fixes]
+            names = [fixes[w].split(" ", 1)[0] for w in sig.workarounds if w in fixes]
             if names:
                 print(f"             see `k3snb workarounds show {names[0]}`")
         else:

@@ -49,7 +49,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="after the command exits, SIGKILL leftover descendants after S seconds")
     p.add_argument("--grace", type=float, default=5.0, metavar="S",
                    help="after SIGTERM/SIGINT/SIGHUP/SIGQUIT (forwarded to every traced process), "
-                        "SIGKILL the tree after S seconds (default 5)")
+                        "SIGKILL the tree after S seconds (default 5; with --runner the run ends at once)")
     p.add_argument("--meta", metavar="FILE", help="write a JSON summary (status, stats, features)")
     p.add_argument("--log", metavar="FILE", help="append one line per rewrite to FILE ('-' = stderr)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")

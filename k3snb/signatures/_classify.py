@@ -503,12 +503,17 @@ class _Matcher:
                     yield li, raw, sigs[si]
 
 
+@lru_cache(maxsize=8)
+def _matcher(cat: Catalog, kinds: tuple[str, ...]) -> _Matcher:
+    return _Matcher([s for s in cat.signatures if s.kind in kinds])  # built once per catalogue and kinds
+
+
 def classify(source: Source, *, kinds: tuple[str, ...] = ("failure", "progress")) -> Classification:
     """Classify a log: ``source`` is log text, a path (``.gz`` too), an open stream, or an iterable of
     lines. Streams in chunks with bounded memory (a line longer than 1 MiB is scanned in overlapping
     windows); only matches are kept."""
     cat = load_catalog()
-    matcher = _Matcher([s for s in cat.signatures if s.kind in kinds])
+    matcher = _matcher(cat, tuple(kinds))
     matches: list[dict[str, Any]] = []
 
     def add(line_no: int, text: str, s: Signature) -> None:

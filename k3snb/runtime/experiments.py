@@ -6,16 +6,17 @@ notebook outputs re-execute identically elsewhere. Verdicts on them: :mod:`k3snb
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .run import run_container
 
 __all__ = ["environments", "container_matrix", "sanitize", "attempt_row", "containerd_config_probe",
-           "snapshotter_matrix", "overlay_probe"]
+           "snapshotter_matrix", "overlay_probe", "outcome_grid"]
 
 _ID = re.compile(r"k3snb-[a-z]+-[0-9a-f]{10}")
 _TIME = re.compile(r'time="[^"]*"\s*')
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # a layer digest depends on this machine's busybox build
 _NUM = re.compile(r"(containerd-mount|tmpmounts/)\d+")
 
 
@@ -25,6 +26,7 @@ def sanitize(text: str | None, paths: dict[str, str] | None = None) -> str:
         return ""
     for p, name in (paths or {}).items():
         text = text.replace(p, name)
+    text = _DIGEST.sub("sha256:<layer>", text)
     return _TIME.sub("", _NUM.sub(r"\1N", _ID.sub("k3snb-<id>", text))).strip()
 
 
@@ -167,3 +169,12 @@ def overlay_probe(envs: Sequence[str]) -> list[dict[str, Any]]:
                              "error": sanitize(r.stderr.strip().splitlines()[0] if r.stderr.strip() else "",
                                                {w: "<workdir>"})})
     return rows
+
+
+def outcome_grid(rows: Sequence[Mapping[str, Any]]):
+    """(via, runtime) × environment: ``ran`` or the failing stage — the matrix at a glance."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["result"] = [("ran" if r else f"{s} ✗") for r, s in zip(df["ran"], df["failed_stage"], strict=True)]
+    return df.pivot(index=["via", "runtime"], columns="env", values="result").fillna("")

@@ -136,9 +136,6 @@ def list_profiles() -> ProfileTable:
     return ProfileTable(rows)
 
 
-profiles = list_profiles  # old name: the flat API switches to list_profiles (issue 10 naming)
-
-
 def flag_name(flag: str) -> str:
     return flag[2:].split("=", 1)[0]
 

@@ -220,6 +220,7 @@ def run(ns: argparse.Namespace) -> int:
     for path, option in ((out, "--out"), (ns.meta, "--meta"), (ns.log if ns.log != "-" else None, "--log")):
         if path:
             check_out_parent(path, option=option)  # before anything starts; never mkdir
+    t0 = time.monotonic()
     with contextlib.ExitStack() as undo:  # what to close or remove if the run never starts
         meta_claim = None
         if ns.meta:
@@ -249,7 +250,6 @@ def run(ns: argparse.Namespace) -> int:
             undo.callback(_remove_tmp, fakedir, fake_record)
         eng = Engine(rules, syscalls=syscalls, record=writer, seccomp=False if ns.no_seccomp else None,
                      follow=not ns.no_follow, linger=ns.linger, log=log, grace=ns.grace)
-        t0 = time.monotonic()
         if attach:
             eng.attach(attach)
         else:

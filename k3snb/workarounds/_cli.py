@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from .._cliopts import add_json, add_param, add_runner, add_runsc, add_timeout
+from .._cliopts import add_json, add_param, add_runner, add_runsc
 
 _ACTIONS = {
     "apply": "apply each workaround in order in a fresh runner, check it is in effect, then undo it all",
@@ -39,7 +39,6 @@ def register(subparsers) -> None:
         add_runner(a, help="where to act: host (private namespaces), gvisor, gvisor:BUILD[:PLATFORM] (default host)")
         add_runsc(a)
         add_param(a, help="workaround parameter KEY=VALUE (ID:KEY=VALUE targets one workaround); repeatable")
-        add_timeout(a, default=120.0, help="seconds for starting the runner")
         add_json(a, help="one JSON object per result")
         a.set_defaults(func=_act, action=action)
 

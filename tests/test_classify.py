@@ -86,6 +86,7 @@ def test_needles_are_required_literals():
     assert needles("failed to find plugin \"[\\w.-]+\" in path") == ('failed to find plugin "',)
     assert needles("abcdef|ghijkl") == ("abcdef", "ghijkl")
     assert needles("a|[0-9]+") is None
+    assert needles("(?i)cannot mount") is None  # case-insensitive: no exact-case prefilter
     # every needle occurs in every example that matches (otherwise the prefilter would hide matches)
     for s in ALL:
         for ex in s.examples:
@@ -346,3 +347,20 @@ def test_huge_single_line_streams_in_bounded_memory(tmp_path):
     assert out.startswith("3 ") and "'S06'" in out and "'S39'" in out, out
     assert int(out.split()[-2]) <= (64 << 10) + 2  # the text kept is the part around the match (+ 2 "…")
     assert grew_mib < 64, f"peak memory grew by {grew_mib} MiB for a 96 MiB line"
+
+
+def test_signatures_without_needles_are_tested_on_every_line():
+    import yaml
+
+    from k3snb.signatures._classify import _Matcher
+
+    data = yaml.safe_load((Path(k3snb.__file__).parent / "data" / "signatures.yaml").read_text())
+    data["signatures"].append({**data["signatures"][0], "id": "X1", "pattern": "(?i)cannot MOUNT thing",
+                               "examples": ["Cannot mount thing"]})
+    data["signatures"].append({**data["signatures"][0], "id": "X2", "pattern": r"^\d+$", "examples": ["42"]})
+    cat = parse_catalog(data)
+    m = _Matcher(list(cat.signatures))
+    hits = [(li, s.id) for li, _, s in m.scan(b"x\nCANNOT mount THING here\n42\nfatal error: sync: inconsistent "
+                                                 b"mutex state\n")]
+    assert (1, "X1") in hits and (2, "X2") in hits and (3, "S39") in hits
+    assert not [h for h in hits if h[0] == 0]

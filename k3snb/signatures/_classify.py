@@ -50,7 +50,10 @@ def needles(pattern: str) -> tuple[str, ...] | None:
     branch), or None when some branch has no literal of 4+ chars. A plain ``in`` test on these skips
     the regex for almost every line, which keeps classification of big logs fast."""
     try:
-        items = list(_sre_parse(pattern))
+        parsed = _sre_parse(pattern)
+        items = list(parsed)
+        if parsed.state.flags & re.IGNORECASE:  # an exact-case needle would hide matches
+            return None
     except Exception:  # private parser API: fall back to always running the regex
         return None
     branches = [list(b) for b in items[0][1][1]] if len(items) == 1 and items[0][0] is _BRANCH else [items]

@@ -68,3 +68,21 @@ def test_secrets_read_as_nothing_inside_a_real_sandbox(spec):
             os.environ["K3SNB_STATE"] = old
         shutil.rmtree(marker_dir, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_kit_cache_under_a_masked_dir_stays_visible(monkeypatch):
+    """The kit's cache (k3s, images) bound back on top of the /home mask; the rest of /home stays hidden."""
+    cache = tempfile.mkdtemp(prefix="k3snb-A-cache-", dir="/home")
+    other = tempfile.mkdtemp(prefix="k3snb-A-other-", dir="/home")
+    try:
+        Path(cache, "tool").write_text("cached")
+        Path(other, "secret").write_text("hidden")
+        monkeypatch.setenv("K3SNB_CACHE", cache)
+        with resolve("gvisor:2022") as g:
+            seen = g.run(f"busybox cat {cache}/tool; busybox cat {other}/secret 2>/dev/null; true").stdout
+        assert seen.strip() == "cached"
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(other, ignore_errors=True)

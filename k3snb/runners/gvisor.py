@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._paths import kit_python, state_dir
+from .._paths import cache_dir, kit_python, state_dir
 from .._procfs import children, pid_alive, proc_start
 from .._state import Record, make_tempdir, new_id
 from ..errors import InvalidParameter, MissingDependency, NotRoot, SandboxError
@@ -175,9 +175,12 @@ def _state_dirs_to_mask(base: Path) -> list[str]:
 
 
 def _kit_paths() -> list[str]:
-    """Host paths the kit needs inside the sandbox: its interpreter's environment and its source."""
+    """Host paths the kit needs inside the sandbox: its interpreter's environment, its source, its
+    cache (runsc builds, k3s, images) and an explicit ``$K3SNB_K3S`` binary: bound back when they lie
+    under a tmpfs or a masked secret directory (/root, /home)."""
     checkout = Path(__file__).resolve().parents[2]  # the folder holding the k3snb package
-    return [sys.prefix, sys.base_prefix, str(checkout)]
+    extra = [str(cache_dir())] + [os.environ[v] for v in ("K3SNB_K3S",) if os.environ.get(v)]
+    return [sys.prefix, sys.base_prefix, str(checkout), *extra]
 
 
 class GVisor(Runner):

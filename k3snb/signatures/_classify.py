@@ -470,8 +470,12 @@ class _Matcher:
             for n, test in _probes(s):
                 # `\"` in the raw line is `"` after unescaping: search the needle's longest quote-free
                 # piece, which occurs unchanged in the raw line whenever the needle is in the unescaped one
-                owners.setdefault(max(n.split('"'), key=len).encode(), []).append(len(self.probes))
-                self.probes.append((i, test))
+                piece = max(n.split('"'), key=len).encode()
+                if piece:
+                    owners.setdefault(piece, []).append(len(self.probes))
+                else:  # a needle of quotes only: nothing to search for, test every line
+                    self.always_probes.add(len(self.probes))
+                self.probes.append((i, test))  # test None (quote-free literal) never has an empty piece
         self.pieces = list(owners)
         self.owners = [owners[p] for p in self.pieces]
         self.ac = ahocorasick_rs.BytesAhoCorasick(self.pieces) if self.pieces else None

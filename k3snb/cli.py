@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 1
     except OSError as e:
-        _report(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), _os_hint(e))
+        _report(f"`{cmd}`: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), _os_hint(e))
         _debug()
         return 1
     except Exception as e:  # the guard: a bug must still read as one error, not a traceback

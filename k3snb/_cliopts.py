@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import UsageError
 
 __all__ = ["add_runner", "add_runsc", "add_out", "add_param", "add_profile", "add_json", "add_timeout", "seconds",
-           "check_out_parent", "write_out", "printable", "text_table"]
+           "check_out_parent", "write_out", "printable", "printable_lines", "text_table"]
 
 
 def add_runner(p: argparse.ArgumentParser, *, default: str | None = "host", repeatable: bool = False,
@@ -123,6 +123,11 @@ def printable(text: str) -> str:
         return text
     return "".join(c if c.isprintable() or c == "\t" else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
                    for c in text)
+
+
+def printable_lines(text: str) -> str:
+    """:func:`printable` per line, keeping the line breaks."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def text_table(rows: list[dict], columns: list[tuple[str, str, int]], *, indent: str = "") -> str:

@@ -18,7 +18,7 @@ import sys
 import threading
 
 from . import __version__
-from ._cliopts import printable
+from ._cliopts import printable_lines
 from .errors import K3snbError, UsageError
 
 # command -> module whose register() adds it (several commands may share one module)
@@ -73,7 +73,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _clean(text: str) -> str:
     # error text may quote file content or names: never pass terminal escapes through
-    return "\n".join(printable(line) for line in text.split("\n"))
+    return printable_lines(text)
 
 
 def _report(msg: str, hint: str) -> None:

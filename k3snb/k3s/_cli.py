@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .._cliopts import add_json, add_profile, add_runner, add_runsc, add_timeout
+from .._cliopts import add_json, add_profile, add_runner, add_runsc, add_timeout, printable_lines
 from .._paths import kit_python, tmp_root
 from .._state import Record, new_id, records
 from ..errors import K3sError, UsageError
@@ -142,7 +142,7 @@ def _start(a: argparse.Namespace) -> int:
         print(f"  kubeconfig {c.get('kubeconfig')}\n  log {c.get('log')}")
         return 0 if ok else 1
     if state.get("log_tail"):
-        print(state["log_tail"], file=sys.stderr)
+        print(printable_lines(state["log_tail"]), file=sys.stderr)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -201,7 +201,7 @@ def _logs(a: argparse.Namespace) -> int:
         print("(no log yet)")
         return 0
     lines = Path(log).read_text(errors="replace").splitlines()
-    print("\n".join(lines[-a.tail:] if a.tail else lines))
+    print(printable_lines("\n".join(lines[-a.tail:] if a.tail else lines)))  # log text: no terminal escapes
     if a.follow:
         with open(log, errors="replace") as f:
             f.seek(0, 2)
@@ -209,7 +209,7 @@ def _logs(a: argparse.Namespace) -> int:
                 while ds[0].owner_alive():
                     line = f.readline()
                     if line:
-                        print(line, end="", flush=True)
+                        print(printable_lines(line.rstrip("\n")), flush=True)
                     else:
                         time.sleep(0.5)
             except KeyboardInterrupt:

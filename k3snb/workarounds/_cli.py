@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from .._cliopts import add_json, add_param, add_runner, add_runsc
+from .._cliopts import add_json, add_param, add_runner, add_runsc, printable
 
 _ACTIONS = {
     "apply": "apply each workaround in order in a fresh runner, check it is in effect, then undo it all",
@@ -144,7 +144,7 @@ def _act(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({**r.summary(), "detail": r.detail}, default=str))
         else:
-            detail = "; ".join(f"{k}={v}" for k, v in r.detail.items())
+            detail = printable("; ".join(f"{k}={v}" for k, v in r.detail.items()))
             print(f"{r.id:<18} {r.action:<7} {'ok' if r.ok else 'NO':<3} {detail[:150]}")
     bad = [r for r in results if not r.ok]
     if bad and not args.json:

@@ -182,7 +182,7 @@ Source = str | os.PathLike | IO | Iterable[str]
 _CHUNK = 4 << 20  # bytes read at a time
 _MAX_LINE = 1 << 20  # longer lines are scanned in windows of this size: memory stays bounded
 _MAX_TEXT = 64 << 10  # text kept of a match in a huge line (around the match)
-_OVERLAP = 64 << 10  # windows of one long line overlap by this much, so a match across a seam is found
+_OVERLAP = 64 << 10  # windows of one long line overlap by this much: a match up to 64 KiB long across a seam is found
 
 
 def _open(path: Path) -> IO[bytes]:

@@ -45,7 +45,7 @@ def test_version_and_no_command():
 def test_experiments_lists_the_registry():
     r = k3snb_cmd("experiments", "--registry", str(REG))
     assert r.returncode == 0
-    assert "6 experiments" in r.stdout and "04-needs-program" in r.stdout
+    assert "10 experiments" in r.stdout and "04-needs-program" in r.stdout
     assert "skip: program 'k3snb-no-such-program' not on PATH" in r.stdout
     r = k3snb_cmd("experiments", "--registry", str(REG), "--json")
     import json

@@ -48,9 +48,9 @@ def _save(doc: dict[str, Any]) -> None:
     f = _results_file()
     if f is None:
         return  # _MEMORY was modified in place
-    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
-    os.replace(tmp, f)
+    from ._files import write_atomic
+
+    write_atomic(f, json.dumps(doc, indent=1, allow_nan=False))
 
 
 def jsonable(value: Any) -> Any:
@@ -155,6 +155,21 @@ def record(key: str, value: Any) -> Any:
 
     _update(put)
     return value
+
+
+def note_runner(info: Mapping[str, Any]) -> None:
+    """Record a runner this experiment actually started (runners call it; no-op outside ``k3snb run``)."""
+    if _results_file() is None:
+        return
+    keep = ("kind", "label", "runsc", "runsc_version", "platform", "flags")
+    entry = {k: jsonable(info[k]) for k in keep if k in info}
+
+    def put(doc):
+        used = doc.setdefault("runners_used", [])
+        if entry not in used:
+            used.append(entry)
+
+    _update(put)
 
 
 def results() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidParameter, NotRoot, RunscMissing, UsageError
+from ..errors import InvalidParameter, K3snbError, NotRoot, RunscMissing, UsageError
 from ..report import Rich, render
 
 CAPABILITIES = ("root", "runsc", "runsc2024", "k3s")
@@ -74,18 +74,15 @@ def _has(cap: str, runsc: str | None) -> bool:
     if cap == "root":
         return c.is_root()
     if cap == "runsc" and runsc is not None:
-        try:
-            from ..runners.runsc import find_runsc
+        from ..runners.runsc import find_runsc
 
+        try:
             find_runsc(runsc)
             return True
-        except Exception:
+        except K3snbError:  # RunscMissing, or a path that is no runsc
             return False
     check = {"runsc": c.has_runsc, "runsc2024": c.has_runsc_2024, "k3s": c.has_k3s}[cap]
-    try:
-        return bool(check())
-    except Exception:  # a layer that is not written yet counts as "missing", never as a crash
-        return False
+    return bool(check())
 
 
 def default_registry() -> Path:

@@ -67,3 +67,31 @@ def test_a_runsc_that_cannot_start_a_sandbox_gives_a_real_reason(tmp_path, quiet
     assert "could not create the sandbox" in err and reason in err, err
     first = err.splitlines()[0]
     assert not first.rstrip().endswith(":") and "logs=" not in err  # no empty reason, no removed folder
+
+
+@pytest.mark.root
+@pytest.mark.runsc
+def test_k3s_start_passes_runsc_to_the_runner_and_reports_one_error_pair(tmp_path):
+    """`k3s start --runsc` reaches the sandbox: a runsc that cannot start one fails the start with its
+    own reason, as one error/fix pair, and leaves no daemon, state record or temp file behind."""
+    import os
+
+    from helpers import procs_with
+
+    env = dict(os.environ)
+    for var in ("K3SNB_STATE", "K3SNB_TMP", "K3SNB_CACHE"):
+        (tmp_path / var).mkdir()
+        env[var] = str(tmp_path / var)
+    k3s = tmp_path / "k3s"  # answers --version only: the start fails at the sandbox, before k3s runs
+    k3s.write_text('#!/bin/sh\necho "k3s version v1.33.5+k3s1 (8a8e43b3)"\necho "go version go1.24.6"\n')
+    k3s.chmod(0o755)
+    env["K3SNB_K3S"] = str(k3s)
+    w = _wrapper(tmp_path, "runsc-quiet", quiet=True)
+    r = subprocess.run([sys.executable, "-m", "k3snb", "k3s", "start", "--runner", "gvisor", "--runsc", str(w),
+                        "--timeout", "30"], capture_output=True, text=True, timeout=300, env=env,
+                       stdin=subprocess.DEVNULL)
+    err = one_error(r, 1)
+    assert "k3s start failed" in err and "without printing an error" in err and str(w) in err
+    assert not list((tmp_path / "K3SNB_STATE").rglob("*.json"))  # no record left
+    assert not list((tmp_path / "K3SNB_TMP").iterdir())  # no spec, log or sandbox folder left
+    assert not procs_with(str(tmp_path))  # no daemon, no runsc of this test

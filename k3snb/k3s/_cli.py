@@ -151,8 +151,10 @@ def _start(a: argparse.Namespace) -> int:
             proc.kill()
     for p in (spec_path, log):
         p.unlink(missing_ok=True)
-    raise K3sError(f"k3s start failed: {state.get('error') or state}",
-                   hint="read the k3s log lines above; `k3snb classify LOG` names known blockers")
+    # the daemon's error text may carry its own "fix:" line: keep one error/fix pair
+    msg, _, fix = str(state.get("error") or state).partition("\n  fix: ")
+    raise K3sError(f"k3s start failed: {msg.strip()}",
+                   hint=fix.strip() or "read the k3s log lines above; `k3snb classify LOG` names known blockers")
 
 
 def _tail(path: Path, n: int = 20) -> str:

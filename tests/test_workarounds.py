@@ -110,11 +110,11 @@ def _cycle(runner, wid: str, **params) -> dict:
     plan = LaunchPlan(data_dir=str(runner.workdir / "k3s-data"), work_dir=str(runner.workdir / "wa"))
     a = w.apply(runner, plan)
     assert a.ok and w.applied
-    c = w.check(runner)
+    c = w.verify(runner)
     assert c.ok, (wid, c.detail)
     r = w.revert(runner)
     assert r.ok, (wid, r.detail)
-    after = w.check(runner)
+    after = w.verify(runner)
     assert not after.ok, (wid, "still in effect after revert", after.detail)
     return {"apply": a, "check": c, "revert": r, "plan": plan, "w": w}
 

@@ -193,11 +193,14 @@ class Workaround:
         self.state = detail
         return WorkaroundResult(self.id, "apply", True, runner.kind, time.monotonic() - t0, detail)
 
-    def check(self, runner: Runner) -> WorkaroundResult:
-        """Verify in the runner that the workaround is in effect; never raises for 'not in effect'."""
+    def verify(self, runner: Runner) -> WorkaroundResult:
+        """Whether the workaround is in effect in the runner; never raises for 'not in effect'
+        (``check`` is reserved for results: ``RunResult.check()`` raises when the command failed)."""
         t0 = time.monotonic()
         ok, detail = self._check(runner)
         return WorkaroundResult(self.id, "check", ok, runner.kind, time.monotonic() - t0, detail)
+
+    check = verify  # the old name, until the CLI and k3s/notebook.py call verify()
 
     def revert(self, runner: Runner) -> WorkaroundResult:
         """Undo apply(); a no-op (ok) when nothing was applied."""

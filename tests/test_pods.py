@@ -40,6 +40,9 @@ def leftovers(tag: str) -> list[str]:
     out = [f"pid {p}" for p in procs_with(tag) if p != os.getpid()]
     out += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines() if tag in line]
     out += [f"cgroup {d}" for d in Path("/sys/fs/cgroup").glob(f"*/{tag}*")]
+    # the session dir (configs, pod logs, host-local's address store) inside the runner's workdir
+    out += [f"path {p}" for p in Path(os.environ["K3SNB_TMP"]).glob(f"*/{tag}")]
+    out += [f"path {p}" for p in Path(os.environ["K3SNB_TMP"]).glob(f"*/work/{tag}")]
     return out
 
 
@@ -172,8 +175,11 @@ def test_gvisor_2024_two_container_pod_with_recorded_workarounds() -> None:
 @pytest.mark.slow
 def test_gvisor_2024_without_workarounds_hits_the_signatures() -> None:
     with PodRuntime("gvisor", runsc="2024", workarounds=False) as rt, pytest.raises(PodError) as ei:
-        rt.pod(CLIENT).start()
+        p = rt.pod(CLIENT)
+        p.start()
     assert ei.value.stage == "sandbox" and ei.value.signature == "S29"
+    assert "S29" in p.classify().ids and p.summary()["failed_stage"] == "sandbox"
+    assert any(e["kind"] == "failed" and e["signature"] == "S29" for e in p.events())
     assert "already exists but is not a bridge" in ei.value.msg
 
 

@@ -9,6 +9,11 @@ Contract for implementations:
 * ``workdir`` is a directory that has the same path on the host and inside the runner and is
   writable from both; ``copy_in``/``copy_out`` move files through it.
 * ``python`` is an interpreter inside the runner that can import ``k3snb``.
+* ``capabilities`` says what the environment offers (:class:`Capabilities`); callers branch on it,
+  never on ``kind``. ``label`` names the runner in tables (``host``, ``gvisor-2024``).
+* Options meant for another kind of runner (``IGNORES``) are accepted and kept in
+  ``ignored_options``; unknown names raise :class:`~k3snb.errors.InvalidParameter`.
+* Runner specs (``"gvisor:2024:ptrace"``) are parsed in :mod:`k3snb.runners` (``resolve``), not here.
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ _API = {
     "record": "k3snb.experiments",
     "verdict": "k3snb.experiments",
     "Verdict": "k3snb.experiments",
+    "conclude": "k3snb.studies",  # a notebook's last call: its verdicts, checked against the registry, one table
+    "get_claim": "k3snb.studies",
     "RunSummary": "k3snb.report",
     "monitor": "k3snb.monitoring",
     "watch": "k3snb.monitoring",

@@ -68,12 +68,12 @@ def workaround_cycle(runner: str, ids: list[str], runsc: str | None = None, para
             try:
                 a = w.apply(r)
                 row["apply"] = a.ok
-                c = w.check(r)
+                c = w.verify(r)
                 row["check"] = c.ok
                 row["check_detail"] = str(c.detail)[:240]
                 rv = w.revert(r)
                 row["revert"] = rv.ok
-                row["in_effect_after_revert"] = w.check(r).ok
+                row["in_effect_after_revert"] = w.verify(r).ok
             except WorkaroundFailed as e:
                 row.update(apply=False, check=False, revert=None, in_effect_after_revert=False,
                            check_detail=str(e.msg)[:240])

@@ -526,3 +526,69 @@ def test_killed_run_stops_its_sandbox_within_5s(sandbox_env, tmp_path, open_dir,
         assert r.returncode == 0, r.stderr
         assert list(dirs["state"].iterdir()) == [] and not (out / _execute.KIT_DIR).exists()
     assert list(dirs["tmp"].iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_full_disk_is_reported_once_and_the_summary_stays_valid(tmp_path):
+    """Issue 12.5: the run folder on a 3 MiB tmpfs (private mount namespace) fills up mid-run."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    mnt, state, tmp = tmp_path / "mnt", tmp_path / "state", tmp_path / "tmp"
+    for d in (mnt, state, tmp):
+        d.mkdir()
+    script = (f"mount -t tmpfs -o size=3m k3snb-test {mnt} && "
+              f"{sys.executable} -m k3snb run --registry {REG} 01 09 03 --out {mnt}/run --no-progress "
+              f"> {tmp_path}/stdout 2> {tmp_path}/stderr; echo $? > {tmp_path}/rc; "
+              # the tmpfs vanishes with this namespace: look at it from inside
+              f"find {mnt} -name '*.tmp' -o -name '.k3snb-*' > {tmp_path}/leftovers; "
+              f"cp {mnt}/run/summary.json {tmp_path}/summary.json")
+    env = {**os.environ, "K3SNB_STATE": str(state), "K3SNB_TMP": str(tmp)}
+    subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env, timeout=300, check=True)
+    stderr = (tmp_path / "stderr").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "1"
+    assert stderr.count("error:") == 1 and "No space left on device" in stderr and "Traceback" not in stderr, stderr
+    rows = {r["id"]: r for r in json.loads((tmp_path / "summary.json").read_text())["rows"]}
+    assert list(rows) == ["01-ok", "09-fills-disk", "03-sleeps"]  # every experiment accounted for
+    assert rows["01-ok"]["status"] == "passed"
+    assert rows["09-fills-disk"]["status"] == "failed" and "filled up" in rows["09-fills-disk"]["reason"]
+    assert rows["03-sleeps"] == {**rows["03-sleeps"], "status": "skipped", "reason": "not run: the run folder filled up"}
+    assert (tmp_path / "leftovers").read_text() == ""  # no temp file, reserve or kit dir left
+    assert list(state.iterdir()) == [] and list(tmp.iterdir()) == []
+
+
+def test_writability_check_writes_real_bytes(tmp_path):
+    """An empty probe file fits on a full filesystem; the check must fail where data can't be written."""
+    from k3snb.experiments import _files
+
+    _files.check_writable(tmp_path, "--out x")
+    assert list(tmp_path.iterdir()) == []
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return
+    probe = (f"mount -t tmpfs -o size=64k t {tmp_path} && dd if=/dev/zero of={tmp_path}/fill bs=4k 2>/dev/null; "
+             f"{sys.executable} -c 'from pathlib import Path; from k3snb.experiments import _files; "
+             f"_files.check_writable(Path(\"{tmp_path}\"), \"--out x\")'")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", probe], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "is not writable: No space left on device" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_two_runs_racing_for_one_out_folder_exactly_one_wins(sandbox_env, tmp_path):
+    """Issue 12.6: of two runs given the same new --out, one runs and the other gets a clear error (10 trials)."""
+    env, dirs = sandbox_env
+    for trial in range(10):
+        out = tmp_path / f"run{trial}"
+        argv = [sys.executable, "-m", "k3snb", "run", "--registry", str(REG), "04", "--out", str(out), "--no-progress"]
+        procs = [subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(120), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        codes = sorted(rc for rc, _ in results)
+        assert codes == [0, 2], results
+        loser = next(err for rc, err in results if rc == 2)
+        assert loser.count("error:") == 1 and "is not empty" in loser, loser
+        assert json.loads((out / "summary.json").read_text())["rows"][0]["id"] == "04-needs-program"
+    assert _left_behind(dirs) == []

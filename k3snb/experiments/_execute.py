@@ -40,7 +40,7 @@ from .._procfs import descendants
 from ..errors import InvalidParameter
 from ..report._summary import VERDICTS, RunSummary
 from . import _procs
-from ._files import RunStorageError, is_storage_error, storage_error, write_atomic
+from ._files import Reserve, RunStorageError, is_storage_error, storage_error, write_atomic
 from ._kernel import KERNEL_NAME, START_TIMEOUT, ensure_kernel, kit_env
 from ._params import notebook_parameters, parse_params  # noqa: F401 (re-exported for callers)
 from ._plan import Cell, parse_spec, plan, prepare_out
@@ -135,7 +135,8 @@ def run_experiments(
     run_dir = prepare_out(out)
     run_id = _state.new_id("run-")
     kit = run_dir / KIT_DIR
-    record = _state.Record(kind="run", id=run_id, paths=[str(kit)], note=str(run_dir)).save()
+    record = _state.Record(kind="run", id=run_id, paths=[str(kit), str(run_dir / ".k3snb-reserve")],
+                           note=str(run_dir)).save()
     summary = RunSummary(run_dir)
     summary.rows = [_row(c, "skipped", c.skip or NOT_RUN, None, run_dir) for c in cells]
     failure: RunStorageError | None = None
@@ -145,6 +146,7 @@ def run_experiments(
     # SIGTERM and SIGHUP (terminal closed) get the Ctrl-C cleanup; handlers need the main thread
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)} if main_thread else {}
     ctx: RunContext | None = None
+    reserve = None
     hurry = False  # SIGTERM/SIGHUP: finish within seconds (no report rendering)
     try:
         env = {**os.environ, **kit_env(kit), "K3SNB_TMP": str(tmp_root()), "PYTHONUNBUFFERED": "1",
@@ -153,6 +155,7 @@ def run_experiments(
             env["K3SNB_RUNSC"] = str(runsc)
         ctx = RunContext(run_dir, run_id, kernel, timeout, env, record, in_place)
         try:
+            reserve = Reserve(run_dir)
             write_atomic(run_dir / "run.json", json.dumps({
                 "run_id": run_id, "kernel": kernel, "argv": sys.argv, "environment": environment_facts(),
                 "matrix": {k: list(v) if isinstance(v, list | tuple) else [v] for k, v in (matrix or {}).items()},
@@ -182,8 +185,14 @@ def run_experiments(
                 ctx.stopping.set()
             _procs.kill_tagged(run_id)
             shutil.rmtree(kit, ignore_errors=True)
+            if reserve is not None:
+                reserve.release()  # after a full disk, the final summary goes into this space
+            if failure is not None:
+                for r in summary.rows:
+                    if r["reason"] == NOT_RUN:
+                        r["reason"] = "not run: the run folder filled up"
             try:
-                _write_summary(summary, report=not hurry)
+                _write_summary(summary, report=not (hurry or failure))
             except OSError as e:
                 if not is_storage_error(e):
                     raise
@@ -372,6 +381,9 @@ def execute_cell(c: Cell, ctx: RunContext) -> dict[str, Any]:
         status = "failed"
     if not reason and status != "passed":
         reason = f"worker exited {proc.returncode}; see {d / 'log.txt'}"
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(d).free < 64 * 1024:
+                reason = f"the run folder filled up during this cell (worker exited {proc.returncode})"
     if leftovers and status == "passed":
         reason = f"killed {len(leftovers)} leftover process(es) the notebook did not stop"
     _note_runner_used(d / "results.json", c)

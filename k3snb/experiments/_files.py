@@ -43,6 +43,20 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
         raise
 
 
+class Reserve:
+    """Real bytes set aside in the run folder, given back when the disk fills so the final summary fits."""
+
+    SIZE = 512 * 1024
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".k3snb-reserve"
+        write_atomic(self.path, b"\0" * self.SIZE)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
 def is_storage_error(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 

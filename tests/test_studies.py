@@ -401,3 +401,18 @@ def test_recorded_runc_run_judged_per_process():
     assert (c2.status, s31.status) == ("refuted", "refuted")
     c2, s31 = interception.runc_in_gvisor({"gvisor-2022": by_build["gvisor-2022"]})
     assert (c2.status, s31.status) == ("inconclusive", "inconclusive") and "devices" in s31.reason
+
+
+def test_runner_spec_selects_the_builds_a_notebook_runs():
+    from k3snb.studies import runs
+
+    assert runs.sandbox_specs("gvisor", ["2022", "2024"]) == ["gvisor:2022", "gvisor:2024"]
+    assert runs.sandbox_specs("gvisor:2024", ["2022", "2024"]) == ["gvisor:2024"]  # --runsc 2024 is honoured
+    assert runs.sandbox_specs("host", ["2022"]) == ["host"]
+    assert (runs.runsc_build("gvisor:2024"), runs.runsc_build("gvisor")) == ("2024", "2022")
+    with pytest.raises(InvalidParameter):
+        runs.sandbox_specs("gvisor:2023", ["2022"])
+    # runc's log timestamps and the run's temp paths never reach a stored output
+    err = ('time="2026-11-30T08:04:43Z" level=error msg="runc run failed" '
+           "cat: can't open '/tmp/k3snb-gvisor-ab12/work/k3snb-exp24-cd34/fake/cap_last_cap'")
+    assert runs._untemp(err) == "error: \"runc run failed\" cat: can't open '<target>/fake/cap_last_cap'"

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         func = getattr(args, "func", None)
         if func is None:
             build_parser().print_help(sys.stderr)
+            _report("no command given", "pick a COMMAND from the list above, e.g. `k3snb doctor`")
             return EXIT_USAGE
         cmd = f"k3snb {args.command}"
         return int(func(args) or 0)

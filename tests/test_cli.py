@@ -40,6 +40,8 @@ def test_version_and_no_command():
     assert r.returncode == 0 and r.stdout.strip() == f"k3snb {k3snb.__version__}"
     r = k3snb_cmd()
     assert r.returncode == 2 and "usage: k3snb" in r.stderr
+    assert r.stderr.splitlines()[-2:] == ["error: no command given",
+                                          "  fix: pick a COMMAND from the list above, e.g. `k3snb doctor`"]
 
 
 def test_experiments_lists_the_registry():

@@ -410,6 +410,7 @@ def test_runner_spec_selects_the_builds_a_notebook_runs():
     assert runs.sandbox_specs("gvisor:2024", ["2022", "2024"]) == ["gvisor:2024"]  # --runsc 2024 is honoured
     assert runs.sandbox_specs("host", ["2022"]) == ["host"]
     assert (runs.runsc_build("gvisor:2024"), runs.runsc_build("gvisor")) == ("2024", "2022")
+    assert runs.runsc_build("gvisor", default="2024") == "2024"
     with pytest.raises(InvalidParameter):
         runs.sandbox_specs("gvisor:2023", ["2022"])
     # runc's log timestamps and the run's temp paths never reach a stored output

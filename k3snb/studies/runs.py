@@ -124,11 +124,12 @@ def runc_reach_cases(runner: str, builds: list[str]) -> dict[str, Any]:
     return {"cases": cases, "gvisor": gvisor}
 
 
-def runsc_build(runner: str) -> str:
-    """The runsc build a gVisor runner spec names (``gvisor:2024`` -> ``2024``; none named -> ``2022``)."""
+def runsc_build(runner: str, default: str = "2022") -> str:
+    """The runsc build a gVisor runner spec names (``gvisor:2024`` -> ``2024``; none named -> ``default``,
+    for a notebook about one build, e.g. 91 about 2024)."""
     from ..runners import parse_spec
 
-    return str(parse_spec(runner)[1].get("runsc", "2022"))
+    return str(parse_spec(runner)[1].get("runsc", default))
 
 
 def runsc_identity(build: str) -> dict[str, Any]:

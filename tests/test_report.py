@@ -196,3 +196,11 @@ def test_runs_and_compare(runs, browser):
     assert bad.returncode == 2 and "error:" in bad.stderr and "fix:" in bad.stderr
     bad = k3snb_cli("report", str(a), "--out", str(RUN_ROOT / "x.txt"))
     assert bad.returncode == 2 and ".html or .md" in bad.stderr
+
+
+def test_hypothesis_markdown_is_rendered_after_escaping():
+    from k3snb.report._report import inline_md
+
+    out = inline_md("the root is **9p**; `uname -r` says `<script>x</script>` and **<img src=x onerror=1>**")
+    assert "<b>9p</b>" in out and "<code>uname -r</code>" in out
+    assert "<script>" not in out and "<img" not in out and "&lt;script&gt;" in out

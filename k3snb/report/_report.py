@@ -59,6 +59,14 @@ def claim_id(claim: str) -> tuple[str, str]:
     return claim, _claim_texts().get(claim, "")
 
 
+def inline_md(text: str) -> str:
+    """Escaped text with the notebook markdown a reader expects to see rendered: ``**bold**``, `` `code` ``.
+    Escaping comes first, so nothing in ``text`` can become markup of its own."""
+    s = esc(text)
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
+
+
 def excerpt(value: Any, n: int = _EXCERPT) -> str:
     s = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     return s if len(s) <= n else s[: n - 1] + "…"
@@ -463,7 +471,7 @@ class _HtmlWriter:
             if first.claims:
                 parts.append(f"<p class='claims'>claims: {esc(', '.join(first.claims))}</p>")
             if hyp:
-                parts.append(f"<p class='hypothesis'><b>Hypothesis.</b> {esc(hyp)}</p>")
+                parts.append(f"<p class='hypothesis'><b>Hypothesis.</b> {inline_md(hyp)}</p>")
             for r, u in members:
                 parts.append(self._unit(r, u, multi))
             parts.append("</section>")

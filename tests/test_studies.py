@@ -417,3 +417,14 @@ def test_runner_spec_selects_the_builds_a_notebook_runs():
     err = ('time="2026-11-30T08:04:43Z" level=error msg="runc run failed" '
            "cat: can't open '/tmp/k3snb-gvisor-ab12/work/k3snb-exp24-cd34/fake/cap_last_cap'")
     assert runs._untemp(err) == "error: \"runc run failed\" cat: can't open '<target>/fake/cap_last_cap'"
+
+
+@pytest.mark.parametrize("judge", [
+    lambda k, r: [k3s.signature_seen("S11", "S11", k, r)], lambda k, r: [k3s.signature_cleared("S10", "S10", k, r, by="x")],
+    lambda k, r: [k3s.api_ready("Exp 01", k, r, what="x")], lambda k, r: [k3s.native_worker(k, r)],
+    lambda k, r: [k3s.ultimate(k, r)], lambda k, r: [k3s.hook_fatal(k, r)],
+    lambda k, r: [k3s.stays_up("C9", k, r, claimed_s=900)], lambda k, r: k3s.manifests_and_pods(k, r),
+    lambda k, r: k3s.local_storage_flag(k, r, r)], ids=lambda _: "k3s")
+def test_every_k3s_check_is_not_testable_without_a_run(judge):
+    assert {v.status for v in judge(NO_K3S, None)} == {"not-testable"}
+    assert {v.status for v in judge(K3S, None)} == {"not-testable"}  # a binary, but no run recorded

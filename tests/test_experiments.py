@@ -592,3 +592,99 @@ def test_two_runs_racing_for_one_out_folder_exactly_one_wins(sandbox_env, tmp_pa
         assert loser.count("error:") == 1 and "is not empty" in loser, loser
         assert json.loads((out / "summary.json").read_text())["rows"][0]["id"] == "04-needs-program"
     assert _left_behind(dirs) == []
+
+
+# -- run options honoured (issue 9) and sweeps (issue 13) ---------------------------------------
+
+
+HONOUR = {
+    "--runsc, notebook without runner": (["01", "03", "--runsc", "2022"], "03-sleeps cannot honour --runsc"),
+    "--runner, two without runner": (["01", "02", "03", "--runner", "host"], "02-broken, 03-sleeps cannot honour --runner"),
+    "--matrix platform": (["02", "-m", "platform=ptrace"], "02-broken cannot honour --matrix platform"),
+    "runner kind not supported": (["02", "--runner", "gvisor"], "02-broken cannot honour --runner"),
+    "host with --runsc": (["01", "--runner", "host", "--runsc", "2022"], "do not apply to the host runner"),
+    "bad spec": (["01", "--runner", "gvisor:1999"], "unknown runsc build '1999'"),
+    "unknown axis": (["01", "-m", "nosuch=1,2"], "unknown matrix axis 'nosuch'"),
+    "malformed axis": (["01", "-m", "runsc"], "malformed matrix axis 'runsc'"),
+    "repeated value": (["01", "-m", "n=1,1"], "repeats a value"),
+    "bad list value": (["01", "-p", "n=[1,"], "malformed list/dict value"),
+    "wrong type": (["01", "-p", "n=[1, 2]"], "parameter 'n' of 01-ok is a int"),
+}
+
+
+@pytest.mark.parametrize("case", HONOUR, ids=list(HONOUR))
+def test_run_options_are_honoured_or_refused_with_exit_2(sandbox_env, tmp_path, case):
+    """Issue 9: --runner/--runsc/--matrix never silently ignored: exit 2 naming who can't honour it."""
+    env, dirs = sandbox_env
+    args, message = HONOUR[case]
+    r = kit(env, "run", "--registry", str(REG), *args, "--out", str(tmp_path / "run"))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.count("error:") == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists() and _left_behind(dirs) == []
+
+
+def test_matrix_expands_into_cells_with_axes():
+    from k3snb.experiments._plan import build_platforms, plan
+
+    cells = plan(["10"], {"seconds": 0}, registry=REG, matrix={"runsc": ["2022", "2024"],
+                                                              "platform": ["systrap", "ptrace"]}, repeat=2)
+    assert [c.name for c in cells] == [f"10-env-{b}-{p}-r{i}" for b in ("2022", "2024")
+                                       for p in ("systrap", "ptrace") for i in (1, 2)]
+    c = cells[2]
+    assert c.runner == "gvisor:2022:ptrace" and c.params == {"runner": "gvisor:2022:ptrace", "seconds": 0}
+    assert c.axes == {"runsc": "2022", "platform": "ptrace", "repeat": 1}
+    if "2022" in (cells[0].skip or "") or not build_platforms("2022"):
+        return  # no 2022 build here: its cells are skipped for that reason
+    assert cells[0].skip == "platform systrap not available with runsc 2022"  # runsc's own flag list says so
+    assert cells[2].skip is None
+    one = plan(["10"], registry=REG, runsc="2022")  # a one-value axis is a column, not part of the name
+    assert [(c.name, c.runner, c.axes) for c in one] == [("10-env", "gvisor:2022", {"runsc": "2022"})]
+    labels = plan(["10"], registry=REG, matrix={"label": ["x", "y"]})
+    assert [(c.name, c.params["label"]) for c in labels] == [("10-env-label=x", "x"), ("10-env-label=y", "y")]
+
+
+def test_list_values_and_parameter_types():
+    from k3snb.experiments._params import parameters_of_source
+
+    assert _execute.parse_params(['configs=["default", "ultimate"]', "d={'a': 1}"]) == {
+        "configs": ["default", "ultimate"], "d": {"a": 1}}
+    params = parameters_of_source('n = 3  # how many\n# the spec\nrunner = "gvisor"\nxs: list[str] = []\nf = 2.5\n'
+                                  "flag = True\nnothing = None\nexpr = 2 * n\n")
+    assert {k: (p.type, p.default, p.help) for k, p in params.items()} == {
+        "n": ("int", "3", "how many"), "runner": ("str", '"gvisor"', "the spec"), "xs": ("list[str]", "[]", ""),
+        "f": ("float", "2.5", ""), "flag": ("bool", "True", ""), "nothing": ("None", "None", ""),
+        "expr": ("expression", "2 * n", "")}
+
+
+def test_experiments_command_shows_parameters_with_types(sandbox_env):
+    """Issue 9: `k3snb experiments ID` lists name, type, default and help (no 'Unable to parse', no 'Unknown')."""
+    env, _ = sandbox_env
+    r = kit(env, "experiments", "--registry", str(REG), "03", "10")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.split()[:3] == ["seconds", "int", "1"] and "(registry)" in line for line in lines), r.stdout
+    assert any(line.split()[:3] == ["runner", "str", '"gvisor"'] and "runner spec" in line for line in lines)
+    assert "Unknown" not in r.stdout and "Unable to parse" not in r.stdout + r.stderr
+    r = kit(env, "experiments", "91", "--json")
+    doc = json.loads(r.stdout)
+    types = {p["name"]: p["type"] for p in doc[0]["parameters"]}
+    assert types["configs"] == "list" and types["sandboxes_per_config"] == "int"
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.runsc2024
+def test_runner_spec_reaches_the_notebook_and_results_record_what_ran(sandbox_env, open_dir):
+    """Issue 9: --runner gvisor:2024:ptrace starts that sandbox; results.json names runner, runsc version, platform."""
+    env, dirs = sandbox_env
+    out = open_dir / "run"
+    r = kit(env, "run", "--registry", str(REG), "10", "--runner", "gvisor:2024:ptrace", "-p", "sandbox=True",
+            "-p", "seconds=0", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((out / "10-env" / "results.json").read_text())
+    assert res["records"]["runner"] == "gvisor:2024:ptrace" and res["records"]["uname"] == "4.4.0"
+    used = res["runner_used"]
+    assert used["kind"] == "gvisor" and "20240729" in used["runsc_version"] and used["platform"] == "ptrace"
+    (row,) = json.loads((out / "summary.json").read_text())["rows"]
+    assert row["runner"] == "gvisor:2024:ptrace" and "20240729" in row["runsc_version"]
+    assert row["platform_used"] == "ptrace"

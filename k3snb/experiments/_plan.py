@@ -150,7 +150,7 @@ def plan(
     if env_axes:
         deaf = [e.id for e in selected if declared[e.id] is not None and RUNNER_PARAM not in declared[e.id]]
         if deaf:
-            flags = ", ".join(f"--runner/--runsc/--matrix {a}" if a != "runner" else "--runner" for a in env_axes)
+            flags = ", ".join(f"--matrix {a}" if a in matrix else f"--{a}" for a in env_axes)
             raise UsageError(
                 f"{', '.join(deaf)} cannot honour {flags}: the notebook has no `{RUNNER_PARAM}` parameter",
                 hint="leave those experiments out of this run, or give their notebooks a `runner` parameter")
@@ -221,7 +221,12 @@ def plan(
 
 def _cell(e: Experiment, decl: dict[str, Parameter], coords: dict[str, Any], scoped: dict[str, Any],
           rep: int | None, axes_values: dict[str, list]) -> Cell:
-    kind, build, platform = parse_spec(coords["runner"]) if "runner" in coords else (None, None, None)
+    if "runner" in coords:
+        kind, build, platform = parse_spec(coords["runner"])
+    elif RUNNER_PARAM in e.parameters:  # the registry's default spec (e.g. gvisor:2024 for a 2024-only study)
+        kind, build, platform = parse_spec(e.parameters[RUNNER_PARAM])
+    else:
+        kind, build, platform = None, None, None
     if "runsc" in coords:
         build = coords["runsc"]
     if "platform" in coords:

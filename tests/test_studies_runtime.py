@@ -114,3 +114,23 @@ def test_unpack_in_2022():
     assert rt.unpack_in_2022(rows).status == "reproduced"
     assert rt.unpack_in_2022([snap(env="gvisor:2022", where="tmpfs")]).status == "refuted"
     assert rt.unpack_in_2022([snap()]).status == "not-testable"
+
+
+def ns(case, ran=True, runtime="runc", env="gvisor:2024", sig=None, cgroup_ns=False):
+    return {"env": env, "runtime": runtime, "case": case, "ran": ran, "cgroup_ns": cgroup_ns if ran else None,
+            "failed_stage": None if ran else "container_created", "signature": sig, "error": "" if ran else "x"}
+
+
+CASES = ["1 minimal", "2 +network", "3 +user", "4 +cgroup ns", "5 capabilities", "6 k3s-like", "7 caps + cgroup ns"]
+
+
+def test_namespace_progression():
+    research = [ns(c) if c not in rt.EXP26_FAILS else ns(c, ran=False, sig="S33") for c in CASES]
+    e26, s33 = rt.namespace_progression(research + [ns("4 +cgroup ns", runtime="crun")])
+    assert (e26.status, s33.status) == ("reproduced", "reproduced") and "no cgroup namespace" in e26.reason
+    e26, s33 = rt.namespace_progression([ns(c, cgroup_ns=True) for c in CASES])
+    assert (e26.status, s33.status) == ("refuted", "refuted")
+    e26, s33 = rt.namespace_progression([ns(c, ran=False, sig="R03") for c in CASES])
+    assert (e26.status, s33.status) == ("inconclusive", "inconclusive")
+    e26, s33 = rt.namespace_progression([ns(c, env="host") for c in CASES])
+    assert (e26.status, s33.status) == ("not-testable", "not-testable")

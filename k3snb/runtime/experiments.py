@@ -11,7 +11,7 @@ from typing import Any
 
 from .run import run_container
 
-__all__ = ["environments", "container_matrix", "sanitize", "attempt_row", "containerd_config_probe",
+__all__ = ["environments", "sandbox_envs", "container_matrix", "sanitize", "attempt_row", "containerd_config_probe",
            "snapshotter_matrix", "overlay_probe", "outcome_grid"]
 
 _ID = re.compile(r"k3snb-[a-z]+-[0-9a-f]{10}")
@@ -31,14 +31,19 @@ def sanitize(text: str | None, paths: dict[str, str] | None = None) -> str:
 
 
 def environments(runner: str = "gvisor", builds: Sequence[str] = ("2022", "2024"), host: bool = True) -> list[str]:
-    """Runner specs to compare: the host, then ``gvisor:<build>`` for each build (or the one ``runner`` names)."""
-    from ..runners import parse_spec
+    """Runner specs to compare: the host (context), then one spec per runsc build for a spec that names
+    none (``gvisor`` → ``gvisor:2022``, ``gvisor:2024``), or the spec as given."""
+    from ..runners import expand_spec
 
-    name, opts = parse_spec(runner)
-    envs = ["host"] if host or name == "host" else []
-    if name == "gvisor":
-        envs += [f"gvisor:{opts['runsc']}"] if opts.get("runsc") else [f"gvisor:{b}" for b in builds]
-    return envs
+    envs = ["host"] if host else []
+    return envs + [s for s in expand_spec(runner, tuple(builds)) if s not in envs]
+
+
+def sandbox_envs(envs: Sequence[str]) -> list[str]:
+    """The specs among ``envs`` whose runner takes a runsc build (the sandboxes; the host is context)."""
+    from ..runners import REGISTRY, parse_spec
+
+    return [e for e in envs if "runsc" in REGISTRY[parse_spec(e)[0]].SPEC_FIELDS]
 
 
 def attempt_row(env: str, a) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def container_matrix(envs: Sequence[str], *, runtimes: Sequence[str] = ("runc", 
                 for rt in runtimes:
                     a = run_container(runner, "busybox", list(args), runtime=rt, via=via, trace=trace)
                     rows.append(attempt_row(env, a))
-            if no_cgroup_probe and env != "host":
+            if no_cgroup_probe and runner.capabilities.own_kernel:
                 a = run_container(runner, "busybox", list(args), runtime="runc", via="direct", cgroups=False)
                 rows.append({**attempt_row(env, a), "via": "direct, no cgroups"})
     return rows
@@ -84,7 +89,8 @@ def containerd_config_probe(envs: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for env in envs:
         with resolve(env) as runner:
-            uname = runner.run(["uname", "-r"]).stdout.strip()
+            # the sandbox's reported kernel is the same everywhere; the host's is this machine's
+            uname = runner.run(["uname", "-r"]).stdout.strip() if runner.capabilities.own_kernel else "(host kernel)"
             for on in (True, False):
                 c = Containerd(runner, unprivileged_ports=on, unprivileged_icmp=on)
                 try:
@@ -99,7 +105,7 @@ def containerd_config_probe(envs: Sequence[str]) -> list[dict[str, Any]]:
                 finally:
                     c.stop()
                 server = re.search(r"Server:\s*\n\s*Version:\s*(\S+)", ver)
-                rows.append({"env": env, "kernel": uname if env != "host" else "(host kernel)",
+                rows.append({"env": env, "kernel": uname,
                              "unprivileged_ports_icmp": on, "cri_plugin": cri,
                              "containerd": server.group(1) if server else None,
                              "error": sanitize(err[-1]) if err else ""})
@@ -178,3 +184,95 @@ def outcome_grid(rows: Sequence[Mapping[str, Any]]):
     df = pd.DataFrame(rows)
     df["result"] = [("ran" if r else f"{s} ✗") for r, s in zip(df["ran"], df["failed_stage"], strict=True)]
     return df.pivot(index=["via", "runtime"], columns="env", values="result").fillna("")
+
+
+# -- notebook 26: Exp 26's namespace progression, as OCI config edits ---------------------------------
+DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+                "CAP_KILL", "CAP_AUDIT_WRITE"]
+
+
+def _add_ns(cfg: dict, kind: str) -> None:
+    cfg["linux"]["namespaces"].append({"type": kind})
+
+
+def _caps(cfg: dict) -> None:
+    cfg["process"]["capabilities"] = {k: list(DEFAULT_CAPS)
+                                      for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+
+
+def ns_minimal(cfg: dict) -> None:
+    """1: pid, ipc, uts, mount; no capabilities (the kit's default bundle)."""
+
+
+def ns_network(cfg: dict) -> None:
+    """2: + a network namespace."""
+    _add_ns(cfg, "network")
+
+
+def ns_user(cfg: dict) -> None:
+    """3: + a user namespace with 1:1 uid/gid maps."""
+    _add_ns(cfg, "user")
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
+
+
+def ns_cgroup(cfg: dict) -> None:
+    """4: + a cgroup namespace."""
+    _add_ns(cfg, "cgroup")
+
+
+def ns_caps(cfg: dict) -> None:
+    """5: capabilities only (container default set in all five sets, ambient included)."""
+    _caps(cfg)
+
+
+def ns_k3s_like(cfg: dict) -> None:
+    """6: "full k3s-like": capabilities, noNewPrivileges, read-only sysfs, cgroup ns, devices deny-all."""
+    _caps(cfg)
+    _add_ns(cfg, "cgroup")
+    cfg["process"]["noNewPrivileges"] = True
+    cfg["mounts"].append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                          "options": ["nosuid", "noexec", "nodev", "ro"]})
+    cfg["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+
+
+def ns_caps_cgroup(cfg: dict) -> None:
+    """7: capabilities + a cgroup namespace."""
+    _caps(cfg)
+    _add_ns(cfg, "cgroup")
+
+
+NAMESPACE_CASES = {"1 minimal": ns_minimal, "2 +network": ns_network, "3 +user": ns_user, "4 +cgroup ns": ns_cgroup,
+                   "5 capabilities": ns_caps, "6 k3s-like": ns_k3s_like, "7 caps + cgroup ns": ns_caps_cgroup}
+
+
+def namespace_progression(envs: Sequence[str], runtimes: Sequence[str] = ("runc", "crun")) -> list[dict[str, Any]]:
+    """Exp 26's seven OCI configs, each run directly by each runtime in each environment (cgroup v1 by the
+    kit where the runner has none; crun's known fixes applied, as in run_container). The container lists
+    ``/proc/self/ns``, so a config that "ran" shows which namespaces it really got. Environments run in
+    parallel (one runner each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(envs) or 1) as pool:
+        parts = list(pool.map(lambda env: _progression_in(env, runtimes), envs))
+    return [r for part in parts for r in part]
+
+
+def _progression_in(env: str, runtimes: Sequence[str]) -> list[dict[str, Any]]:
+    from ..runners import resolve
+    from .run import auto_rules, ensure_cgroups, run_direct
+
+    rows = []
+    with resolve(env) as runner, ensure_cgroups(runner, "v1" if "crun" in runtimes else "auto") as cg:
+        rules = {rt: auto_rules(runner, rt) for rt in runtimes}
+        for rt in runtimes:
+            for case, edit in NAMESPACE_CASES.items():
+                a = run_direct(runner, "busybox", ["ls", "/proc/self/ns"], runtime=rt, edit=edit, rules=rules[rt])
+                a.cgroups = cg
+                r = attempt_row(env, a)
+                rows.append({"env": env, "runtime": rt, "case": case, "ran": r["ran"],
+                             # only the cgroup entry: the host kernel's full list varies by version
+                             "cgroup_ns": ("cgroup" in a.stdout.split()) if a.ok else None,
+                             "failed_stage": r["failed_stage"], "signature": r["signature"], "error": r["error"]})
+    return rows

@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,11 +153,13 @@ def run_container(runner: Runner, image: Image | str = "busybox", args: list[str
 
 
 def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: str = "runc", trace: bool = False,
-               timeout: float = 60.0, attempt: Attempt | None = None, rules: Sequence[Rule] = ()) -> Attempt:
+               timeout: float = 60.0, attempt: Attempt | None = None, rules: Sequence[Rule] = (),
+               edit: Callable[[dict], None] | None = None) -> Attempt:
     """``runc run`` / ``crun run`` on a bundle unpacked from ``image`` inside the runner (no containerd).
 
     ``rules``: interception rules (:class:`k3snb.Rule`) applied to the runtime and its children (the
     container process too) through the kit's tracer, e.g. a fake file the sandbox lacks.
+    ``edit``: a module-level function that changes the OCI config in place (namespaces, caps …).
     """
     from ..images import get_image
 
@@ -195,6 +197,8 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
         from . import oci_config
 
         conf = oci_config(argv, env=cfg.get("Env"), cwd=cfg.get("WorkingDir") or "/", cgroups_path=f"/{cid}")
+        if edit is not None:
+            edit(conf)
         runner.run(["sh", "-c", f"cat > {base}/bundle/config.json"], input=json.dumps(conf), check=True)
         a.passed("layer_unpacked", time.monotonic() - t, "rootfs extracted, config.json written")
         # the runtime's own errors go to its JSON log; the container's exit status is separate

@@ -284,3 +284,51 @@ def unpack_in_2022(rows: Rows, key: str = "snapshotters") -> Verdict:
     return judged("addendum 2: 2022 unpack", "reproduced", ev,
                   "runsc 2022, containerd 1.6: " + ", ".join(sorted({r["snapshotter"] for r in tmp}))
                   + " fail at layer_unpacked with the tmpmounts mount EINVAL (R01)")
+
+
+# -- notebook 26: namespace progression (Exp 26, S33) --------------------------------------------------
+EXP26_FAILS = ("4 +cgroup ns", "6 k3s-like", "7 caps + cgroup ns")
+
+
+def namespace_progression(rows: Rows, key: str = "namespace_cases") -> list[Verdict]:
+    """Exp 26 (of the seven configs, 1 minimal, 2 +network, 3 +user, 5 capabilities run; 4, 6, 7 — every
+    one with a cgroup namespace — fail with S33) and S33 (runc's "cgroup namespaces aren't enabled": gVisor
+    has no cgroup namespace), per build, for runc (the research's runtime; crun is reported in the reason).
+
+    Exp 26 reproduced: runc's failing set is exactly 4, 6, 7, each with S33; refuted: runc's minimal config
+    runs and the failing set differs; inconclusive: the minimal config itself fails (nothing to progress from).
+    S33 reproduced: runc's cgroup-namespace configs fail with S33; refuted: one runs with a cgroup namespace;
+    inconclusive: they fail for another reason."""
+    e26: dict[str, tuple[str, str]] = {}
+    s33: dict[str, tuple[str, str]] = {}
+    for env, rs in _gv(rows).items():
+        runc = {r["case"]: r for r in rs if r["runtime"] == "runc"}
+        crun = {r["case"]: r for r in rs if r["runtime"] == "crun"}
+        if not runc:
+            continue
+        note = ""
+        c4 = crun.get("4 +cgroup ns")
+        if c4 is not None:
+            note = ("; crun runs config 4 but its container gets no cgroup namespace (none in /proc/self/ns)"
+                    if c4["ran"] and not c4["cgroup_ns"] else
+                    "; crun runs config 4 with a cgroup namespace" if c4["ran"] else
+                    f"; crun fails config 4 ({c4.get('signature')})")
+        failing = sorted(c for c, r in runc.items() if not r["ran"])
+        ns_cases = [runc[c] for c in EXP26_FAILS if c in runc]
+        base = runc.get("1 minimal")
+        if base is None or not base["ran"]:
+            why = "runc's minimal config fails: " + (_fail_text(base) if base else "not run")
+            e26[env] = ("inconclusive", why)
+        elif tuple(failing) == EXP26_FAILS and all(r.get("signature") == "S33" for r in ns_cases):
+            e26[env] = ("reproduced", "runc: 1, 2, 3, 5 run; 4, 6, 7 fail with S33" + note)
+        else:
+            e26[env] = ("refuted", f"runc fails {', '.join(failing) or 'nothing'} (research: 4, 6, 7)" + note)
+        if any(r["ran"] and r.get("cgroup_ns") for r in ns_cases):
+            s33[env] = ("refuted", "runc ran a config with a cgroup namespace" + note)
+        elif ns_cases and all(r.get("signature") == "S33" for r in ns_cases):
+            s33[env] = ("reproduced", "every runc config with a cgroup namespace fails with S33" + note)
+        elif ns_cases:
+            s33[env] = ("inconclusive", "runc's cgroup-namespace configs fail otherwise: " + _fail_text(ns_cases[0]))
+    ev = {key: list(rows)}
+    return [_combine("Exp 26", e26, ev) if e26 else judged("Exp 26", "not-testable", {}, "no runc run in gVisor"),
+            _combine("S33", s33, ev) if s33 else judged("S33", "not-testable", {}, "no runc run in gVisor")]

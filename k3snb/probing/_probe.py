@@ -249,7 +249,7 @@ def as_probe(x: EnvProbe | dict | str | os.PathLike) -> EnvProbe:
 
 def probe_environments(
     runners: list[str] | tuple[str, ...] = ("host", "gvisor"),
-    runsc_versions: list[str] | tuple[str, ...] = ("2022", "2024"),
+    builds: list[str] | tuple[str, ...] = ("2022", "2024"),
 ) -> tuple[dict[str, EnvProbe], dict[str, str]]:
     """Probe each runner spec (and each runsc build for a spec that takes one but names none); what
     cannot run here is skipped.
@@ -264,14 +264,14 @@ def probe_environments(
     """
     from ..errors import MissingDependency, NotRoot, SandboxError
 
-    if isinstance(runners, str) or isinstance(runsc_versions, str):
-        raise InvalidParameter("runners and runsc_versions must be lists, e.g. ['host', 'gvisor']",
+    if isinstance(runners, str) or isinstance(builds, str):
+        raise InvalidParameter("runners and builds must be lists, e.g. ['host', 'gvisor'] and ['2022', '2024']",
                                hint="write runners = ['host'] rather than runners = 'host'")
     from ..runners import expand_spec, spec_label
 
     plan: list[tuple[str, str, dict[str, Any]]] = []
     for spec in runners:
-        for one in expand_spec(spec, runsc_versions):  # "gvisor" -> one spec per build
+        for one in expand_spec(spec, builds):  # "gvisor" -> one spec per runsc build
             label = spec_label(one)
             if label not in [p[0] for p in plan]:
                 plan.append((label, one, {}))

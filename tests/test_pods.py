@@ -344,3 +344,16 @@ def test_keep_list_logs_exec_delete(tmp_path: Path) -> None:
 
 def test_flat_api_exports_pods() -> None:
     assert k3snb.Pod is Pod and k3snb.PodRuntime is PodRuntime
+
+
+@pytest.mark.root
+@pytest.mark.runsc2024
+def test_runtime_on_a_callers_runner_gives_it_back() -> None:
+    from k3snb.runners import resolve
+
+    with resolve("gvisor:2024", network="sandbox", net_raw=True) as g:
+        with PodRuntime(g) as rt, rt.pod(CLIENT) as p:
+            assert p.exec("c", "echo hi")["stdout"] == "hi\n"
+        assert g.alive()  # not closed: it is the caller's
+        left = g.run("grep -c ' cgroup ' /proc/self/mountinfo; ps -eo args | grep -c '[c]ontainerd'").stdout.split()
+        assert left == ["0", "0"]  # cgroup mounts and containerd/shims are gone from the runner

@@ -251,6 +251,7 @@ class PodRuntime(Rich):
         self.started = False
         self.link_mode = False
         self.pid_node = False  # workaround pid-node: containers in the runner's PID namespace
+        self._cgroup_mounts: list[str] = []
 
     @staticmethod
     def _workaround_set(value: Any) -> frozenset[str]:
@@ -362,6 +363,7 @@ class PodRuntime(Rich):
         res = self.runner.run_python(_ops.cgroup_apply, "/sys/fs/cgroup", list(CGROUP_CONTROLLERS), "cgroupfs",
                                      timeout=60)
         self.workarounds.append({"id": "cgroup-v1", "ok": res.get("ok"), "mounted": res.get("mounted")})
+        self._cgroup_mounts = list(res.get("mounted") or [])
         self.event("workaround", id="cgroup-v1", detail=f"cgroup v1 hierarchies mounted: {res.get('mounted')}")
         if not res.get("ok"):
             if not res.get("mounted"):
@@ -519,6 +521,9 @@ class PodRuntime(Rich):
                 self.runner.run_python(_ops.umount_under, [self.base], timeout=60)
             with contextlib.suppress(Exception):
                 self.runner.run(["rm", "-rf", self.base], timeout=60)
+            if self._cgroup_mounts:  # a runner we did not make gets its cgroup layout back
+                with contextlib.suppress(Exception):
+                    self.runner.run_python(_ops.umount_all, self._cgroup_mounts, timeout=60)
         self._proc = None
         if self._own_runner and self.runner is not None:
             with contextlib.suppress(Exception):

@@ -300,15 +300,19 @@ def test_ctrl_c_of_pod_run_leaves_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_kill_9_then_doctor_clean_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runner", ["host", pytest.param("gvisor:2024", marks=pytest.mark.runsc2024)])
+def test_kill_9_then_doctor_clean_leaves_nothing(tmp_path: Path, runner: str) -> None:
     from k3snb._state import records
     from k3snb.runners.reaper import clean_records
 
-    p = subprocess.Popen([sys.executable, "-m", "k3snb", "pod", "run", str(_long_pod(tmp_path))], text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, "-m", "k3snb", "pod", "run", "--runner", runner, str(_long_pod(tmp_path))],
+                         text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for_line(p, "[a] up")
     tags = _pods_tags_of(p.pid)
-    assert tags and leftovers(tags[0])  # containerd and the container are running
+    owned = [r for r in records() if r.owner_pid == p.pid]
+    roots = [sb["root"] for r in owned for sb in r.sandboxes]  # gVisor: the sandbox's runsc --root
+    paths = [q for r in owned for q in r.paths if "/sys/fs/cgroup/" not in q]
+    assert tags and (leftovers(tags[0]) or any(procs_with(root) for root in roots))  # it is running
     p.kill()
     p.wait(30)
     mine = [r for r in records() if r.owner_pid == p.pid]  # doctor --clean, limited to this run's records
@@ -318,6 +322,7 @@ def test_kill_9_then_doctor_clean_leaves_nothing(tmp_path: Path) -> None:
         time.sleep(0.2)
     assert all(leftovers(t) == [] for t in tags)
     assert not [r for r in records() if r.owner_pid == p.pid]
+    assert not [root for root in roots if procs_with(root)] and not [q for q in paths if Path(q).exists()]
 
 
 @pytest.mark.root

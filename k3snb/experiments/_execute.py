@@ -44,6 +44,7 @@ from ._files import Reserve, RunStorageError, is_storage_error, storage_error, w
 from ._kernel import KERNEL_NAME, START_TIMEOUT, ensure_kernel, kit_env
 from ._params import notebook_parameters, parse_params  # noqa: F401 (re-exported for callers)
 from ._plan import Cell, parse_spec, plan, prepare_out
+from ._registry import default_registry
 
 __all__ = ["KERNEL_NAME", "ensure_kernel", "run_experiments"]
 
@@ -161,6 +162,8 @@ def run_experiments(
                 "matrix": {k: list(v) if isinstance(v, list | tuple) else [v] for k, v in (matrix or {}).items()},
                 "repeat": repeat, "workers": workers, "scheduler": scheduler,
                 "cells": [c.to_dict() for c in cells],
+                # the report reads titles and claims (also of skipped cells) from the same registry
+                "registry": str((Path(registry) if registry is not None else default_registry()).absolute()),
             }, indent=1, default=str))
             _write_summary(summary)
             if scheduler is not None:
@@ -226,17 +229,16 @@ def _set_row(summary: RunSummary, ctx: RunContext, row: dict[str, Any], write: b
             _write_summary(summary)  # a killed batch still leaves a summary of what finished
 
 
-def _progress_bar(total: int, progress: bool):
-    from tqdm.auto import tqdm
+def _progress_bar(names: list[str], progress: bool):
+    from ..monitoring import progress_view
 
-    # a bar on a terminal or in a notebook; plain lines in CI logs (disable=None means "if not a tty")
-    in_kernel = "ipykernel" in sys.modules
-    disable = True if not progress else (False if in_kernel else None)
-    return tqdm(total=total, desc="experiments", unit="cell", disable=disable, file=sys.stderr)
+    # JupyterLab: a widget table of the cells' statuses; papermill: one display updated in place (its
+    # final state is what the notebook keeps); terminal: tqdm; CI logs: disabled, one line per cell below
+    return progress_view(names, progress)
 
 
 def _report_progress(bar, progress: bool, done: int, total: int, row: dict[str, Any]) -> None:
-    bar.update(1)
+    bar.done(row)
     if progress and bar.disable:
         print(f"[{done}/{total}] {row['id']}: {row['status']} ({row['duration_s']} s)"
               + (f" — {row['reason']}" if row["reason"] else ""), file=sys.stderr, flush=True)
@@ -244,7 +246,7 @@ def _report_progress(bar, progress: bool, done: int, total: int, row: dict[str, 
 
 def _run_local(cells: list[Cell], ctx: RunContext, summary: RunSummary, workers: int, progress: bool) -> None:
     todo = [c for c in cells if c.skip is None]
-    bar = _progress_bar(len(todo), progress)
+    bar = _progress_bar([c.name for c in todo], progress)
     done = 0
     try:
         if workers == 1:
@@ -271,6 +273,7 @@ def _run_local(cells: list[Cell], ctx: RunContext, summary: RunSummary, workers:
                 while queue and len(futures) < workers:
                     c = queue.pop(0)
                     started[c.name] = time.monotonic()
+                    bar.start(c.name)
                     futures[pool.submit(execute_cell, c, ctx)] = c
                 finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
                 for f in finished:

@@ -688,3 +688,35 @@ def test_runner_spec_reaches_the_notebook_and_results_record_what_ran(sandbox_en
     (row,) = json.loads((out / "summary.json").read_text())["rows"]
     assert row["runner"] == "gvisor:2024:ptrace" and "20240729" in row["runsc_version"]
     assert row["platform_used"] == "ptrace"
+
+
+@pytest.mark.slow
+def test_a_wheel_ships_the_registry_and_its_notebooks(tmp_path):
+    """Issue 10: the registry finds its notebooks through the installed package, not a checkout path."""
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for f in filter(None, files):
+        target = src / f.decode()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / f.decode()).is_symlink():
+            target.symlink_to(os.readlink(ROOT / f.decode()))
+        elif (ROOT / f.decode()).is_file():
+            shutil.copyfile(ROOT / f.decode(), target)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheel"),
+                        str(src)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (whl,) = (tmp_path / "wheel").glob("*.whl")
+    import zipfile
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(whl).extractall(site)
+    check = ("import k3snb, json; from k3snb.experiments import load_registry; "
+             "print(json.dumps([k3snb.__file__] + [str(e.path) for e in load_registry() if e.path.is_file()]))")
+    out = subprocess.run([sys.executable, "-c", check], env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    init, *found = json.loads(out.stdout)
+    assert init == str(site / "k3snb" / "__init__.py")
+    shipped = sorted(e.notebook for e in load_registry() if (src / "notebooks" / e.notebook).is_file())
+    assert shipped and sorted(Path(p).name for p in found) == shipped
+    assert all(Path(p).parent == site / "k3snb" / "notebooks" for p in found)

@@ -134,3 +134,20 @@ def test_namespace_progression():
     assert (e26.status, s33.status) == ("inconclusive", "inconclusive")
     e26, s33 = rt.namespace_progression([ns(c, env="host") for c in CASES])
     assert (e26.status, s33.status) == ("not-testable", "not-testable")
+
+
+def cap(variant, ran=True, key="40", env="gvisor:2024", sig=None):
+    return {"env": env, "runc": "1.1.5", "key": key, "variant": variant, "ran": ran, "cap_eff": "a80405fb" if ran else "",
+            "reads": "runc:ENOENT" if "hidden" in variant else "runc:ok", "failed_stage": None if ran else "container_created",
+            "signature": sig, "error": "" if ran else "x"}
+
+
+def test_cap_last_cap_patch():
+    v = rt.cap_last_cap_patch([cap("as is"), cap("key hidden (ENOENT)"), cap("key faked to 40")])
+    assert v.status == "refuted" and "still runs" in v.reason
+    v = rt.cap_last_cap_patch([cap("as is", ran=False, key="absent", sig="S31"), cap("key faked to 40", key="absent")])
+    assert v.status == "reproduced"
+    v = rt.cap_last_cap_patch([cap("as is", ran=False, key="absent", sig="R03"), cap("key faked to 40", ran=False,
+                                                                                    sig="R03")])
+    assert v.status == "inconclusive"
+    assert rt.cap_last_cap_patch([cap("as is", env="host")]).status == "not-testable"

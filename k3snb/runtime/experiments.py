@@ -276,3 +276,43 @@ def _progression_in(env: str, runtimes: Sequence[str]) -> list[dict[str, Any]]:
                              "cgroup_ns": ("cgroup" in a.stdout.split()) if a.ok else None,
                              "failed_stage": r["failed_stage"], "signature": r["signature"], "error": r["error"]})
     return rows
+
+
+# -- notebook 27: is runc's cap_last_cap patch needed? ---------------------------------------------------
+CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
+
+
+def cap_last_cap_reads(trace) -> list[dict[str, Any]]:
+    """Every open of cap_last_cap in a trace: which program (runc, or a child such as runc init) and its
+    errno (None = read)."""
+    d = trace.syscalls()
+    d = d[d.path.fillna("").str.endswith("cap_last_cap")]
+    # the first process is runc itself; runc init runs from a cloned binary whose exe path varies
+    return [{"exe": "runc" if str(r.exe).endswith("/runc") else "child of runc",
+             "errno": None if r.errno != r.errno else r.errno} for r in d.itertuples()]
+
+
+def cap_last_cap_cases(envs: Sequence[str]) -> list[dict[str, Any]]:
+    """Per environment: the key's value, then runc running Exp 26's "capabilities" config (the container's
+    default capability set in all five sets) as is, with the key hidden (the interceptor fails its open
+    with ENOENT, like runsc 2022), and with it faked to 40 (what Exp 27's patch falls back to)."""
+    from ..runners import resolve
+    from ..tracing import Rule
+    from .run import ensure_cgroups, run_direct
+
+    variants = {"as is": [], "key hidden (ENOENT)": [Rule.fail("ENOENT", path=CAP_LAST_CAP)],
+                "key faked to 40": [Rule.fake(CAP_LAST_CAP, "40")]}
+    rows = []
+    for env in envs:
+        with resolve(env) as runner, ensure_cgroups(runner, "auto"):
+            key = runner.run(["cat", CAP_LAST_CAP])
+            version = runner.run(["runc", "--version"]).stdout.split("\n")[0].replace("runc version ", "")
+            for name, rules in variants.items():
+                a = run_direct(runner, "busybox", ["sh", "-c", "grep CapEff /proc/self/status"], runtime="runc",
+                               edit=ns_caps, rules=rules, inspect=cap_last_cap_reads)
+                reads = a.info.get("inspect") or []
+                rows.append({"env": env, "runc": version, "key": key.stdout.strip() if key.ok else "absent",
+                             "variant": name, "ran": a.ok, "cap_eff": a.stdout.split()[-1] if a.ok else "",
+                             "reads": ", ".join(f"{r['exe']}:{r['errno'] or 'ok'}" for r in reads),
+                             "failed_stage": a.failed_stage, "signature": a.signature, "error": sanitize(a.error)})
+    return rows

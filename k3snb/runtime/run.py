@@ -154,12 +154,15 @@ def run_container(runner: Runner, image: Image | str = "busybox", args: list[str
 
 def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: str = "runc", trace: bool = False,
                timeout: float = 60.0, attempt: Attempt | None = None, rules: Sequence[Rule] = (),
-               edit: Callable[[dict], None] | None = None) -> Attempt:
+               edit: Callable[[dict], None] | None = None, inspect: Callable[[object], object] | None = None
+               ) -> Attempt:
     """``runc run`` / ``crun run`` on a bundle unpacked from ``image`` inside the runner (no containerd).
 
     ``rules``: interception rules (:class:`k3snb.Rule`) applied to the runtime and its children (the
     container process too) through the kit's tracer, e.g. a fake file the sandbox lacks.
     ``edit``: a module-level function that changes the OCI config in place (namespaces, caps …).
+    ``inspect``: called with the run's :class:`~k3snb.tracing.Trace` (implies tracing); its result is
+    ``attempt.info["inspect"]``.
     """
     from ..images import get_image
 
@@ -206,7 +209,7 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
         cmd = [binary, "--root", f"{base}/state", "--log", log, "--log-format", "json", "run", "--bundle",
                f"{base}/bundle", cid]
         t = time.monotonic()
-        if trace or rules:
+        if trace or rules or inspect:
             from ..tracing import trace as _trace
 
             tr = _trace(cmd, runner=runner, timeout=timeout, rules=rules)
@@ -234,6 +237,8 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
             a.returncode = rc
             a.passed("exit_status", None, f"exit {rc}")
         if tr is not None:
+            if inspect is not None:
+                a.info["inspect"] = inspect(tr)
             tr.close()
         return a.finish()
     finally:

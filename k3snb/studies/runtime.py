@@ -332,3 +332,35 @@ def namespace_progression(rows: Rows, key: str = "namespace_cases") -> list[Verd
     ev = {key: list(rows)}
     return [_combine("Exp 26", e26, ev) if e26 else judged("Exp 26", "not-testable", {}, "no runc run in gVisor"),
             _combine("S33", s33, ev) if s33 else judged("S33", "not-testable", {}, "no runc run in gVisor")]
+
+
+# -- notebook 27: runc's cap_last_cap patch (Exp 27) --------------------------------------------------
+def cap_last_cap_patch(rows: Rows, key: str = "cap_last_cap") -> Verdict:
+    """Exp 27 ("runc must be patched to fall back to cap_last_cap = 40 — the key is missing in gVisor — for
+    a full config with capabilities to run"), per build, from unpatched runc running a capabilities config
+    as is, with the key hidden (ENOENT) and with it faked to 40.
+
+    refuted: the unpatched runc runs the config as is (where the key exists, its read succeeds; where it
+    is absent, runc tolerates that); reproduced: as is fails with S31 and the fake 40 runs; inconclusive:
+    runc fails before the capabilities matter (e.g. R03 in 2022). The hidden-key run is reported."""
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _gv(rows).items():
+        plain, hidden, fake = (_pick(rs, variant=v) for v in ("as is", "key hidden (ENOENT)", "key faked to 40"))
+        if plain is None:
+            continue
+        note = ""
+        if hidden is not None:
+            note = (f"; with the key hidden (ENOENT on every read: {hidden['reads']}) runc {hidden['runc']} still runs it"
+                    if hidden["ran"] else f"; with the key hidden: {_fail_text(hidden)}")
+        if plain["ran"]:
+            why = ("the key exists (" + str(plain["key"]) + ") and is read" if plain["key"] != "absent"
+                   else "the key is absent and runc tolerates it")
+            per[env] = ("refuted", f"unpatched runc {plain['runc']} runs the capabilities config: {why}" + note)
+        elif plain.get("signature") == "S31" and fake is not None and fake["ran"]:
+            per[env] = ("reproduced", "as is fails with S31; with cap_last_cap faked to 40 it runs" + note)
+        else:
+            per[env] = ("inconclusive", f"key {plain['key']}; runc fails before capabilities matter: "
+                                        + _fail_text(plain))
+    if not per:
+        return judged("Exp 27", "not-testable", {}, "no runc run in gVisor")
+    return _combine("Exp 27", per, {key: list(rows)})

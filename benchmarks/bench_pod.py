@@ -50,7 +50,8 @@ def one_pod(rt: PodRuntime, i: int) -> float | None:
 
 def footprint(rt: PodRuntime) -> dict:
     """What pods leave in the runner: shim/pause processes, netns mounts, veths, IPs, cgroup dirs."""
-    script = (f"echo shims=$(pgrep -c -f 'containerd-shim.*{rt.base}'); "
+    # [c]: the pattern must not match this shell's own command line
+    script = (f"echo shims=$(pgrep -c -f '[c]ontainerd-shim.*{rt.base}'); "
               f"echo netns=$(grep -c '{rt.base}/state/io.containerd.grpc.v1.cri/netns' /proc/self/mountinfo); "
               "echo veths=$(ip -o link show 2>/dev/null | grep -c ' k3v'); "
               "echo procs=$(ps -eo args | grep -c -E '^(/pause|sleep 600)')")

@@ -50,6 +50,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json(e)
     e.set_defaults(func=_list)
 
+    w = subparsers.add_parser("worker", help="prepare this machine for sweep cells and serve a Dask scheduler",
+                              description="Install the kit's kernelspec, print this machine's readiness (root, "
+                                          "runsc builds, k3s) as JSON, then run a Dask worker for `k3snb run "
+                                          "--scheduler`. Each cell needs root and runsc on the worker.")
+    w.add_argument("scheduler", nargs="?", metavar="tcp://HOST:PORT", help="the Dask scheduler to serve")
+    w.add_argument("--nthreads", type=int, default=1, metavar="N",
+                   help="cells this worker runs side by side (default 1)")
+    w.add_argument("--check", action="store_true", help="only prepare and print readiness; serve nothing")
+    w.set_defaults(func=_worker)
+
 
 def parse_matrix(items: list[str]) -> dict[str, list]:
     """``["runsc=2022,2024", "n=1,2"]`` → ``{"runsc": ["2022", "2024"], "n": [1, 2]}``."""
@@ -106,6 +116,17 @@ def _run(args: argparse.Namespace) -> int:
         print(summary.table())
         print(f"results: {summary.run_dir}")
     return summary.exit_code
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ._dask import worker_main
+
+    if not args.check and not args.scheduler:
+        raise UsageError("no scheduler given", hint="pass k3snb worker tcp://HOST:PORT (or --check)")
+    if args.nthreads < 1:
+        raise UsageError(f"--nthreads must be at least 1, got {args.nthreads}", hint="pass --nthreads 1")
+    return worker_main(args.scheduler, args.nthreads, args.check)
 
 
 def _list(args: argparse.Namespace) -> int:

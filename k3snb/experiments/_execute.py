@@ -71,6 +71,7 @@ class RunContext:
     env: dict[str, str]
     record: _state.Record
     in_place: bool = False
+    scratch: str | None = None  # a Dask worker's private copy of the run: removed if the worker dies
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -321,6 +322,7 @@ def execute_cell(c: Cell, ctx: RunContext) -> dict[str, Any]:
         "kernel": ctx.kernel, "start_timeout": START_TIMEOUT, "execution_timeout": budget,
         "cwd": str(d), "status": str(d / ".status.json"), "started": str(d / ".started"),
         "parent": os.getpid(), "run_dir": str(ctx.run_dir), "cell": c.name,
+        "scratch": ctx.scratch, "record": str(ctx.record.file),
     }
     owners: set[int] = set()
     t0 = time.monotonic()

@@ -78,6 +78,13 @@ def _orphaned(spec: dict[str, Any], why: str) -> None:
 
     with contextlib.suppress(OSError):
         Path(spec["started"]).unlink()
+    if spec.get("scratch"):  # a Dask worker's private copy of the run died with that worker: nothing to keep
+        import shutil
+
+        shutil.rmtree(spec["scratch"], ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(spec["record"])
+        return
     run_dir = Path(spec["run_dir"])
     with contextlib.suppress(Exception):
         fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)

@@ -25,6 +25,7 @@ from .errors import K3snbError, UsageError
 COMMANDS: dict[str, str] = {
     "run": "k3snb.experiments._cli",
     "experiments": "k3snb.experiments._cli",
+    "worker": "k3snb.experiments._cli",
     "probe": "k3snb.probing._cli",
     "doctor": "k3snb._doctor",
     "trace": "k3snb.tracing._cli",

@@ -141,8 +141,8 @@ def _pid_setns_probe() -> dict[str, Any]:
 
     holder = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "30"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
+    child = None
     try:
-        child = None
         for _ in range(100):
             with contextlib.suppress(OSError):
                 kids = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
@@ -157,6 +157,9 @@ def _pid_setns_probe() -> dict[str, Any]:
         return {"ok": r.returncode == 0, "error": r.stderr.strip(),
                 "request": "setns(fd of /proc/<pid>/ns/pid, CLONE_NEWPID)"}
     finally:
+        if child is not None:  # the sleep in the new pid namespace outlives a killed unshare
+            with contextlib.suppress(OSError):
+                os.kill(child, 9)
         holder.kill()
         holder.wait()
 

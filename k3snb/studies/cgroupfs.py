@@ -1,0 +1,240 @@
+"""Notebooks 17, 10, 11 (and 07's FUSE rows): can cgroup files be faked, and what do runc / crun make of it?
+
+Evidence is the rows of :mod:`k3snb.runtime.cgroupfs_probes`, recorded by the notebook under the key each
+function names. A verdict on gVisor rests on gVisor rows, per build; the host is context, except for S21,
+which is about runc's own code path (openat2 vs its fstatfs fallback) and so is judged wherever runc ran.
+Builds whose baseline did not run (runc cannot start a container there at all) are named in the reason as
+not testable and do not decide the status; builds that disagree make the verdict inconclusive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..experiments._record import Verdict
+from ._core import judged
+
+Rows = Sequence[Mapping[str, Any]]
+NOT_CGROUP = "not a cgroup file"
+
+
+def _by_env(rows: Rows, gvisor_only: bool = True) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if not gvisor_only or str(r["env"]).startswith("gvisor"):
+            out.setdefault(str(r["env"]), []).append(r)
+    return out
+
+
+def _pick(rows: Sequence[Mapping[str, Any]], **kw: Any) -> Mapping[str, Any] | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in kw.items())), None)
+
+
+def _fail(r: Mapping[str, Any]) -> str:
+    return f"{r['failed_stage']} failed ({r.get('signature') or 'no signature'}): {str(r.get('error') or '')[:120]}"
+
+
+def _combine(claim: str, per: dict[str, tuple[str, str]], evidence: Mapping[str, Any], scope: str) -> Verdict:
+    """Builds that could test decide (agreeing → that status, else inconclusive); untestable ones are named."""
+    reason = "; ".join(f"{env}: {why}" for env, (_, why) in sorted(per.items()))
+    decided = {s for s, _ in per.values() if s != "not-testable"}
+    if not decided:
+        return judged(claim, "not-testable", {}, reason or "no gVisor rows")
+    if len(decided) > 1:
+        return judged(claim, "inconclusive", evidence, f"{scope} — the builds disagree — {reason}")
+    return judged(claim, decided.pop(), evidence, f"{scope} — {reason}")
+
+
+# -- notebook 17: the inotify faker, runc's fstatfs check, gVisor's cgroupfs --------------------------
+def faker_beats_runc(rows: Rows, versions: Mapping[str, str], key: str = "fake_file_runs") -> Verdict:
+    """Exp 17 ("cgroup files cannot be faked in userspace": with the faker's files in place in time, runc
+    rejects them — ``not a cgroup file``), per gVisor build, from ``runc run`` with the container's memory
+    cgroup dir shadowed by a tmpfs holding the faker's 21 files.
+
+    reproduced: runc fails with ``not a cgroup file``; refuted: runc runs with the fake files (the fake was
+    accepted); inconclusive: it fails otherwise; not-testable: runc does not run even on real cgroupfs
+    there. crun's result on the same fake is stated in the reason (the research used runc)."""
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _by_env(rows).items():
+        base, fake = _pick(rs, runtime="runc", cgroup_dir="real cgroupfs"), None
+        fake = next((r for r in rs if r["runtime"] == "runc" and r["cgroup_dir"] != "real cgroupfs"), None)
+        crun = next((r for r in rs if r["runtime"] == "crun" and r["cgroup_dir"] != "real cgroupfs"), None)
+        if base is None or fake is None:
+            continue
+        also = ""
+        if crun is not None:
+            also = "; crun " + ("runs with the same fake files" if crun["ran"] else "fails too: " + _fail(crun))
+        if not base["ran"]:
+            per[env] = ("not-testable", "runc does not run even on real cgroupfs: " + _fail(base))
+        elif fake["ran"]:
+            per[env] = ("refuted", f"runc ran with the faker's files on {fake['file_fs']} (openat2 "
+                                   f"{fake['openat2']})" + also)
+        elif NOT_CGROUP in str(fake["error"]):
+            per[env] = ("reproduced", f"runc rejects the faker's {fake['file_fs']} file: {fake['error'][-90:]}" + also)
+        else:
+            per[env] = ("inconclusive", "runc fails otherwise with the fake: " + _fail(fake) + also)
+    if not per:
+        return judged("Exp 17", "not-testable", {}, "no runc run with a faked cgroup dir in a gVisor sandbox")
+    return _combine("Exp 17", per, {key: list(rows)}, f"{versions.get('runc', 'runc')}, a busybox container")
+
+
+def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], key: str = "fake_file_runs") -> Verdict:
+    """S21 (runc rejects a control file that is not on cgroupfs — ``…/cgroup.procs: not a cgroup file`` —
+    through its fstatfs magic check, which runc applies only when openat2 is unavailable), from runc on a
+    tmpfs cgroup.procs in every environment where runc runs on real cgroupfs (host included: the claim is
+    about runc's code path, and the host is where openat2 exists).
+
+    reproduced: every such environment behaves as predicted (openat2 missing → rejected with ``not a cgroup
+    file``; openat2 present → accepted) and at least one lacks openat2; refuted: a prediction fails (the
+    tmpfs file accepted without openat2, or rejected as not-cgroup with it); inconclusive: rejected with
+    another error; not-testable: no environment without openat2 where runc runs."""
+    tested: list[str] = []
+    wrong: list[str] = []
+    other: list[str] = []
+    untested: list[str] = []
+    fallback = 0
+    for env, rs in sorted(_by_env(rows, gvisor_only=False).items()):
+        base = _pick(rs, runtime="runc", cgroup_dir="real cgroupfs")
+        fake = next((r for r in rs if r["runtime"] == "runc" and r["cgroup_dir"] != "real cgroupfs"), None)
+        if base is None or fake is None:
+            continue
+        if not base["ran"]:
+            untested.append(f"{env}: runc does not run on real cgroupfs ({base.get('signature')})")
+            continue
+        o2 = fake["openat2"] == "yes"
+        rejected = (not fake["ran"]) and NOT_CGROUP in str(fake["error"])
+        what = f"{env} (openat2 {fake['openat2']}): {fake['file_fs']} cgroup.procs " + (
+            "accepted" if fake["ran"] else ("rejected as not a cgroup file" if rejected else
+                                            "rejected: " + str(fake["error"])[-80:]))
+        fallback += not o2
+        if not fake["ran"] and not rejected:
+            other.append(what)
+        elif o2 == fake["ran"]:
+            tested.append(what)
+        else:
+            wrong.append(what)
+    ev = {key: list(rows)}
+    ver = versions.get("runc", "runc")
+    tail = ("; not testable: " + "; ".join(untested)) if untested else ""
+    if wrong:
+        return judged("S21", "refuted", ev, f"{ver}: not as predicted — " + "; ".join(wrong + tested) + tail)
+    if other:
+        return judged("S21", "inconclusive", ev, f"{ver}: " + "; ".join(other + tested) + tail)
+    if not fallback:
+        return judged("S21", "not-testable", {}, f"{ver}: no environment without openat2 where runc runs — "
+                      + ("; ".join(tested) or "no runs") + tail)
+    return judged("S21", "reproduced", ev, f"{ver}: the magic check applies exactly where openat2 is missing — "
+                  + "; ".join(tested) + tail)
+
+
+def cgroupfs_refuses_files(dirs: Rows, key: str = "cgroup_dirs") -> Verdict:
+    """S22 (on gVisor's cgroupfs, creating a regular file in a cgroup directory fails with ``Operation not
+    permitted``), per build, over every v1 hierarchy the kit mounted. reproduced: every hierarchy refuses
+    with EPERM; refuted: some hierarchy accepts the file; inconclusive: refused with another errno."""
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _by_env(dirs).items():
+        made = [r for r in rs if r["mkdir"] == "ok"]
+        if not made:
+            per[env] = ("not-testable", "no cgroup directory could be made")
+            continue
+        ok = [r["hierarchy"] for r in made if r["create_file"] == "ok"]
+        errs = sorted({str(r["create_file"]) for r in made} - {"ok"})
+        names = ", ".join(r["hierarchy"] for r in made)
+        if ok:
+            per[env] = ("refuted", f"a new file is created in {', '.join(ok)}")
+        elif errs == ["EPERM"]:
+            per[env] = ("reproduced", f"EPERM in every hierarchy ({names})")
+        else:
+            per[env] = ("inconclusive", f"refused with {', '.join(errs)} ({names})")
+    if not per:
+        return judged("S22", "not-testable", {}, "no cgroup directory probe in a gVisor sandbox")
+    return _combine("S22", per, {key: list(dirs)}, "cgroup v1 mounted by the kit")
+
+
+def empty_cgroup_dirs(dirs: Rows, key: str = "cgroup_dirs") -> Verdict:
+    """Exp 17's manual check ("gVisor doesn't auto-create cgroup files": ``mkdir`` under a hierarchy gives an
+    empty directory), per build. reproduced: every new directory is empty; refuted: every one holds
+    ``cgroup.procs`` (the sentry populates it); inconclusive: mixed."""
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _by_env(dirs).items():
+        made = [r for r in rs if r["mkdir"] == "ok"]
+        if not made:
+            per[env] = ("not-testable", "no cgroup directory could be made")
+            continue
+        full = [f"{r['hierarchy']} {r['files']}" for r in made if r["has_cgroup_procs"]]
+        empty = [r["hierarchy"] for r in made if not r["files"]]
+        if len(full) == len(made):
+            per[env] = ("refuted", "a new cgroup dir holds cgroup.procs and its control files (files per "
+                                   "hierarchy: " + ", ".join(full) + ")")
+        elif len(empty) == len(made):
+            per[env] = ("reproduced", "every new cgroup dir is empty (" + ", ".join(empty) + ")")
+        else:
+            per[env] = ("inconclusive", f"populated: {', '.join(full) or '-'}; empty: {', '.join(empty) or '-'}")
+    if not per:
+        return judged("Exp 17: empty cgroup dirs", "not-testable", {}, "no cgroup directory probe in gVisor")
+    return _combine("Exp 17: empty cgroup dirs", per, {key: list(dirs)}, "mkdir under the kit's v1 hierarchies")
+
+
+# -- notebooks 10 and 11: a static fake tree bind-mounted over /sys/fs/cgroup --------------------------
+SOURCES = {"Exp 10": "workdir", "Exp 11": "tmpfs"}
+TMPFS_MAGIC = "0x1021994"
+
+
+def fake_tree_mounts(claim: str, mounts: Rows, key: str = "fake_tree") -> Verdict:
+    """Exp 10 (the fake tree's files on the runner's workdir — 9p in gVisor — bind-mounted over
+    /sys/fs/cgroup/{cpu,cpuacct,memory} read back: ``cat cpu.shares`` → 1024) or Exp 11 (the same from a fresh
+    tmpfs, and ``stat -f`` says tmpfs, magic 0x1021994), per gVisor build.
+
+    reproduced: every controller bind-mounted and its key file reads the fake value (Exp 11: and statfs
+    reports tmpfs 0x1021994); refuted: a bind mount or read failed, or statfs reports another type."""
+    source = SOURCES[claim]
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _by_env([m for m in mounts if m["source"] == source]).items():
+        bad = [f"{r['controller']}: bind mount failed ({r['error'][:60]})" for r in rs if not r["bind_mounted"]]
+        cpu = _pick(rs, controller="cpu")
+        if cpu is not None and cpu["bind_mounted"] and cpu["value"] != "1024":
+            bad.append(f"cpu.shares reads {cpu['value']!r}")
+        fs = sorted({str(r["fs"]) for r in rs if r["bind_mounted"]})
+        if claim == "Exp 11" and any(TMPFS_MAGIC not in f or not f.startswith("tmpfs") for f in fs):
+            bad.append(f"stat -f reports {', '.join(fs)}")
+        got = ", ".join(f"{r['controller']} ({r['file']} = {r['value']})" for r in rs if r["bind_mounted"])
+        if bad:
+            per[env] = ("refuted", "; ".join(bad) + (f"; mounted: {got}" if got else ""))
+        else:
+            per[env] = ("reproduced", f"bind-mounted from {rs[0]['source_fs']} and read back: {got}; "
+                                      f"stat -f: {', '.join(fs)}")
+    if not per:
+        return judged(claim, "not-testable", {}, f"no fake tree on {source} in a gVisor sandbox")
+    gone = next((str(m["real_umounted"]) for m in mounts if m["source"] == source and m.get("real_umounted")), "")
+    return _combine(claim, per, {key: list(mounts)},
+                    f"the real {gone or 'hierarchies'} unmounted first, as the research did")
+
+
+def fake_tree_vs_runc(runs: Rows, versions: Mapping[str, str], key: str = "fake_tree_runs") -> Verdict:
+    """§7.5 ("fake trees bind-mounted over /sys/fs/cgroup confuse runc: not cgroupfs, so ``not a cgroup
+    file``"), per gVisor build, from ``runc run`` with the real hierarchies and then with the fake tree.
+
+    reproduced: runc fails with ``not a cgroup file`` on the fake tree; refuted: runc runs (it no longer
+    finds those hierarchies in mountinfo and leaves them alone); inconclusive: it fails otherwise;
+    not-testable: runc does not run with the real hierarchies there. crun is stated in the reason."""
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _by_env(runs).items():
+        base = _pick(rs, runtime="runc", tree="real cgroupfs")
+        fake = next((r for r in rs if r["runtime"] == "runc" and r["tree"] != "real cgroupfs"), None)
+        crun = next((r for r in rs if r["runtime"] == "crun" and r["tree"] != "real cgroupfs"), None)
+        if base is None or fake is None:
+            continue
+        also = "" if crun is None else "; crun " + ("runs too" if crun["ran"] else "fails: " + _fail(crun))
+        if not base["ran"]:
+            per[env] = ("not-testable", "runc does not run even with the real hierarchies: " + _fail(base))
+        elif fake["ran"]:
+            per[env] = ("refuted", f"runc runs with the {fake['tree']} in place" + also)
+        elif NOT_CGROUP in str(fake["error"]):
+            per[env] = ("reproduced", f"runc rejects the {fake['tree']}: not a cgroup file" + also)
+        else:
+            per[env] = ("inconclusive", "runc fails otherwise: " + _fail(fake) + also)
+    if not per:
+        return judged("§7.5 fake tree vs runc", "not-testable", {}, "no runc run with a fake tree in gVisor")
+    return _combine("§7.5 fake tree vs runc", per, {key: list(runs)},
+                    f"{versions.get('runc', 'runc')}, a busybox container run directly")

@@ -18,6 +18,7 @@ import pytest
 RUN_ROOT = Path(os.environ.get("K3SNB_TEST_RUN") or Path(os.environ["K3SNB_TMP"]).parent) / "lab-test"
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 HOSTILE = "<script>window.__k3snb_xss=1</script>"
+FIXTURES = Path(__file__).parent / "notebooks" / "experiments.yaml"  # 01-ok passes, 02-broken fails
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
                                 reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
@@ -32,11 +33,9 @@ NOTEBOOK_CELLS = [
     "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
     "print('frontend:', k3snb.monitoring.frontend())",
     "w = k3snb.watch(p.pid, log=log, interval=0.5)\nprint('stopped:', w.stopped)",
-    "from k3snb.monitoring import progress_view\n"
-    "v = progress_view(['00-a', '01-b'])\n"
-    "for n in v.names:\n"
-    "    v.start(n); time.sleep(0.5); v.done({'id': n, 'status': 'passed', 'duration_s': 0.5, 'reproduced': 1})\n"
-    "v.close(); p.kill(); p.wait()",
+    # run_experiments in JupyterLab: the per-cell progress view (a fixture notebook that needs nothing)
+    f"s = k3snb.run_experiments(['01', '02'], registry={str(FIXTURES)!r}, out='run')\n"
+    "p.kill(); p.wait()",
 ]
 
 
@@ -164,10 +163,14 @@ def test_watch_and_progress_in_jupyterlab(lab, browser):
         "return [...document.querySelectorAll('.jp-Cell')][1].querySelector('.jp-OutputArea-error, "
         "[data-mime-type=\"application/vnd.jupyter.stderr\"]')")
 
-    # the progress view ends at 100 %, statuses per experiment
+    # run_experiments shows each cell's status while it runs, and ends with the final state (not a widget)
+    running = wait_for(browser, "const c = [...document.querySelectorAll('.jp-Cell')][2];"
+                                "const w = c.querySelector('.widget-html-content'); return w && w.textContent",
+                       timeout=120, what="the run progress widget", until=lambda t: t and "running" in t)
+    assert "01-ok" in running and "02-broken" in running
     final = wait_for(browser, "const c = [...document.querySelectorAll('.jp-Cell')][2];"
                               "const pr = c.querySelector('progress');"
                               "return pr && pr.value === 2 && !c.querySelector('.widget-html-content') && c.textContent",
-                     timeout=60, what="the final progress state")
-    assert "00-a" in final and "01-b" in final and final.count("passed") >= 2
+                     timeout=300, what="the final progress state")
+    assert "01-ok" in final and "passed" in final and "02-broken" in final and "failed" in final
     browser.save_screenshot(str(RUN_ROOT / "lab-final.png"))

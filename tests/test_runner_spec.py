@@ -39,6 +39,9 @@ def test_expand_spec_per_runsc_build():
     assert expand_spec("gvisor:2022", ["2022", "2024"]) == ["gvisor:2022"]
     assert expand_spec("host", ["2022", "2024"]) == ["host"]
     assert format_spec("host", runsc="2024") == "host"
+    from k3snb.runners import requirements
+
+    assert requirements("gvisor:2024:ptrace") == ("root", "runsc") and requirements("host") == ()
 
 
 @pytest.mark.parametrize(("spec", "match"), [

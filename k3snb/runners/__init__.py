@@ -136,6 +136,14 @@ def expand_spec(spec: str | os.PathLike | None, runsc: Sequence[str] = ("2022", 
     return [format_spec(name, **{**opts, "runsc": b}) for b in runsc]
 
 
+def requirements(spec: str | os.PathLike | Runner | None) -> tuple[str, ...]:
+    """What a runner of this spec needs from the machine (``("root", "runsc")`` for gVisor, ``()``
+    for the host), without building it: ask this instead of testing the runner's name."""
+    if isinstance(spec, Runner):
+        return type(spec).REQUIRES
+    return REGISTRY[parse_spec(spec)[0]].REQUIRES
+
+
 def ignored_by(spec: str | os.PathLike | None, **options: Any) -> list[str]:
     """Names of the options (with a value that would change something) that a runner built from
     ``spec`` would ignore, without building it (for CLIs that refuse such flags up front)."""
@@ -154,5 +162,5 @@ def spec_label(spec: str | os.PathLike | Runner | None, **options: Any) -> str:
     return REGISTRY[name].spec_label(opts)
 
 
-__all__ = ["REGISTRY", "Capabilities", "GVisor", "Host", "RunResult", "Runner", "expand_spec", "format_spec", "get_runner", "ignored_by", "parse_spec",
+__all__ = ["REGISTRY", "Capabilities", "GVisor", "Host", "RunResult", "Runner", "expand_spec", "format_spec", "get_runner", "ignored_by", "parse_spec", "requirements",
            "register_runner", "resolve", "spec_label"]

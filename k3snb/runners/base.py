@@ -291,6 +291,7 @@ class Runner(abc.ABC):
     # options of other runners this one accepts and ignores (so one spec + options fits every runner)
     OPTIONS: ClassVar[tuple[str, ...]] = ()
     SPEC_FIELDS: ClassVar[tuple[str, ...]] = ()  # options a spec string carries after "name:", in order
+    REQUIRES: ClassVar[tuple[str, ...]] = ()  # what the machine must offer (capability flags: "root", "runsc")
     IGNORES: ClassVar[frozenset[str]] = frozenset()
     ignored_options: dict[str, Any] = {}  # noqa: RUF012 (replaced per instance by _take_ignored)
 

@@ -210,6 +210,7 @@ class GVisor(Runner):
     OPTIONS = ("runsc", "caps", "cgroupfs", "net_raw", "platform", "network", "binds", "debug", "runsc_flags",
                "timeout", "start_retries", "start_timeout", "env", "hostname")
     SPEC_FIELDS = ("runsc", "platform")  # gvisor:2024:ptrace
+    REQUIRES = ("root", "runsc")
     # the Host runner's namespace options: a sandbox always has its own pid namespace and user ids
     IGNORES = frozenset({"pid", "userns"})
 

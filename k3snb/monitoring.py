@@ -27,6 +27,8 @@ def _roots_of(target: Any) -> Callable[[], list[int]]:
         return target.root_pids
     if callable(getattr(target, "sandbox_pids", None)):  # a started runner: its sandbox's host processes
         return target.sandbox_pids
+    if hasattr(target, "runner") and (hasattr(target, "proc") or hasattr(target, "_proc")):
+        return lambda: _handle_roots(target)  # a daemon handle (containerd, a pod runtime): spawned in a runner
     if isinstance(target, int):
         return lambda: [target]
     if isinstance(target, Iterable) and not isinstance(target, (str, bytes)):
@@ -40,6 +42,21 @@ def _roots_of(target: Any) -> Callable[[], list[int]]:
             return lambda v=v: [v.pid]
     raise InvalidParameter(f"cannot monitor {target!r}",
                            hint="pass a pid, a list of pids, a psutil.Process, a spawned process or a K3sCluster")
+
+
+def _handle_roots(target: Any) -> list[int]:
+    """The host processes of a daemon a handle spawned in its runner: the spawn's host client, and for a
+    sandboxed runner the sandbox's host processes (the daemon's resource use is the sandbox's)."""
+    pids: list[int] = []
+    proc = getattr(target, "proc", None) or getattr(target, "_proc", None)
+    for attr in ("client", "popen"):
+        pid = getattr(getattr(proc, attr, None), "pid", None)
+        if isinstance(pid, int):
+            pids.append(pid)
+            break
+    with contextlib.suppress(Exception):
+        pids += [p for p in target.runner.sandbox_pids() if p not in pids]
+    return pids
 
 
 @dataclass(repr=False)

@@ -171,3 +171,16 @@ def test_watch_a_gvisor_sandbox():
     assert any(r["depth"] >= 1 for r in w.tree())  # the sentry/gofer children of runsc
     assert [x["signatures"] for x in w.log_lines()][0] == ["S06"]
     assert HOSTILE not in w._repr_html_()
+
+
+@pytest.mark.root
+def test_containerd_handle_watch():
+    """A real containerd handle offers .watch(): its process tree and its own log."""
+    import k3snb
+    from k3snb.runtime.containerd import Containerd
+
+    with k3snb.get_runner("host") as r, Containerd(r) as c:
+        w = c.watch(interval=0.5, duration=2)
+    assert "containerd" in {x["name"] for x in w.tree()}
+    assert w.log_lines() and all(x["text"] for x in w.log_lines())
+    assert w.title.startswith("containerd")

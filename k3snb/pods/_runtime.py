@@ -504,6 +504,14 @@ class PodRuntime(Rich):
         return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.is_dir() else []
 
     # -- teardown ----------------------------------------------------------------------------
+    def watch(self, **kw: Any):
+        """Live view of this containerd: process tree, CPU/memory sparklines, the latest classified log
+        lines, refreshed every second until the cell is interrupted (a static snapshot without a front
+        end). Keywords go to :func:`k3snb.monitoring.watch` (interval, duration, lines, live)."""
+        from ..monitoring import watch
+
+        return watch(self, log=kw.pop("log", self.log_path), title=kw.pop("title", f"pod runtime {self.runner.label}"), **kw)
+
     def stop(self) -> None:
         """Delete every pod, end containerd, its shims and containers, unmount and remove everything."""
         for p in list(self.pods):

@@ -282,6 +282,14 @@ class Containerd(Rich):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def watch(self, **kw: Any):
+        """Live view of this containerd: process tree, CPU/memory sparklines, the latest classified log
+        lines, refreshed every second until the cell is interrupted (a static snapshot without a front
+        end). Keywords go to :func:`k3snb.monitoring.watch` (interval, duration, lines, live)."""
+        from ..monitoring import watch
+
+        return watch(self, log=kw.pop("log", self.log_path), title=kw.pop("title", f"containerd {self.id}"), **kw)
+
     def stop(self) -> dict[str, Any]:
         """End every container, shim and containerd of this instance; remove its mounts, cgroups, dirs."""
         report: dict[str, Any] = {}

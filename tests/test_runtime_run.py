@@ -218,9 +218,10 @@ def test_gvisor_2022_records_stage_signature_and_syscall():
 def test_exception_inside_containerd_leaves_nothing(host):
     with pytest.raises(RuntimeError, match="boom"), Containerd(host) as c:
         tag = c.id
-        assert c.import_image("busybox").ok
-        r = c.ctr("run", "-d", "--cgroup", f"{c.cgroup_parent}/x", "k3snb.local/busybox:latest", "k3snb-x",
-                  "sleep", "300")
+        imp = c.import_image("busybox")
+        assert imp.ok, imp.stderr + c.logs(20)
+        r = c.ctr("run", "-d", "--runc-root", f"{c.run_dir}/runc-root", "--cgroup", f"{c.cgroup_parent}/x",
+                  "k3snb.local/busybox:latest", f"{tag}-x", "sleep", "300")
         assert r.ok, r.stderr
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any("sleep 300" in x for x in leftovers(tag)):

@@ -380,8 +380,11 @@ class Containerd(Rich):
         a.passed("layer_unpacked", time.monotonic() - t, f"snapshot prepared ({self.snapshotter})")
         try:
             t = time.monotonic()
+            # --runc-root: runc/crun state under this instance's run_dir, not the machine-wide
+            # /run/containerd/runc that every containerd on the host would share
             res = self.ctr("run", "--rm", "--snapshotter", self.snapshotter, "--runtime", "io.containerd.runc.v2",
-                           "--runc-binary", binary, "--cgroup", f"{self.cgroup_parent}/{cid}",
+                           "--runc-binary", binary, "--runc-root", f"{self.run_dir}/{rt}-root",
+                           "--cgroup", f"{self.cgroup_parent}/{cid}",
                            "--fifo-dir", f"{self.run_dir}/fifo", *(["--net-host"] if net_host else []),
                            img.ref, cid, *(args or []), timeout=timeout)
             dt = time.monotonic() - t

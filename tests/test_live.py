@@ -184,3 +184,22 @@ def test_containerd_handle_watch():
     assert "containerd" in {x["name"] for x in w.tree()}
     assert w.log_lines() and all(x["text"] for x in w.log_lines())
     assert w.title.startswith("containerd")
+
+
+@pytest.mark.root
+def test_pod_handle_watch():
+    """A running pod offers .watch(): containerd, the pod's shim with its pause and container, and the
+    classified lines of the pod's own log."""
+    from k3snb.pods import Pod
+
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "watched"},
+                "spec": {"containers": [{"name": "c", "image": "busybox", "command": [
+                    "sh", "-c", f"echo 'open /dev/kmsg: no such file or directory'; echo '{HOSTILE}'; sleep 60"]}]}}
+    with Pod(manifest, runner="host") as p:
+        p.wait(timeout=120, until="running")
+        w = p.watch(interval=0.5, duration=2)
+    names = [x["name"] for x in w.tree()]
+    assert "containerd" in names and any(n.startswith("containerd-shim") for n in names)
+    assert "sleep" in names  # the pod's container process, under its shim
+    lines = w.log_lines()
+    assert lines[0]["signatures"] == ["S06"] and HOSTILE not in w._repr_html_()

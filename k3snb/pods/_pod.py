@@ -261,6 +261,23 @@ class Pod(Rich):
             return lines
         return "".join(body + "\n" for _, body in lines)
 
+    def watch(self, **kw: Any):
+        """Live view of this pod: its runtime's processes (containerd, shims, containers; for gVisor the
+        sandbox), CPU/memory sparklines and the latest classified lines of the pod's container logs,
+        refreshed every second until the cell is interrupted (a static snapshot without a front end).
+        Keywords go to :func:`k3snb.monitoring.watch` (interval, duration, lines, live)."""
+        from types import SimpleNamespace
+
+        from ..monitoring import _handle_roots, watch
+
+        def roots() -> list[int]:
+            # containerd (for gVisor: the sandbox), plus the pod's shim: it daemonizes away from containerd,
+            # and the pod's pause and containers are its children
+            return _handle_roots(self.runtime) + _pids_with_arg(getattr(self, "sandbox_id", None))
+
+        return watch(SimpleNamespace(root_pids=roots), log=kw.pop("log", lambda: self.logs()),
+                     title=kw.pop("title", f"pod {self.name}"), **kw)
+
     def exec(self, container: str | None, cmd: list[str] | str, timeout: float = 30.0) -> dict[str, Any]:
         """ExecSync in a running container: ``{"stdout", "stderr", "exit_code"}``."""
         c = self.spec.container(container)
@@ -347,3 +364,16 @@ class Pod(Rich):
         return render(f"pod {self.name}", self.summary(), [("containers", pd.DataFrame(rows)),
                                                            ("timeline", self.to_frame()[cols])],
                       text=self._repr_text())
+
+
+def _pids_with_arg(arg: str | None) -> list[int]:
+    """Host pids whose command line has ``arg`` as one argument (a shim's ``-id <sandbox id>``)."""
+    if not arg:
+        return []
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if arg in (proc.info.get("cmdline") or []):
+            out.append(proc.pid)
+    return out

@@ -18,7 +18,7 @@ KERNEL=k3snb
 APT_PACKAGES=(
   runsc runc containerd containernetworking-plugins busybox-static strace proot hyperfine iptables
   gcc libc6-dev make python3-venv ca-certificates iproute2 util-linux podman golang-go crun umoci
-  chromium chromium-driver
+  chromium chromium-driver libfuse-dev pkg-config
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -124,3 +124,79 @@ def test_fake_tree_vs_runc_every_status():
     assert cs.fake_tree_vs_runc([t(), other], V).status == "inconclusive"
     assert cs.fake_tree_vs_runc([t(**R03), t(fake=True, **R03)], V).status == "not-testable"
     assert cs.fake_tree_vs_runc([t(env="host"), t(env="host", fake=True)], V).status == "not-testable"
+
+
+def f(env="gvisor:2024", server="research's ops", mounted=True, ls="ENOSYS", cat="ENOSYS",
+      replies="ACCESS: Function not implemented", magic="0x65735546", **kw):
+    return {"env": env, "server": server, "mounted": mounted, "ls": ls, "cat_cpu_shares": cat,
+            "stat_f": "fuseblk 65735546", "statfs_magic": magic, "requests": "INIT,GETATTR,ACCESS,STATFS",
+            "error_replies": replies, **kw}
+
+
+OK = dict(ls="ok: cpu cpuacct memory pids", cat="ok: 1024", replies="")
+
+
+def test_fuse_faker_enosys_every_status():
+    assert cs.fuse_faker_enosys([f()]).status == "reproduced"
+    assert cs.fuse_faker_enosys([f(**OK)]).status == "refuted"
+    assert cs.fuse_faker_enosys([f(mounted=False, server_log="fuse: device not found")]).status == "refuted"
+    assert cs.fuse_faker_enosys([f(ls="EINVAL")]).status == "inconclusive"
+    split = cs.fuse_faker_enosys([f(), f(env="gvisor:2022", **OK)])
+    assert split.status == "inconclusive" and "disagree" in split.reason
+    assert cs.fuse_faker_enosys([f(env="host", **OK)]).status == "not-testable"
+
+
+def test_fuse_enosys_origin_every_status():
+    fixed = f(server="+ access handler", **OK)
+    v = cs.fuse_enosys_origin([f(), fixed])
+    assert v.status == "refuted" and "ACCESS: Function not implemented" in v.reason
+    assert cs.fuse_enosys_origin([f(replies=""), fixed]).status == "reproduced"  # the server never said ENOSYS
+    assert cs.fuse_enosys_origin([f(), f(server="+ access handler")]).status == "reproduced"  # handler no help
+    assert cs.fuse_enosys_origin([f(), f(server="+ access handler", ls="EIO", cat="EIO")]).status == "inconclusive"
+    nt = cs.fuse_enosys_origin([f(**OK), f(server="+ access handler", **OK)])
+    assert nt.status == "not-testable" and "no ENOSYS" in nt.reason
+    assert cs.fuse_enosys_origin([f(env="host"), fixed]).status == "not-testable"
+
+
+def test_fuse_statfs_magic_every_status():
+    assert cs.fuse_statfs_magic([f(), f(env="host")]).status == "refuted"
+    assert cs.fuse_statfs_magic([f(magic="0x27e0eb")]).status == "reproduced"
+    assert cs.fuse_statfs_magic([f(magic="0x27e0eb"), f(env="host")]).status == "inconclusive"
+    assert cs.fuse_statfs_magic([f(mounted=False)]).status == "not-testable"
+
+
+# -- notebook 30 (k3snb.studies.shims) ---------------------------------------------------------------
+from k3snb.studies import shims as sh  # noqa: E402
+
+CTD = "containerd 1.6.20~ds1"
+V3ERR = ('ctr: failed to start shim: start failed: dial unix @{"version":3,"address":"unix:///run/containerd-shim-v3'
+         '.sock","protocol":"ttrpc"}: connect: connection refused: unknown')
+
+
+def s(env="gvisor:2024", shim="io.containerd.runc.v2", ran=True, error="", sig=None):
+    return {"env": env, "shim": shim, "ran": ran, "stdout": "hello" if ran else "", "error": error, "signature": sig}
+
+
+def full(env, matched=True, v3=V3ERR):
+    return [s(env, ran=matched, error="" if matched else "ctr: failed to create shim task: OCI runtime create failed"),
+            s(env, "io.containerd.runc.v1"), s(env, "v3-bootstrap shim", ran=False, error=v3)]
+
+
+def test_shim_blocks_gvisor_every_status():
+    v = sh.shim_blocks_gvisor(full("host") + full("gvisor:2024"), CTD)
+    assert v.status == "refuted" and "containerd 1.6.20" in v.reason and "not installed here" in v.reason
+    assert sh.shim_blocks_gvisor(full("host") + full("gvisor:2024", matched=False), CTD).status == "reproduced"
+    both = full("host", matched=False) + full("gvisor:2024", matched=False)
+    assert sh.shim_blocks_gvisor(both, CTD).status == "inconclusive"
+    unpack = [s("gvisor:2022", ran=False, error="ctr: failed to extract layer sha256:<layer>: …", sig="R01")]
+    assert sh.shim_blocks_gvisor(full("host") + unpack, CTD).status == "not-testable"
+    assert sh.shim_blocks_gvisor(full("host"), CTD).status == "not-testable"
+
+
+def test_shim_version_mismatch_every_status():
+    v = sh.shim_version_mismatch(full("host") + full("gvisor:2024"), CTD)
+    assert v.status == "reproduced" and "gvisor:2024" in v.reason
+    assert sh.shim_version_mismatch(full("host") + full("gvisor:2024", v3="ctr: other error"), CTD).status == "refuted"
+    assert sh.shim_version_mismatch(full("host", v3="") + full("gvisor:2024"), CTD).status == "refuted"
+    assert sh.shim_version_mismatch(full("gvisor:2024"), CTD).status == "not-testable"  # no host row
+    assert sh.shim_version_mismatch(full("host") + full("gvisor:2024", matched=False), CTD).status == "not-testable"

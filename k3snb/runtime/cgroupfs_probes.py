@@ -330,9 +330,10 @@ def _errname(e: OSError) -> str:
     return errno.errorcode.get(e.errno or 0, str(e.errno))
 
 
-def fuse_probe_inside(binary: str, mnt: str, wait: float = 10.0) -> dict[str, Any]:
-    """Inside the runner: start the FUSE faker with ``-d`` on ``mnt``, then ls, cat, stat -f and statfs it;
-    which requests reached the server and what it replied come from libfuse's debug log."""
+def fuse_probe_inside(binary: str, mnt: str, access: bool = False, wait: float = 10.0) -> dict[str, Any]:
+    """Inside the runner: start the FUSE faker with ``-d`` on ``mnt`` (``access``: it also answers
+    FUSE_ACCESS), then ls, cat, stat -f and statfs it; which requests reached the server and what it
+    replied come from libfuse's debug log."""
     import subprocess
     import time
 
@@ -341,7 +342,8 @@ def fuse_probe_inside(binary: str, mnt: str, wait: float = 10.0) -> dict[str, An
     with open("/proc/filesystems") as f:
         res: dict[str, Any] = {"dev_fuse": os.path.exists("/dev/fuse"), "fuse_in_filesystems": "fuse" in f.read()}
     with open(log, "w") as lf:
-        p = subprocess.Popen([binary, "-d", mnt], stdout=lf, stderr=subprocess.STDOUT)
+        env = {**os.environ, **({"K3SNB_FUSE_ACCESS": "1"} if access else {})}
+        p = subprocess.Popen([binary, "-d", mnt], stdout=lf, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and not is_mountpoint(mnt) and p.poll() is None:
@@ -380,8 +382,8 @@ def fuse_probe_inside(binary: str, mnt: str, wait: float = 10.0) -> dict[str, An
         with contextlib.suppress(OSError):
             os.rmdir(mnt)
     ops = dict(_OPCODE.findall(text))
-    res["requests"] = ",".join(dict.fromkeys(ops.values()))
-    res["error_replies"] = ", ".join(dict.fromkeys(f"{ops.get(u, '?')}: {msg}" for u, msg in _ERROR.findall(text)))
+    res["requests"] = ",".join(sorted(set(ops.values())))  # sorted: libfuse's threads answer in any order
+    res["error_replies"] = ", ".join(sorted({f"{ops.get(u, '?')}: {msg}" for u, msg in _ERROR.findall(text)}))
     res["server_exit"] = p.returncode
     if not res["mounted"]:
         res["server_log"] = sanitize(text.strip().splitlines()[-1] if text.strip() else "", {mnt: "<mnt>"})
@@ -389,7 +391,8 @@ def fuse_probe_inside(binary: str, mnt: str, wait: float = 10.0) -> dict[str, An
 
 
 def fuse_faker(envs: Sequence[str]) -> list[dict[str, Any]]:
-    """Exp 07: the kit's libfuse 2 cgroup-shaped filesystem mounted in each environment (host as context):
+    """Exp 07: the kit's libfuse 2 cgroup-shaped filesystem mounted in each environment (host as context),
+    once with the research's operations (no FUSE_ACCESS handler) and once also answering FUSE_ACCESS:
     does it mount, do ``ls`` and ``cat`` work, what do ``stat -f`` and statfs(2) report, which requests
     reached the server and which it answered with an error."""
     from ..runners import resolve
@@ -398,6 +401,8 @@ def fuse_faker(envs: Sequence[str]) -> list[dict[str, Any]]:
     for env in envs:
         with resolve(env) as runner:
             binary = build_fuse_faker(runner.workdir)
-            r = runner.run_python(fuse_probe_inside, binary, f"/tmp/{new_id('k3snb-fuse-')}", timeout=120)
-            rows.append({"env": env, **r})
+            for access in (False, True):
+                r = runner.run_python(fuse_probe_inside, binary, f"/tmp/{new_id('k3snb-fuse-')}", access,
+                                      timeout=120)
+                rows.append({"env": env, "server": "+ access handler" if access else "research's ops", **r})
     return rows

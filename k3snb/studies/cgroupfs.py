@@ -238,3 +238,83 @@ def fake_tree_vs_runc(runs: Rows, versions: Mapping[str, str], key: str = "fake_
         return judged("§7.5 fake tree vs runc", "not-testable", {}, "no runc run with a fake tree in gVisor")
     return _combine("§7.5 fake tree vs runc", per, {key: list(runs)},
                     f"{versions.get('runc', 'runc')}, a busybox container run directly")
+
+
+# -- notebook 07: a FUSE cgroup faker ---------------------------------------------------------------
+ENOSYS = "ENOSYS"
+CGROUP_MAGIC = "0x27e0eb"
+
+
+def fuse_faker_enosys(rows: Rows, key: str = "fuse") -> Verdict:
+    """Exp 07 (a libfuse cgroup faker mounts in gVisor — INIT succeeds — but ``ls``/``cat`` on it fail with
+    ``Function not implemented``), per gVisor build, from the faker with the research's operations.
+    reproduced: mounted, and listing the root and reading ``cpu/cpu.shares`` both fail with ENOSYS; refuted:
+    the mount fails, or both work; inconclusive: other errors."""
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _by_env(rows).items():
+        r = _pick(rs, server="research's ops")
+        if r is None:
+            continue
+        if not r["mounted"]:
+            per[env] = ("refuted", f"the FUSE mount itself fails ({r.get('server_log') or 'no mount'})")
+        elif r["ls"] == ENOSYS and r["cat_cpu_shares"] == ENOSYS:
+            per[env] = ("reproduced", f"mounted (requests {r['requests']}), then readdir and open fail with ENOSYS")
+        elif str(r["ls"]).startswith("ok") and str(r["cat_cpu_shares"]).startswith("ok"):
+            per[env] = ("refuted", f"mounted, listed ({r['ls'][4:]}) and read (cpu.shares = {r['cat_cpu_shares'][4:]})")
+        else:
+            per[env] = ("inconclusive", f"mounted; listing: {r['ls']}, reading: {r['cat_cpu_shares']}")
+    if not per:
+        return judged("Exp 07", "not-testable", {}, "no FUSE faker run in a gVisor sandbox")
+    return _combine("Exp 07", per, {key: list(rows)}, "the kit's libfuse 2.9 faker (getattr, readdir, open, "
+                    "read, statfs)")
+
+
+def fuse_enosys_origin(rows: Rows, key: str = "fuse") -> Verdict:
+    """Exp 07's attribution ("BLOCKED — gVisor FUSE limitations": the ENOSYS comes from gVisor's partial FUSE,
+    not from the FUSE program), per gVisor build where the research's operations hit ENOSYS.
+
+    refuted: libfuse's debug log shows the server itself replied ENOSYS to a request, and the same server
+    with that request answered (an access handler) lists and reads — the error is the program's reply,
+    passed to the caller by the sentry; reproduced: the server replied no ENOSYS, or the access handler does
+    not help with ENOSYS still; inconclusive: the access handler fails otherwise; not-testable: no ENOSYS."""
+    per: dict[str, tuple[str, str]] = {}
+    for env, rs in _by_env(rows).items():
+        r, fixed = _pick(rs, server="research's ops"), _pick(rs, server="+ access handler")
+        if r is None:
+            continue
+        if not r["mounted"] or ENOSYS not in (r["ls"], r["cat_cpu_shares"]):
+            per[env] = ("not-testable", "no ENOSYS here (listing: {}, reading: {})".format(
+                r.get("ls", "not mounted"), r.get("cat_cpu_shares", "not mounted")))
+            continue
+        replied = [e for e in str(r["error_replies"]).split(", ") if "Function not implemented" in e]
+        works = fixed is not None and str(fixed.get("ls")).startswith("ok") and \
+            str(fixed.get("cat_cpu_shares")).startswith("ok")
+        if not replied or (fixed is not None and ENOSYS in (fixed.get("ls"), fixed.get("cat_cpu_shares"))):
+            per[env] = ("reproduced", "ENOSYS without the server replying it" if not replied else
+                        f"still ENOSYS with an access handler (requests {fixed['requests']})")
+        elif works:
+            per[env] = ("refuted", f"the server replied ENOSYS itself ({', '.join(replied)}; libfuse's default for "
+                                   "an operation without a handler, which Linux's FUSE takes as 'allow') and the "
+                                   "sentry passed it to the caller; with an access handler ls and cat work")
+        else:
+            per[env] = ("inconclusive", f"the server replied {', '.join(replied)}; with an access handler: listing "
+                                        f"{fixed.get('ls') if fixed else '-'}, reading "
+                                        f"{fixed.get('cat_cpu_shares') if fixed else '-'}")
+    if not per:
+        return judged("Exp 07: ENOSYS source", "not-testable", {}, "no FUSE faker run in a gVisor sandbox")
+    return _combine("Exp 07: ENOSYS source", per, {key: list(rows)}, "libfuse 2.9 debug log (-d) of the faker")
+
+
+def fuse_statfs_magic(rows: Rows, key: str = "fuse") -> Verdict:
+    """C14 (Exp 07's README: the FUSE cgroupfs reports CGROUP_SUPER_MAGIC 0x27e0eb; the code fills a struct
+    statvfs, which has no f_type), from statfs(2) and ``stat -f`` of every mounted faker, host included (the
+    magic is set by the kernel or the sentry, not by the program). reproduced: every mount reports
+    0x27e0eb; refuted: none does; inconclusive: mixed; not-testable: nothing mounted."""
+    seen = {(str(r["env"]), str(r["statfs_magic"]), str(r.get("stat_f"))) for r in rows if r.get("mounted")}
+    if not seen:
+        return judged("C14", "not-testable", {}, "the FUSE faker did not mount anywhere")
+    cg = [s for s in seen if s[1] == CGROUP_MAGIC]
+    what = "; ".join(f"{env}: statfs f_type {m}, stat -f '{sf}'" for env, m, sf in sorted(seen))
+    status = "reproduced" if len(cg) == len(seen) else "refuted" if not cg else "inconclusive"
+    return judged("C14", status, {key: list(rows)}, "the kit's libfuse 2.9 faker (statfs fills struct statvfs) — "
+                  + what)

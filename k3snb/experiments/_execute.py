@@ -1,21 +1,4 @@
-"""The run loop: cells into worker processes (locally or on a Dask cluster), rows into one summary.
-
-Each cell runs in its own worker process (``python -m k3snb.experiments._worker``) with its own
-kernel, so a dead kernel, a crashed gVisor sandbox or a hung cell costs one cell, not the batch.
-Every process a cell starts inherits ``K3SNB_RUN_TAG``; whatever still carries the tag when the
-cell ends (timeout, Ctrl-C, a notebook that forgot to stop k3s) is killed. The worker dies with the
-run (``PR_SET_PDEATHSIG``) and takes its kernel and sandboxes with it. Jupyter, IPython and
-matplotlib state lives in ``<run>/.k3snb-kit`` (removed at the end), never under ``$HOME``.
-
-Run folder layout::
-
-    runs/<UTC timestamp>/
-      run.json                      environment facts, the planned cells, kit version
-      summary.json  summary.csv     one row per cell (passed | failed | skipped, axes, verdict counts)
-      <cell>/<notebook>.ipynb       the executed notebook (partial, with the error cell, on failure)
-      <cell>/results.json           record()/verdict() output ($K3SNB_RESULTS)
-      <cell>/log.txt                papermill log with cell output
-"""
+"""The run loop: cells into worker processes (here, or on a Dask cluster), rows into one summary."""
 
 from __future__ import annotations
 
@@ -112,6 +95,20 @@ def run_experiments(
         registry: registry YAML (default: the packaged one or ``$K3SNB_REGISTRY``).
         in_place: copy each passed notebook back over its source (``make notebooks``).
         progress: show a tqdm progress bar.
+
+    Each cell runs in its own worker process with its own kernel, so a dead kernel, a crashed gVisor
+    sandbox or a hung cell costs one cell. Every process a cell starts inherits ``K3SNB_RUN_TAG`` and
+    whatever still carries it when the cell ends is killed; the worker dies with the run. Jupyter,
+    IPython and matplotlib state lives in ``<run>/.k3snb-kit`` (removed at the end), never under ``$HOME``.
+
+    Run folder layout::
+
+        runs/<UTC timestamp>/
+          run.json                      environment facts, the planned cells, kit version
+          summary.json  summary.csv     one row per cell (passed | failed | skipped, axes, verdict counts)
+          <cell>/<notebook>.ipynb       the executed notebook (partial, with the error cell, on failure)
+          <cell>/results.json           record()/verdict() output ($K3SNB_RESULTS)
+          <cell>/log.txt                papermill log with cell output
 
     Returns:
         RunSummary: one row per cell; ``.exit_code`` is 0 when nothing failed.

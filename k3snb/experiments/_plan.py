@@ -1,8 +1,4 @@
-"""Planning a run: ids, runner options, matrix axes and parameters into cells, all validated first.
-
-A *cell* is one experiment in one environment with its parameters; it runs in its own worker
-process with a fresh kernel. Nothing is created on disk until every cell is valid.
-"""
+"""Planning a run: ids, runner options, matrix axes and parameters into cells, validated before anything is created."""
 
 from __future__ import annotations
 
@@ -31,7 +27,7 @@ RUNNER_PARAM = "runner"  # the one parameter through which a notebook receives i
 
 @dataclass
 class Cell:
-    """One experiment in one environment with its parameters (one row of the summary)."""
+    """One experiment in one environment with its parameters: one worker process, fresh kernel, summary row."""
 
     exp: Experiment
     name: str  # folder and row id, unique in the run

@@ -1,12 +1,4 @@
-"""One cell in its own process: ``python -m k3snb.experiments._worker SPEC_JSON``.
-
-Runs papermill, writes ``{"status", "reason"}`` to ``spec["status"]`` and logs cell output to stdout
-(the parent sends it to ``<run>/<cell>/log.txt``). Never raises: every failure is a status.
-
-The worker dies with its parent: ``PR_SET_PDEATHSIG`` turns the parent's death (even ``kill -9``)
-into SIGTERM here, and SIGTERM/SIGHUP kill the kernel's whole process tree, reap the sandboxes the
-kernel's runners recorded, and mark the cell failed — within a second or two.
-"""
+"""One cell in its own process (``python -m k3snb.experiments._worker SPEC_JSON``), dying with the run."""
 
 from __future__ import annotations
 
@@ -101,6 +93,12 @@ def _orphaned(spec: dict[str, Any], why: str) -> None:
 
 
 def main(spec: dict[str, Any]) -> int:
+    """Run papermill; write ``{"status", "reason"}`` to ``spec["status"]``; log cell output to stdout.
+
+    Never raises: every failure is a status. ``PR_SET_PDEATHSIG`` turns the parent's death (even
+    ``kill -9``) into SIGTERM here; SIGTERM/SIGHUP kill the kernel's whole process tree, reap the
+    sandboxes the kernel's runners recorded and mark the cell failed within a second or two.
+    """
     from . import _procs
 
     _PARENT[0] = int(spec.get("parent") or os.getppid())

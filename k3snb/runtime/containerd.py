@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._paths import TAG
 from .._state import Record, new_id
 from ..errors import InvalidParameter, K3snbError, MissingDependency
 from ..report import Rich, render
@@ -324,6 +325,9 @@ class Containerd(Rich):
         shutil.rmtree(self.conf_dir, ignore_errors=True)
         self.proc = None
         if self.record is not None:
+            for p in self.record.paths:  # what the runner could not remove but this side can (its workdir)
+                if TAG in Path(p).name and Path(p).is_dir() and not Path(p).is_relative_to("/sys"):
+                    shutil.rmtree(p, ignore_errors=True)
             left = [p for p in self.record.paths if Path(p).exists()]
             if not left:
                 self.record.drop()

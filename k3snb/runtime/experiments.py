@@ -128,7 +128,7 @@ def snapshotter_matrix(envs: Sequence[str], snapshotters: Sequence[str] = ("nati
                 for snap in snapshotters:
                     sd = None
                     if where == "workdir":
-                        sd = str(runner.workdir / f"ctd-{snap}")
+                        sd = str(runner.workdir / f"k3snb-state-{snap}")  # tagged: the reaper may remove it
                     fs = runner.run(["stat", "-f", "-c", "%T", str(runner.workdir) if sd else "/run"]).stdout.strip()
                     a = Attempt(runner=env, runtime="runc", via="containerd", image="busybox", args=["echo", "hi"],
                                 snapshotter=snap)

@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(summary.table())
         print(f"results: {summary.run_dir}")
+        if summary.report_path.is_file():
+            print(f"report: {summary.report_path}")  # the findings page: claims x environments, plots, notebooks
     return summary.exit_code
 
 

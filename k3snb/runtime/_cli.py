@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"signature: {a.signature}", file=sys.stderr)
         if a.syscall:
             sc = a.syscall
-            print(f"syscall: {sc.get('syscall')}({sc.get('path') or ''}{', ' + sc['flags'] if sc.get('flags') else ''})"
+            print(f"syscall: {sc.get('syscall')}({sc.get('path') or sc.get('args') or ''}{', ' + sc['flags'] if sc.get('flags') else ''})"
                   f" = {sc.get('errno')} in {sc.get('exe')}", file=sys.stderr)
         return 1
     return int(a.returncode or 0) & 0xFF

@@ -125,15 +125,15 @@ def _act(args: argparse.Namespace) -> int:
     with runner:
         try:
             if args.action == "check":
-                results = [w.check(runner) for w in ws]
+                results = [w.verify(runner) for w in ws]
             else:
                 for w in ws:
                     results.append(w.apply(runner))
-                    results.append(w.check(runner))
+                    results.append(w.verify(runner))
                 if args.action == "revert":
                     for w in reversed(ws):
                         results.append(w.revert(runner))
-                        after = w.check(runner)
+                        after = w.verify(runner)
                         after.action, after.ok = "gone", not after.ok  # revert worked = no longer in effect
                         results.append(after)
         finally:

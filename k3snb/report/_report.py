@@ -437,12 +437,15 @@ class _HtmlWriter:
         if not rows:
             return ""
         multi = len(self.rep.runs) > 1
+        groups: dict[tuple[str, str, str, str], list[str]] = {}  # one row per experiment and reason
+        for x in rows:
+            groups.setdefault((x["experiment"], x["environment"], x["why"], x["run"]), []).append(x["claim"])
         trs = "".join(
-            f"<tr><td><b>{esc(x['claim'])}</b> {esc(claim_id(x['claim'])[1])}</td><td>{esc(x['experiment'])}</td>"
-            f"<td>{esc(x['environment'])}</td>"
-            + (f"<td>{esc(x['run'])}</td>" if multi else "") + f"<td>{esc(x['why'])}</td></tr>" for x in rows)
+            "<tr><td>" + ", ".join(f"<b title='{esc(claim_id(c)[1])}'>{esc(c)}</b>" for c in claims) + "</td>"
+            f"<td>{esc(exp)}</td><td>{esc(env)}</td>" + (f"<td>{esc(run)}</td>" if multi else "")
+            + f"<td>{esc(why)}</td></tr>" for (exp, env, why, run), claims in groups.items())
         return ("<h2 id='not-judged'>Claims not judged</h2><table class='plain not-judged'><thead><tr>"
-                "<th>claim</th><th>experiment</th><th>environment</th>" + ("<th>run</th>" if multi else "")
+                "<th>claims</th><th>experiment</th><th>environment</th>" + ("<th>run</th>" if multi else "")
                 + f"<th>why</th></tr></thead><tbody>{trs}</tbody></table>")
 
     def _changes(self) -> str:

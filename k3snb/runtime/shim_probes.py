@@ -74,7 +74,7 @@ def shim_matrix(envs: Sequence[str], shims: Sequence[str] = SHIMS, timeout: floa
                     text = sanitize(last.replace("\x00", "@"), {str(fake): "<v3-shim>",
                                                                 str(runner.workdir): "<workdir>", c.address: "<socket>"})
                     text = _MOUNT_N.sub(r"\1N", _DIGEST.sub("sha256:<layer>", text))
-                    ids = classify(text).ids if text else []
+                    ids = classify(last).ids if last.strip() else []  # on the raw text: patterns may name digests
                     sig = ids[0] if ids else None
                     rows.append({"env": env, "shim": shim, "ran": res_ok and out == "hello", "stdout": out,
                                  "error": text[-300:], "signature": sig})

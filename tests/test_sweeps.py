@@ -152,6 +152,11 @@ def test_dask_matrix_2x2_gives_four_rows_with_per_cell_facts(cluster, kit_env, t
         assert res["records"]["runner"] == f"gvisor:{row['runsc']}:{row['platform']}"
         assert (out / rid / "env.ipynb").is_file() and "Executing" in (out / rid / "log.txt").read_text()
     assert r.returncode == 0, r.stderr
+    # requirements are the worker's to judge: a program missing there is a skipped row naming the worker
+    r = _run(env, "04", "--scheduler", cluster.address, "--out", str(tmp_path / "run2"))
+    (row,) = _rows(tmp_path / "run2").values()
+    assert row["status"] == "skipped" and row["reason"].endswith("program 'k3snb-no-such-program' not on PATH")
+    assert row["reason"].startswith(f"on {os.uname().nodename}: ") and r.returncode == 0, r.stderr
     assert list(dirs["state"].iterdir()) == [] and list(dirs["tmp"].iterdir()) == []
 
 

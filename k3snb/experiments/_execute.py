@@ -129,7 +129,7 @@ def run_experiments(
         from ._dask import check_scheduler
 
         check_scheduler(scheduler)
-    cells = plan(ids, params, runners, runsc, registry, matrix, repeat)
+    cells = plan(ids, params, runners, runsc, registry, matrix, repeat, here=scheduler is None)
     kernel = ensure_kernel() if any(c.skip is None for c in cells) else KERNEL_NAME
     run_dir = prepare_out(out)
     run_id = _state.new_id("run-")

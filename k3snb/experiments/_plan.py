@@ -85,6 +85,7 @@ def plan(
     registry: str | os.PathLike | None = None,
     matrix: Mapping[str, Any] | None = None,
     repeat: int = 1,
+    here: bool = True,
 ) -> list[Cell]:
     """Expand the selection into cells.
 
@@ -193,7 +194,7 @@ def plan(
             if key in param_axes:
                 raise InvalidParameter(f"{key!r} is both a -p parameter and a matrix axis", hint="give it once")
 
-    if explicit:
+    if explicit and here:
         for e in selected:
             if e.path.is_file():
                 e.check_explicit(None if "runsc" in axes and len(axes["runsc"]) > 1 else runsc)
@@ -206,7 +207,7 @@ def plan(
         for combo in combos:
             coords = dict(zip(names, combo, strict=True))
             for r in range(1, repeat + 1):
-                cells.append(_cell(e, decl, coords, scoped[e.id], r if repeat > 1 else None, axes))
+                cells.append(_cell(e, decl, coords, scoped[e.id], r if repeat > 1 else None, axes, here))
     taken: set[str] = set()
     for c in cells:
         if c.name in taken:
@@ -216,7 +217,7 @@ def plan(
 
 
 def _cell(e: Experiment, decl: dict[str, Parameter], coords: dict[str, Any], scoped: dict[str, Any],
-          rep: int | None, axes_values: dict[str, list]) -> Cell:
+          rep: int | None, axes_values: dict[str, list], here: bool = True) -> Cell:
     if "runner" in coords:
         kind, build, platform = parse_spec(coords["runner"])
     elif RUNNER_PARAM in e.parameters:  # the registry's default spec (e.g. gvisor:2024 for a 2024-only study)
@@ -247,8 +248,8 @@ def _cell(e: Experiment, decl: dict[str, Parameter], coords: dict[str, Any], sco
     if rep is not None:
         parts.append(f"r{rep}")
     cell_axes = dict(coords) | ({"repeat": rep} if rep is not None else {})
-    missing = e.missing(build)
-    if platform and not missing and not _platform_available(build, platform):
+    missing = e.missing(build) if here else [m for m in e.missing(build) if m.startswith("notebook ")]
+    if here and platform and not missing and not _platform_available(build, platform):
         missing.append(f"platform {platform} not available with runsc {build or 'default build'}")
     if not all(k in decl for k in axis_params) and decl:
         missing.append("no parameter " + ", ".join(k for k in axis_params if k not in decl))

@@ -10,9 +10,9 @@ import subprocess
 import time
 
 from .. import _state
-from .._procfs import descendants, proc_state
+from .._procfs import descendants, pids_with_env, proc_state
 
-TAG_ENV = "K3SNB_RUN_TAG"  # <run_id>/<cell>: every process a cell starts inherits it
+TAG_ENV = _state.RUN_TAG_ENV  # <run_id>/<cell>: every process a cell starts inherits it; doctor finds orphans by it
 RUN_DIR_ENV = "K3SNB_RUN_DIR"
 _PR_SET_PDEATHSIG = 1
 
@@ -28,20 +28,15 @@ def die_with_parent(expected_parent: int, sig: int = signal.SIGTERM) -> bool:
 
 
 def tagged_processes(tag: str) -> list:
-    """Live processes whose environment carries ``K3SNB_RUN_TAG=<tag>`` (or starts with ``<tag>/``)."""
+    """Live processes whose ``K3SNB_RUN_TAG`` is ``tag`` or starts with ``<tag>/`` (the reaper's env scan)."""
     import psutil
 
-    found = []
     me = os.getpid()
-    for p in psutil.process_iter(["pid"]):
-        if p.pid == me:
-            continue
-        try:
-            v = p.environ().get(TAG_ENV)
-        except (psutil.Error, OSError):
-            continue
-        if v and (v == tag or v.startswith(tag + "/")):
-            found.append(p)
+    found = []
+    for pid, v in pids_with_env(TAG_ENV).items():
+        if pid != me and (v == tag or v.startswith(tag + "/")):
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(pid))
     return found
 
 

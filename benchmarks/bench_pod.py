@@ -59,7 +59,7 @@ def footprint(rt: PodRuntime) -> dict:
     d = {k: int(v or 0) for k, v in (line.split("=", 1) for line in out.split())}
     d["host_local_ips"] = len(rt.ipam_allocations())
     if rt.runner.capabilities.has_real_cgroups:
-        d["cgroup_dirs"] = sum(1 for c in Path("/sys/fs/cgroup").glob(f"*/{rt.id}/*") if c.is_dir())
+        d["cgroup_dirs"] = sum(1 for c in Path("/sys/fs/cgroup").glob(f"*{rt.cgroup_parent}/*") if c.is_dir())
     return d
 
 

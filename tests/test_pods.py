@@ -146,11 +146,11 @@ def _check_two_pods(ev: dict, subnet: str) -> None:
 @pytest.mark.slow
 def test_host_two_container_pod_logs_exec_ip_and_second_pod() -> None:
     with PodRuntime("host") as rt:
-        tag = rt.id
+        tags = [rt.id, rt.ctd.id]  # the pods session and its supervised containerd
         ev = _two_pods_exercise(rt)
         assert rt.conflist["plugins"][0]["type"] == "bridge"  # Debian's plugin, untouched
     _check_two_pods(ev, rt.subnet)
-    assert leftovers(tag) == []
+    assert leftovers(tags[0]) == [] and leftovers(tags[1]) == []
 
 
 @pytest.mark.root
@@ -158,7 +158,7 @@ def test_host_two_container_pod_logs_exec_ip_and_second_pod() -> None:
 @pytest.mark.slow
 def test_gvisor_2024_two_container_pod_with_recorded_workarounds() -> None:
     with PodRuntime("gvisor", runsc="2024") as rt:
-        tag, root = rt.id, str(rt.runner.root_dir)
+        tag, root = rt.ctd.id, str(rt.runner.root_dir)
         ev = _two_pods_exercise(rt)
     _check_two_pods(ev, rt.subnet)
     found = {e["id"]: e for e in ev["events"] if e["kind"] == "workaround"}
@@ -203,7 +203,7 @@ def test_gvisor_2022_records_failing_stage_and_signature() -> None:
     assert ei.value.stage == "images" and ei.value.signature == "R01"
     stages = {s["stage"]: s["ok"] for s in rt.stages}
     assert stages["containerd"] is True and stages["images"] is False  # the furthest stage reached
-    assert leftovers(rt.id) == []
+    assert leftovers(rt.id) == [] and leftovers(rt.ctd.id) == []
 
 
 @pytest.mark.root
@@ -258,9 +258,9 @@ def test_restart_policy_onfailure_restarts_and_never_does_not() -> None:
 def test_exception_inside_pod_leaves_nothing() -> None:
     p = Pod(CLIENT)
     with pytest.raises(RuntimeError), p:
-        tag = p.runtime.id
+        tags = [p.runtime.id, p.runtime.ctd.id]
         raise RuntimeError("boom")
-    assert leftovers(tag) == []
+    assert all(leftovers(t) == [] for t in tags)
 
 
 def _long_pod(tmp_path: Path) -> Path:
@@ -284,7 +284,7 @@ def _wait_for_line(p: subprocess.Popen, text: str, limit: float = 90) -> None:
 def _pods_tags_of(pid: int) -> list[str]:
     from k3snb._state import records
 
-    return [r.id for r in records() if r.owner_pid == pid and r.kind == "pods"]
+    return [r.id for r in records() if r.owner_pid == pid and r.kind in ("pods", "runtime")]
 
 
 @pytest.mark.root

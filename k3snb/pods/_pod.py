@@ -103,7 +103,7 @@ class Pod(Rich):
         if not self.spec.host_network:  # a hostname needs the pod's own UTS namespace
             cfg["hostname"] = self.spec.name[:63]
         if self.runtime.runner.capabilities.has_real_cgroups:  # named, so stop()/the reaper remove them
-            cfg["linux"]["cgroup_parent"] = f"/{self.runtime.id}/pod{self.uid[:8]}"
+            cfg["linux"]["cgroup_parent"] = f"{self.runtime.cgroup_parent}/pod{self.uid[:8]}"
         return cfg
 
     def container_config(self, name: str) -> dict[str, Any]:
@@ -310,7 +310,7 @@ class Pod(Rich):
                 # kubelet removes a pod's cgroup parent after its sandbox; containerd does not
                 from ._runtime import _remove_cgroup_trees
 
-                _remove_cgroup_trees([str(d / rt.id / f"pod{self.uid[:8]}") for d in Path("/sys/fs/cgroup").iterdir()])
+                _remove_cgroup_trees([f"{d}{rt.cgroup_parent}/pod{self.uid[:8]}" for d in Path("/sys/fs/cgroup").iterdir()])
             if self in rt.pods:
                 rt.pods.remove(self)
             if self._own_runtime:

@@ -63,39 +63,33 @@ def _which(prog: str, pkg: str) -> str:
     return p
 
 
-def containerd_config(base: str, conf_dir: str, bin_dir: str, *, runtime: str = "runc",
-                      runtime_binary: str | None = None, snapshotter: str = "native") -> str:
-    """containerd 1.6 config: everything under ``base``; CRI with the kit's pause image, CNI dirs,
-    pod netns mounts under the state dir, and no unprivileged port/ICMP sysctls (S36/S40)."""
-    opts = "NoNewKeyring = true\n"
+def _pod_containerd(runner: Any, *, runtime: str, runtime_binary: str | None, cni_bin_dir: str, cni_conf_dir: str,
+                    private_netns: bool, bin_dir: Path):
+    """The kit's supervised containerd (k3snb.runtime.Containerd) with what pods need on top: pod netns
+    mounts under its state dir, one CNI network, no unprivileged port/ICMP sysctls (S36/S40), the
+    pid-node wrapper as the runtime's BinaryName, and — where the runner shares the host's network —
+    its own network namespace, so the CNI bridge and veths never touch the host."""
+    from ..runtime.containerd import Containerd
+
+    class PodContainerd(Containerd):
+        def config(self) -> str:
+            text = super().config()
+            cri = '[plugins."io.containerd.grpc.v1.cri"]\n'
+            text = text.replace(cri, cri + "  netns_mounts_under_state_dir = true\n", 1)
+            return text.replace(f'    bin_dir = "{cni_bin_dir}"\n', f'    bin_dir = "{cni_bin_dir}"\n    max_conf_num = 1\n', 1)
+
+    c = PodContainerd(runner, runtime=runtime, cni_bin_dir=cni_bin_dir, cni_conf_dir=cni_conf_dir,
+                      unprivileged_ports=False, unprivileged_icmp=False, timeout=60)
     if runtime_binary:
-        opts += f'        BinaryName = "{runtime_binary}"\n'
-    return f"""version = 2
-root = "{base}/root"
-state = "{base}/state"
-[grpc]
-  address = "{base}/containerd.sock"
-[ttrpc]
-  address = "{base}/containerd.sock.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_REF}"
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  enable_unprivileged_ports = false
-  enable_unprivileged_icmp = false
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "{snapshotter}"
-    default_runtime_name = "{runtime}"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runtime}]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runtime}.options]
-        {opts}
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{bin_dir}"
-    conf_dir = "{conf_dir}"
-    max_conf_num = 1
-"""
+        c.runtimes[runtime] = runtime_binary
+    if private_netns:
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        w = bin_dir / "k3snb-containerd-netns"
+        w.write_text("#!/bin/sh\n# k3snb.pods: containerd in its own network namespace (regenerate, do not edit)\n"
+                     f"exec unshare --net /bin/sh -c 'ip link set lo up && exec \"$0\" \"$@\"' {c.binary} \"$@\"\n")
+        w.chmod(0o755)
+        c.binary = str(w)
+    return c
 
 
 def conflist(mode: str, *, subnet: str, ipam_dir: str, bridge: str, link: bool = False) -> dict[str, Any]:
@@ -255,6 +249,8 @@ class PodRuntime(Rich):
         self.link_mode = False
         self.pid_node = False  # workaround pid-node: containers in the runner's PID namespace
         self._cgroup_mounts: list[str] = []
+        self.ctd: Any = None  # the supervised containerd (k3snb.runtime.Containerd)
+        self.cleanup: dict[str, Any] = {}
 
     @staticmethod
     def _workaround_set(value: Any) -> frozenset[str]:
@@ -277,16 +273,21 @@ class PodRuntime(Rich):
 
     @property
     def base(self) -> str:
-        """containerd root/state/socket; inside gVisor on the sandbox's tmpfs (sockets on 9p are unreliable)."""
-        return f"/tmp/{self.id}" if self.runner.capabilities.private_tmp else str(self.session_dir / "ctd")
+        """containerd's root/state dir (the supervised instance's, k3snb.runtime.Containerd)."""
+        return self.ctd.base
 
     @property
     def address(self) -> str:
-        return f"{self.base}/containerd.sock"
+        return self.ctd.address
 
     @property
     def log_path(self) -> Path:
-        return self.session_dir / "containerd.log"
+        return self.ctd.log_path if self.ctd is not None else self.session_dir / "containerd.log"
+
+    @property
+    def cgroup_parent(self) -> str:
+        """Pods' cgroups go under the instance's parent, so its stop() ends and removes them."""
+        return self.ctd.cgroup_parent
 
     @property
     def ipam_dir(self) -> Path:
@@ -330,12 +331,8 @@ class PodRuntime(Rich):
             caps = self.runner.capabilities
             if not caps.has_real_cgroups:  # gVisor: no cgroup hierarchy until the kit mounts v1 ones
                 self._stage("cgroups", self._cgroups)
-            else:  # runc makes the pods' cgroups on the host: name them so the reaper can find them
-                root = Path("/sys/fs/cgroup")
-                self._record.paths += [str(d / self.id) for d in sorted(root.iterdir()) if d.is_dir()]
-                self._record.save()
-                if self.runtime == "crun" and "cgroup-v1-only" in self.workarounds_enabled:
-                    self._stage("cgroups", self._host_v1_only)
+            elif self.runtime == "crun" and "cgroup-v1-only" in self.workarounds_enabled:
+                self._stage("cgroups", self._host_v1_only)
             self._stage("probes", self._probes)
             self._stage("network", self._network)
             self._stage("containerd", self._start_containerd)
@@ -433,34 +430,23 @@ class PodRuntime(Rich):
         self.conflist = conf
 
     def _start_containerd(self) -> None:
-        ctd = _which("containerd", "containerd")
         binary = _which("crun", "crun") if self.runtime == "crun" else None
         sd = self.session_dir
         if self.pid_node:
             binary = str(write_runtime_wrapper(sd / "bin", binary or _which("runc", "runc"), self.runner.python))
-        cfg = sd / "containerd.toml"
-        cfg.write_text(containerd_config(self.base, str(sd / "net.d"), str(sd / "cni-bin"), runtime=self.runtime,
-                                         runtime_binary=binary))
-        self.runner.run(["mkdir", "-p", self.base], check=True)
-        argv = [ctd, "--config", str(cfg)]
-        if self.runner.capabilities.host_network_writable:
-            # a private network namespace: the CNI bridge and veths stay off the host's network
-            argv = ["unshare", "--net", "/bin/sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
-        self._proc = self.runner.spawn(argv, stdout=self.log_path, stderr=self.log_path)
-        deadline = time.monotonic() + min(self.timeout, 60)
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                text = self.containerd_log(20)
-                raise PodError(f"containerd failed: exited {self._proc.poll()}: {text[-600:]}", stage="containerd",
-                               signature=next(iter(classify_text(text)), None))
-            if self.runner.run(["test", "-S", self.address], timeout=10).ok:
-                from . import _cri
+        self.ctd = _pod_containerd(self.runner, runtime=self.runtime, runtime_binary=binary,
+                                   cni_bin_dir=str(sd / "cni-bin"), cni_conf_dir=str(sd / "net.d"),
+                                   private_netns=self.runner.capabilities.host_network_writable, bin_dir=sd / "bin")
+        try:
+            self.ctd.start()
+        except K3snbError as e:
+            text = self.ctd.logs(60)
+            raise PodError(f"containerd failed: {e.msg[-600:]}", stage="containerd",
+                           signature=next(iter(classify_text(e.msg + "\n" + text)), None)) from e
+        self._proc = self.ctd.proc
+        from . import _cri
 
-                with contextlib.suppress(Exception):
-                    self.cri_version = self.runner.run_python(_cri.version, self.address, timeout=30)
-                    return
-            time.sleep(0.2)
-        raise PodError(f"containerd failed: socket not ready after {min(self.timeout, 60):.0f}s", stage="containerd")
+        self.cri_version = self.runner.run_python(_cri.version, self.address, timeout=60)
 
     def ensure_images(self, sources: list[str]) -> dict[str, str]:
         """Import the kit's images (``busybox``, ``pause`` or archive paths) into containerd's k8s.io namespace."""
@@ -470,8 +456,7 @@ class PodRuntime(Rich):
             if src in self.images:
                 continue
             img = kimages.get_image(src)
-            res = self.runner.run([shutil.which("ctr") or "ctr", "--address", self.address, "--namespace", "k8s.io",
-                                   "images", "import", "--snapshotter", "native", str(img.archive)], timeout=120)
+            res = self.ctd.import_image(img)
             if not res.ok:
                 text = (res.stderr or res.stdout).strip()
                 last = (text.splitlines() or [""])[-1].removeprefix("ctr: ")
@@ -493,10 +478,9 @@ class PodRuntime(Rich):
         return self.runner.run_python(fn, self.address, *args, timeout=timeout or self.timeout + 60)
 
     def containerd_log(self, tail: int = 50) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
-        except (OSError, AttributeError, K3snbError):
-            return ""
+        if self.ctd is not None:
+            return self.ctd.logs(tail)
+        return getattr(self, "_final_log", "")
 
     def ipam_allocations(self) -> list[str]:
         """Addresses host-local holds right now (files named by IP in its store)."""
@@ -520,22 +504,21 @@ class PodRuntime(Rich):
         runner_ok = self.runner is not None and self.runner.alive() if self.runner is not None else False
         with contextlib.suppress(Exception):
             self._final_log = self.containerd_log(400)
-        if self._proc is not None:
+        if self.ctd is not None and (runner_ok or not self._own_runner):
+            # ends containerd, shims and containers, the pods' cgroups, unmounts and removes its dirs
             with contextlib.suppress(Exception):
-                self._proc.terminate(10)
+                self.cleanup = self.ctd.stop()
         if runner_ok and not self._own_runner:
             from ..workarounds import _ops
 
-            with contextlib.suppress(Exception):
-                self.runner.run_python(_ops.kill_matching, [self.base, self.id], [], timeout=60)
-            with contextlib.suppress(Exception):
-                self.runner.run_python(_ops.umount_under, [self.base], timeout=60)
-            with contextlib.suppress(Exception):
-                self.runner.run(["rm", "-rf", self.base], timeout=60)
             if self._cgroup_mounts:  # a runner we did not make gets its cgroup layout back
                 with contextlib.suppress(Exception):
                     self.runner.run_python(_ops.umount_all, self._cgroup_mounts, timeout=60)
         self._proc = None
+        if self._own_runner and self.ctd is not None and self.ctd.record is not None:
+            # closing the runner ends every process; the runtime's record still names host cgroups/paths
+            with contextlib.suppress(Exception):
+                self.ctd.stop()
         if self._own_runner and self.runner is not None:
             with contextlib.suppress(Exception):
                 self.runner.close()
@@ -543,10 +526,8 @@ class PodRuntime(Rich):
             with contextlib.suppress(Exception, AttributeError):
                 shutil.rmtree(self.session_dir, ignore_errors=True)
         if self._record is not None:
-            left = _remove_cgroup_trees(self._record.paths)
-            if not left:
-                self._record.drop()
-                self._record = None
+            self._record.drop()
+            self._record = None
         self.started = False
 
     def __enter__(self) -> PodRuntime:

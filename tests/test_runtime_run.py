@@ -322,3 +322,28 @@ def test_missing_runtime_is_usage_error(monkeypatch, tmp_path):
     with pytest.raises(MissingDependency) as e:
         runtime_binary("runc")
     assert isinstance(e.value, UsageError) and "runc" in e.value.hint
+
+
+@pytest.mark.root
+@pytest.mark.runsc2024
+def test_cli_kill9_in_gvisor_then_doctor_clean_leaves_nothing(cli_env):
+    """In a sandbox the containers are the sandbox's own processes: the sandbox (runsc sandbox, gofer and
+    their children on the host, tagged with the runner's id) is what must be gone after the reaper."""
+    env, state = cli_env
+    p = _cli(["runtime", "run", "--runner", "gvisor:2024", "busybox", "--", "sleep", "300"], env)
+    deadline = time.monotonic() + 90
+    sandbox = None
+    while time.monotonic() < deadline and sandbox is None:
+        recs = {f.name.split("-", 1)[0]: json.loads(f.read_text()) for f in state.glob("*.json")}
+        if "runtime" in recs and "gvisor" in recs:
+            sandbox = recs["gvisor"]["id"]
+        time.sleep(0.5)
+    assert sandbox, "containerd never started in the sandbox"
+    time.sleep(3)  # ctr run is under way
+    assert leftovers(sandbox)  # runsc's host processes carry the sandbox id
+    p.kill()
+    p.wait(10)
+    r = subprocess.run([sys.executable, "-m", "k3snb", "doctor", "--clean"], env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not leftovers(sandbox) and not list(state.glob("*.json"))

@@ -76,7 +76,12 @@ def _pod_containerd(runner: Any, *, runtime: str, runtime_binary: str | None, cn
             text = super().config()
             cri = '[plugins."io.containerd.grpc.v1.cri"]\n'
             text = text.replace(cri, cri + "  netns_mounts_under_state_dir = true\n", 1)
-            return text.replace(f'    bin_dir = "{cni_bin_dir}"\n', f'    bin_dir = "{cni_bin_dir}"\n    max_conf_num = 1\n', 1)
+            text = text.replace(f'    bin_dir = "{cni_bin_dir}"\n', f'    bin_dir = "{cni_bin_dir}"\n    max_conf_num = 1\n', 1)
+            if "netns_mounts_under_state_dir" not in text or "max_conf_num" not in text:
+                # never fall back silently: pod netns mounts would land in the host's /var/run/netns
+                raise K3snbError("the containerd config changed shape; k3snb.pods cannot add its CRI options",
+                                 hint="update _pod_containerd in k3snb/pods/_runtime.py to the new config layout")
+            return text
 
     c = PodContainerd(runner, runtime=runtime, cni_bin_dir=cni_bin_dir, cni_conf_dir=cni_conf_dir,
                       unprivileged_ports=False, unprivileged_icmp=False, timeout=60)

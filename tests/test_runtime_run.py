@@ -347,3 +347,24 @@ def test_cli_kill9_in_gvisor_then_doctor_clean_leaves_nothing(cli_env):
                        text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not leftovers(sandbox) and not list(state.glob("*.json"))
+
+
+@pytest.mark.root
+@pytest.mark.runsc2024
+def test_cli_ctrl_c_in_gvisor_leaves_nothing(cli_env):
+    env, state = cli_env
+    p = _cli(["runtime", "run", "--runner", "gvisor:2024", "busybox", "--", "sleep", "300"], env)
+    deadline = time.monotonic() + 90
+    sandbox = None
+    while time.monotonic() < deadline and sandbox is None:
+        recs = {f.name.split("-", 1)[0]: json.loads(f.read_text()) for f in state.glob("*.json")}
+        if "runtime" in recs and "gvisor" in recs:
+            sandbox = recs["gvisor"]["id"]
+        time.sleep(0.5)
+    assert sandbox, "containerd never started in the sandbox"
+    time.sleep(3)
+    assert leftovers(sandbox)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert not leftovers(sandbox) and not list(state.glob("*.json"))

@@ -104,3 +104,24 @@ def test_env_diff_of_stored_probes():
     assert row_labels == d.differing[:15]
     assert "kernel.release" in row_labels
     assert len(plots.plot_env_diff([probes[1], probes[2]]).axes[0].tables[0].get_celld()) > 0
+
+
+@pytest.mark.root
+def test_stages_of_real_attempt_rows():
+    """Attempt rows as the runtime notebooks record them (a real runc container on the host, plus the
+    same row cut short) become one heat-map row each, in the kit's stage order."""
+    from k3snb.runtime import run_container
+    from k3snb.runtime.experiments import attempt_row
+    from k3snb.runtime.stages import STAGES
+
+    with k3snb.get_runner("host") as r:
+        ran = attempt_row("host", run_container(r, "busybox", ["echo", "hi"], runtime="runc", via="direct"))
+    cut = {**ran, "env": "cut", "reached": STAGES[2], "failed_stage": STAGES[3]}
+    assert plots.is_attempt_rows([ran, cut])
+    ax = plots.plot_stages([ran, cut]).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(STAGES)
+    img = ax.images[0].get_array()
+    green, red, grey = (0.298, 0.686, 0.314), (0.898, 0.224, 0.208), (0.812, 0.824, 0.839)
+    colour = lambda i, j: tuple(round(float(x), 3) for x in img[i][j][:3])  # noqa: E731
+    assert all(colour(0, j) == green for j in range(len(STAGES)))  # the container ran: every stage
+    assert [colour(1, j) for j in range(5)] == [green, green, green, red, grey]

@@ -136,6 +136,21 @@ def images_of(nb) -> list[bytes]:
     return out
 
 
+def _record_plots(u: Unit) -> list[bytes]:
+    """Pictures the report draws from a unit's records itself: a stages heat map for every record of
+    container/pod attempt rows (runtime and pod experiments), whether or not the notebook plotted it."""
+    from . import plots
+
+    out = []
+    for key, value in u.records.items():
+        if plots.is_attempt_rows(value):
+            try:
+                out.append(plots.figure_png(plots.plot_stages(value, title=f"stages reached: {key}")))
+            except Exception:  # a record the heat map cannot read is shown as a table above
+                continue
+    return out
+
+
 # -- the model: cells of the matrix, claims not judged, changes between runs -------------------------
 
 
@@ -502,7 +517,7 @@ class _HtmlWriter:
             parts.append(f"<details class='evidence'><summary>evidence ({len(evidence)} records)</summary>"
                          + "".join(self._record(k, u.records.get(k, val)) for k, val in list(evidence.items())[:40])
                          + "</details>")
-        for png in images_of(_read_nb(u.notebook)):
+        for png in images_of(_read_nb(u.notebook)) + _record_plots(u):
             parts.append(f"<img class='plot' alt='plot from {esc(u.name)}' "
                          f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
         parts.append("</div>")

@@ -207,6 +207,30 @@ def plot_overhead(source: Any = None, tools: Sequence[str] | None = None) -> Fig
 # -- stages reached -----------------------------------------------------------------------------------
 
 
+def is_attempt_rows(value: Any) -> bool:
+    """Rows of container/pod attempts as the runtime experiments record them: ``env`` plus the last
+    stage ``reached`` and the ``failed_stage`` (k3snb.runtime.experiments.attempt_row)."""
+    return (isinstance(value, Sequence) and not isinstance(value, str) and bool(value)
+            and all(isinstance(r, Mapping) and "env" in r and ("reached" in r or "failed_stage" in r) for r in value))
+
+
+def _attempt_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Attempt rows -> long frame (environment, stage, status) in the kit's stage order."""
+    import pandas as pd
+
+    from ..runtime.stages import STAGES
+
+    out = []
+    for r in rows:
+        label = " · ".join(str(r[k]) for k in ("env", "runtime", "via") if r.get(k))
+        reached, failed = r.get("reached"), r.get("failed_stage")
+        last = STAGES.index(reached) if reached in STAGES else -1
+        for i, st in enumerate(STAGES):
+            status = "failed" if st == failed else ("ok" if i <= last else "not reached")
+            out.append({"environment": label, "stage": st, "status": status})
+    return pd.DataFrame(out, columns=["environment", "stage", "status"])
+
+
 def _stage_frame(data: Any, stages: Sequence[str] | None) -> pd.DataFrame:
     """A wide frame: index environment, one column per stage, values statuses."""
     import pandas as pd
@@ -214,6 +238,8 @@ def _stage_frame(data: Any, stages: Sequence[str] | None) -> pd.DataFrame:
     if isinstance(data, Mapping) and data and all(hasattr(v, "stages") for v in data.values()):  # {env: Attempt}
         data = pd.DataFrame([{"environment": k, "stage": s["stage"], "status": s["status"]}
                              for k, a in data.items() for s in a.stages])
+    elif is_attempt_rows(data):
+        data = _attempt_frame(data)
     if not isinstance(data, pd.DataFrame):
         raise InvalidParameter(f"cannot plot stages of {type(data).__name__}",
                                hint="pass a DataFrame (index environment, columns stages; or long columns "
@@ -250,7 +276,8 @@ def plot_stages(data: Any, stages: Sequence[str] | None = None, title: str | Non
 
     Args:
         data: a wide DataFrame (index environment, columns stages, values status strings or booleans), a
-            long one (columns environment|env|runner, stage, status), or ``{environment: runtime Attempt}``.
+            long one (columns environment|env|runner, stage, status), ``{environment: runtime Attempt}``,
+            or attempt rows as the runtime experiments record them (env, runtime, via, reached, failed_stage).
         stages: column order (default: as given).
     """
     from matplotlib.colors import to_rgb

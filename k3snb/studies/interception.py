@@ -239,19 +239,19 @@ def runc_init_reached(cases: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
         elif runc and runc["rewritten"] and label in ran and not (cont and cont["rewritten"]):
             only_runc.append(label)  # the container ran, yet only runc itself was reached
     not_reached = [lb for lb in cases if lb not in ran]
-    tail = f"; runc never reached init in: {', '.join(not_reached)}" if not_reached else ""
+    tail = f". runc never reached init in: {'; '.join(not_reached)}" if not_reached else ""
     if init_hit:
-        exp = judged("Exp 24", "refuted", ev, f"runc init's cap_last_cap read was rewritten in: {', '.join(init_hit)}"
+        exp = judged("Exp 24", "refuted", ev, f"runc init's cap_last_cap read was rewritten in: {'; '.join(init_hit)}"
                                               + tail)
     elif ran:
-        exp = judged("Exp 24", "reproduced", ev, f"runc init ran but its read was never rewritten ({', '.join(ran)})")
+        exp = judged("Exp 24", "reproduced", ev, f"runc init ran but its read was never rewritten ({'; '.join(ran)})")
     else:
         exp = judged("Exp 24", "inconclusive", ev, "runc never reached runc init in any case" + tail)
     if both_hit:
         c4 = judged("C4", "refuted", ev, "reads were rewritten in runc init and in the container process (new pid "
-                                         f"and mount namespaces, grandchildren of runc) in: {', '.join(both_hit)}" + tail)
+                                         f"and mount namespaces, grandchildren of runc) in: {'; '.join(both_hit)}" + tail)
     elif only_runc and not init_hit:
-        c4 = judged("C4", "reproduced", ev, f"only runc itself was rewritten in: {', '.join(only_runc)}")
+        c4 = judged("C4", "reproduced", ev, f"only runc itself was rewritten in: {'; '.join(only_runc)}")
     else:
         c4 = judged("C4", "inconclusive", ev, "no case where runc reached the container process" + tail)
     return [exp, c4]
@@ -333,7 +333,7 @@ def redirect_enoent(cases: Mapping[str, Mapping[str, Any]]) -> Verdict:
                           f"{cont['errno'] if cont else 'did not run'}")
     ver = next(iter(seed.values())).get("runc_version", "?")
     if enoent:
-        return judged("H1", "reproduced", ev, f"runc init got ENOENT reading the rewritten path in: {', '.join(enoent)}")
+        return judged("H1", "reproduced", ev, f"runc init got ENOENT reading the rewritten path in: {'; '.join(enoent)}")
     if ok_init:
         return judged("H1", "refuted", ev,
                       f"for runc {ver}: runc init reads cap_last_cap before pivot_root, where the target outside "

@@ -135,8 +135,8 @@ def threaded_go_hang(go_run: Mapping[str, Any] | None, runner: str) -> Verdict:
     reproduced: it hung (timed out); refuted: it finished with more than one thread traced;
     inconclusive: it failed, or only one thread was traced; not-testable: no Go toolchain.
     """
-    scope = ("a small multi-threaded static Go program (built now) under the kit's interceptor — not k3s, "
-             "not the research's Exp 06 tracer")
+    scope = ("a small multi-threaded static Go program (built now) under the kit's interceptor (not k3s, "
+             "not the research's Exp 06 tracer)")
     if go_run is None:
         return judged("S42", "not-testable", {}, "no Go toolchain here to build the threaded program "
                                                  "(apt-get install golang-go)")
@@ -285,7 +285,8 @@ def runc_in_gvisor(builds: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
     ev = _case_ev(builds, "runc_in_gvisor")
     s31: dict[str, tuple[str, str]] = {}
     c2: dict[str, tuple[str, str]] = {}
-    for b, c in builds.items():
+    for label, c in builds.items():
+        b = c.get("runner") or label  # with the runsc version and platform when recorded
         err = c["plain"]["stderr"].strip().splitlines()[-1:] or [""]
         ctl = ",".join(c.get("controllers") or [])
         if _container_ran(c):

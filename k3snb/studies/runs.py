@@ -26,6 +26,13 @@ def sandbox_specs(runner: str, builds: list[str] | tuple[str, ...]) -> list[str]
     return [f"{runner}:{b}" for b in builds]
 
 
+def where(r) -> str:
+    """The runner as verdict reasons name it: label, and for gVisor the runsc version and platform."""
+    info = r.info()
+    extra = ", ".join(str(info[k]) for k in ("runsc_version", "platform") if info.get(k))
+    return f"{r.label} ({extra})" if extra else r.label
+
+
 def _tx():
     from ..tracing import measurements
 
@@ -47,7 +54,7 @@ def procsys_reads(runner: str, keys: list[str]) -> dict[str, Any]:
 
     with resolve(runner) as r:
         res = _tx().procsys_reach(r, keys, go_binary=_go(r))
-        return {"runner": r.label, "rows": res["rows"], "stats": res["stats"], "features": res["features"]}
+        return {"runner": where(r), "rows": res["rows"], "stats": res["stats"], "features": res["features"]}
 
 
 def statfs_and_threads(runner: str, paths: list[str]) -> dict[str, Any]:
@@ -61,7 +68,7 @@ def statfs_and_threads(runner: str, paths: list[str]) -> dict[str, Any]:
         if run is not None:
             run.pop("wall_s", None)  # a timing: kept out of stored outputs
             run["several_threads_traced"] = (run.get("tasks_traced") or 0) > 1  # the count varies with Go's scheduler
-        return {"runner": r.label, "views": views, "go_threads_run": run}
+        return {"runner": where(r), "views": views, "go_threads_run": run}
 
 
 def _case(res: dict[str, Any], label: str, **extra: Any) -> dict[str, Any]:
@@ -98,8 +105,8 @@ def preload_and_runc(runner: str, key: str = "/proc/sys/kernel/cap_last_cap") ->
         env = {"LD_PRELOAD": str(so), "K3SNB_FROM": str(Path(key).parent), "K3SNB_TO": "{fake_dir}"}
         with ensure_cgroups(r, "auto") as cg:
             res = runc_reach(r, redirect=False, env=env)
-        return {"runner": r.label, "reads": table["rows"],
-                "runc_preload": _case(res, r.label, controllers=cg["mounted"])}
+        return {"runner": where(r), "reads": table["rows"],
+                "runc_preload": _case(res, where(r), controllers=cg["mounted"])}
 
 
 def runc_reach_cases(runner: str, builds: list[str]) -> dict[str, Any]:
@@ -118,7 +125,7 @@ def runc_reach_cases(runner: str, builds: list[str]) -> dict[str, Any]:
         cases["host, target only outside (seed setup)"] = _case(runc_reach(h, rootfs_fake=None), "host")
     for spec in sandbox_specs(runner, builds):
         with resolve(spec) as g, ensure_cgroups(g, "auto") as cg:
-            c = _case(runc_reach(g, rootfs_fake=None), g.label, controllers=cg["mounted"])
+            c = _case(runc_reach(g, rootfs_fake=None), where(g), controllers=cg["mounted"])
             cases[f"{g.label}, target only outside (seed setup)"] = c
             gvisor[g.label] = c
     return {"cases": cases, "gvisor": gvisor}

@@ -204,3 +204,16 @@ def test_hypothesis_markdown_is_rendered_after_escaping():
     out = inline_md("the root is **9p**; `uname -r` says `<script>x</script>` and **<img src=x onerror=1>**")
     assert "<b>9p</b>" in out and "<code>uname -r</code>" in out
     assert "<script>" not in out and "<img" not in out and "&lt;script&gt;" in out
+
+
+def test_which_environments_a_verdict_speaks_for():
+    from k3snb.report._runs import Unit
+
+    u = Unit("25-x", "25-x", "gvisor:2024:ptrace", "passed", "", 1.0, {}, Path("."), None)
+    assert u.env == "gvisor-2024/ptrace"
+    # its own list (keys or runner specs) wins; then evidence keys named per environment; then the cell's runner
+    assert u.verdict_envs({"claim": "c", "environments": ["gvisor:2022", "host", "nonsense"]}) == ["host", "gvisor-2022"]
+    assert u.verdict_envs({"claim": "c", "evidence": {"gvisor-2022.root": 1, "gvisor-2024.root": 2}}) == [
+        "gvisor-2022", "gvisor-2024"]
+    assert u.verdict_envs({"claim": "c", "evidence": {"rows": [], "gvisor-2022.root": 1}}) == ["gvisor-2024/ptrace"]
+    assert Unit("h", "h", "host", "passed", "", 1.0, {}, Path("."), None).env == "host"

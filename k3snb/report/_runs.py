@@ -133,7 +133,8 @@ class Unit:
         if isinstance(explicit, str):
             explicit = [explicit]
         if explicit:
-            keys = [str(e) for e in explicit if _ENV_RE.match(str(e))]
+            keys = [str(e) if _ENV_RE.match(str(e)) else env_key(str(e)) for e in explicit]
+            keys = [k for k in keys if _ENV_RE.match(k)]
             if keys:
                 return sorted(set(keys), key=env_sort_key)
         prefixes = [_ENV_PREFIX.match(k) for k in (v.get("evidence") or {})]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from k3snb import images
-from k3snb.errors import InvalidParameter, MissingDependency, UsageError
+from k3snb.errors import InvalidParameter, K3snbError, MissingDependency, UsageError
 from k3snb.runtime import Attempt, Containerd, run_container
 from k3snb.runtime.stages import STAGES, attribute
 
@@ -229,6 +229,16 @@ def test_exception_inside_containerd_leaves_nothing(host):
         assert any("sleep 300" in x for x in leftovers(tag))  # the container process runs, tagged
         raise RuntimeError("boom")
     assert not leftovers(tag)
+
+
+@pytest.mark.root
+def test_failed_start_without_with_leaves_nothing(host):
+    c = Containerd(host)
+    c.binary = "/bin/false"  # exits at once: start() fails after the record, dirs and process exist
+    with pytest.raises(K3snbError, match="containerd exited"):
+        c.start()
+    assert not c.conf_dir.exists() and c.record is None and not leftovers(c.id)
+    assert c.stop() == c.cleanup  # a second stop (e.g. __exit__) is a no-op
 
 
 def _cli(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from ..runners.base import Runner, RunResult
     from ..tracing import Rule
 
-__all__ = ["Containerd", "containerd_config", "RUNTIMES", "SNAPSHOTTERS", "runtime_binary"]
+__all__ = ["Containerd", "containerd_config", "RUNTIMES", "SNAPSHOTTERS", "runtime_binary", "check_runtime",
+           "check_snapshotter"]
 
 RUNTIMES = ("runc", "crun")
 SNAPSHOTTERS = ("native", "overlayfs")
@@ -43,14 +44,29 @@ def _search_path() -> str:
     return os.environ.get("K3SNB_RUNTIME_PATH") or SBIN_PATH
 
 
+def check_runtime(name: str, valid: Sequence[str] = RUNTIMES) -> str:
+    """``name`` if it is one of ``valid`` runtimes; else InvalidParameter (CLI exit 2) listing them."""
+    if name not in valid:
+        raise InvalidParameter(f"unknown runtime {name!r}; valid: {', '.join(valid)}",
+                               hint=f"pass runtime {' or '.join(map(repr, valid))} (CLI: --runtime {'|'.join(valid)})")
+    return name
+
+
+def check_snapshotter(name: str) -> str:
+    """``name`` if containerd here can use it as a snapshotter; else InvalidParameter listing the valid ones."""
+    if name not in SNAPSHOTTERS:
+        raise InvalidParameter(f"unknown snapshotter {name!r}; valid: {', '.join(SNAPSHOTTERS)}",
+                               hint="pass snapshotter 'native' or 'overlayfs' (CLI: --snapshotter native|overlayfs)")
+    return name
+
+
 def runtime_binary(name: str) -> str:
     """Path of an OCI runtime (``runc``/``crun``) or a containerd tool; MissingDependency (exit 2) if absent.
 
     Looked up in ``$K3SNB_RUNTIME_PATH`` (default: the sbin/bin directories), not the caller's PATH.
     """
-    if name not in _PKG and "/" not in name:
-        raise InvalidParameter(f"unknown runtime {name!r}; valid: {', '.join(RUNTIMES)}",
-                               hint="pass --runtime runc or --runtime crun")
+    if "/" not in name and name not in _PKG:
+        check_runtime(name)
     p = name if "/" in name else shutil.which(name, path=_search_path())
     if not p or not Path(p).is_file():
         raise MissingDependency(f"{name} not found in {_search_path()}",
@@ -70,13 +86,9 @@ def containerd_config(base: str, *, snapshotter: str = "native", runtime: str = 
     ``SystemdCgroup = false``); the default one is ``runtime``. W32 (NoNewKeyring) and W33 (a local
     sandbox image, never pulled) are on.
     """
-    if snapshotter not in SNAPSHOTTERS:
-        raise InvalidParameter(f"unknown snapshotter {snapshotter!r}; valid: {', '.join(SNAPSHOTTERS)}",
-                               hint="pass --snapshotter native or --snapshotter overlayfs")
+    check_snapshotter(snapshotter)
     runtimes = runtimes or {n: n for n in RUNTIMES}
-    if runtime not in runtimes:
-        raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(runtimes)}",
-                               hint="pass --runtime runc or --runtime crun")
+    check_runtime(runtime, tuple(runtimes))
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     run_dir = run_dir or base
     rt_blocks = "".join(f"""
@@ -150,11 +162,8 @@ class Containerd(Rich):
         self.runner = runner
         self.binary = runtime_binary("containerd")
         self.ctr_binary = runtime_binary("ctr")
-        if snapshotter not in SNAPSHOTTERS:
-            containerd_config("/x", snapshotter=snapshotter)  # raises the usage error
-        if runtime not in RUNTIMES:
-            raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}",
-                                   hint="pass runtime='runc' or runtime='crun'")
+        check_snapshotter(snapshotter)
+        check_runtime(runtime)
         self.runtimes = {n: p for n in RUNTIMES if (p := shutil.which(n, path=_search_path()))}
         runtime_binary(runtime)  # the default runtime must exist
         self.id = new_id("k3snb-ctd-")
@@ -177,6 +186,8 @@ class Containerd(Rich):
         self.cleanup: dict[str, Any] = {}
         self._final_log = ""
         self._trace_dir = self.conf_dir / "trace"
+        self._trace_out = None
+        self._stopped = False
 
     # -- paths -------------------------------------------------------------------------------
     @property
@@ -196,6 +207,19 @@ class Containerd(Rich):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Containerd:
+        """Write the config, start containerd, wait for its socket and import the kit's pause image.
+
+        On any failure (also Ctrl-C) everything started so far is stopped and removed before the error
+        propagates; :meth:`logs` still shows containerd's last lines.
+        """
+        self._stopped = False
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Containerd:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         Path(self.cni_conf_dir).mkdir(parents=True, exist_ok=True)
         # tag before starting anything: kill -9 from here on leaves a record for `doctor --clean`
@@ -292,7 +316,12 @@ class Containerd(Rich):
         return watch(self, log=kw.pop("log", self.log_path), title=kw.pop("title", f"containerd {self.id}"), **kw)
 
     def stop(self) -> dict[str, Any]:
-        """End every container, shim and containerd of this instance; remove its mounts, cgroups, dirs."""
+        """End every container, shim and containerd of this instance; remove its mounts, cgroups, dirs.
+
+        A second call (e.g. ``__exit__`` after a failed :meth:`start` cleaned up) returns the first report.
+        """
+        if self._stopped:
+            return self.cleanup
         report: dict[str, Any] = {}
         runner_up = getattr(self.runner, "alive", lambda: True)()
         if runner_up and self.alive():
@@ -321,6 +350,8 @@ class Containerd(Rich):
             from ..tracing._launch import OutDir
 
             self._trace_out = OutDir("ctd-trace")
+            # owned by this handle until trace_result() hands it to a Trace: removed with whichever goes
+            self._trace_out.attach_to(self)
             shutil.move(str(self._trace_dir / "trace.rows"), str(self._trace_out.path / "trace.rows"))
         shutil.rmtree(self.conf_dir, ignore_errors=True)
         self.proc = None
@@ -334,14 +365,11 @@ class Containerd(Rich):
                 self.record = None
             report["left"] = left
         self.cleanup = report
+        self._stopped = True
         return report
 
     def __enter__(self) -> Containerd:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -418,13 +446,17 @@ class Containerd(Rich):
         from ..tracing import Trace
         from ..tracing._store import convert
 
-        out = getattr(self, "_trace_out", None)
+        out = self._trace_out
         if out is None or not (out.path / "trace.rows").exists():
             return None
         convert(out.path / "trace.rows", out.path / "trace.arrow")
         (out.path / "trace.rows").unlink()
         t = Trace(path=out.path / "trace.arrow", command=["containerd"], returncode=None)
+        fin = getattr(self, "_finalizer", None)
+        if fin is not None:
+            fin.detach()  # the Trace owns the files from now on
         out.attach_to(t)  # removed with the Trace (or by doctor --clean after a kill)
+        self._trace_out = None
         return t
 
     # -- presentation ------------------------------------------------------------------------

@@ -22,7 +22,14 @@ from .._state import Record, new_id
 from ..errors import InvalidParameter, K3snbError
 from ..workarounds import _ops
 from . import _inside
-from .containerd import RUNTIMES, SNAPSHOTTERS, Containerd, _host_cgroup_mounts, _runner_name, runtime_binary
+from .containerd import (
+    Containerd,
+    _host_cgroup_mounts,
+    _runner_name,
+    check_runtime,
+    check_snapshotter,
+    runtime_binary,
+)
 from .stages import Attempt, failing_syscall
 
 if TYPE_CHECKING:
@@ -42,15 +49,12 @@ def validate(runtime: str, via: str, snapshotter: str | None, image: Image | str
     """Check every input before anything starts; UsageError (CLI exit 2) with a fix on bad input."""
     from ..images import get_image
 
-    if runtime not in RUNTIMES:
-        raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}",
-                               hint="pass --runtime runc or --runtime crun")
+    check_runtime(runtime)
     if via not in VIAS:
         raise InvalidParameter(f"unknown --via {via!r}; valid: {', '.join(VIAS)}",
                                hint="pass --via containerd or --via direct")
-    if snapshotter is not None and snapshotter not in SNAPSHOTTERS:
-        raise InvalidParameter(f"unknown snapshotter {snapshotter!r}; valid: {', '.join(SNAPSHOTTERS)}",
-                               hint="pass --snapshotter native or --snapshotter overlayfs")
+    if snapshotter is not None:
+        check_snapshotter(snapshotter)
     runtime_binary(runtime)
     if via == "containerd":
         runtime_binary("containerd")

@@ -1,4 +1,4 @@
-"""Workarounds from the research as objects: ``apply(runner)``, ``check(runner)``, ``revert(runner)``.
+"""Workarounds from the research as objects: ``apply(runner)``, ``verify(runner)``, ``revert(runner)``.
 
 ``k3snb.list_workarounds()`` shows the catalogue; ``k3snb.get_workaround("kmsg")`` (or ``"W1"``) returns
 a fresh object. Metadata (title, research W ids, signatures addressed, kind) is data in

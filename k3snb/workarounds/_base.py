@@ -79,7 +79,7 @@ class LaunchPlan:
 
 @dataclass(repr=False)
 class WorkaroundResult(Rich):
-    """Outcome of one apply/check/revert."""
+    """Outcome of one apply/verify/revert (action names: apply, check, revert)."""
 
     id: str
     action: str
@@ -199,8 +199,6 @@ class Workaround:
         t0 = time.monotonic()
         ok, detail = self._check(runner)
         return WorkaroundResult(self.id, "check", ok, runner.kind, time.monotonic() - t0, detail)
-
-    check = verify  # the old name, until the CLI and k3s/notebook.py call verify()
 
     def revert(self, runner: Runner) -> WorkaroundResult:
         """Undo apply(); a no-op (ok) when nothing was applied."""

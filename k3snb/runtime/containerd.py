@@ -331,18 +331,25 @@ class Containerd(Rich):
         if self.proc is not None:
             self.proc.terminate(5)
         if runner_up:
-            with contextlib.suppress(Exception):
-                report["cgroups"] = self.runner.run_python(_inside.cgroup_remove, self.cgroup_parent, timeout=60)
-                # shims carry the socket address on their command line; runc/crun state is under base
-                report["killed"] = self.runner.run_python(_ops.kill_matching, [self.run_dir, self.base,
-                                                                                 str(self.conf_dir)],
-                                                          [], timeout=60)["killed"]
-                report["cgroups_after"] = self.runner.run_python(_inside.cgroup_remove, self.cgroup_parent,
-                                                                 timeout=60)
-                report["umount"] = self.runner.run_python(_ops.umount_under, [self.base, self.run_dir],
-                                                          timeout=60).get("mounts")
-                self.runner.run_python(_ops.cleanup_dir, self.base, timeout=60)
-                self.runner.run_python(_ops.cleanup_dir, self.run_dir, timeout=60)
+            # shims carry the socket address on their command line; runc/crun state is under base.
+            # Each step on its own: one that fails (or times out) must not skip the ones after it.
+            steps = [("cgroups", _inside.cgroup_remove, (self.cgroup_parent,)),
+                     ("killed", _ops.kill_matching, ([self.run_dir, self.base, str(self.conf_dir)], [])),
+                     ("cgroups_after", _inside.cgroup_remove, (self.cgroup_parent,)),
+                     ("umount", _ops.umount_under, ([self.base, self.run_dir],)),
+                     (None, _ops.cleanup_dir, (self.base,)), (None, _ops.cleanup_dir, (self.run_dir,))]
+            for name, fn, fargs in steps:
+                try:
+                    out = self.runner.run_python(fn, *fargs, timeout=60)
+                except Exception as e:  # reported, and the record keeps what is left for doctor --clean
+                    report.setdefault("errors", {})[name or fn.__name__] = str(e)[:300]
+                    continue
+                if name == "killed":
+                    out = out["killed"]
+                elif name == "umount":
+                    out = out.get("mounts")
+                if name:
+                    report[name] = out
         with contextlib.suppress(OSError):
             self._final_log = self.log_path.read_text(errors="replace")
         if self.trace and (self._trace_dir / "trace.rows").exists():

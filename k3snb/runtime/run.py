@@ -248,11 +248,11 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
     finally:
         with contextlib.suppress(Exception):
             runner.run([binary, "--root", f"{base}/state", "delete", "--force", cid], timeout=30)
-        with contextlib.suppress(Exception):
-            runner.run_python(_ops.kill_matching, [base], [], timeout=60)
-            runner.run_python(_inside.cgroup_remove, f"/{cid}", timeout=60)
-            runner.run_python(_ops.umount_under, [base], timeout=60)
-            runner.run_python(_ops.cleanup_dir, base, timeout=60)
+        # each step on its own: a failing (or timed-out) kill must not skip the umount and rmdir after it
+        for fn, *fargs in ((_ops.kill_matching, [base], []), (_inside.cgroup_remove, f"/{cid}"),
+                           (_ops.umount_under, [base]), (_ops.cleanup_dir, base)):
+            with contextlib.suppress(Exception):
+                runner.run_python(fn, *fargs, timeout=60)
         shutil.rmtree(stage_dir, ignore_errors=True)
         if not any(Path(p).exists() for p in rec.paths):
             rec.drop()

@@ -131,6 +131,26 @@ def test_bad_images_are_usage_errors(tmp_path):
         images.get_image("nginx")
 
 
+@pytest.mark.root
+def test_unreadable_dir_content_is_a_usage_error_not_a_smaller_image():
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="k3snb-R-img-", dir="/tmp"))  # 0755 path: nobody reaches it
+    try:
+        d.chmod(0o755)
+        (d / "ok").mkdir()
+        (d / "ok" / "a").write_text("hi\n")
+        (d / "secret").mkdir(mode=0o700)
+        (d / "secret" / "b").write_text("s\n")
+        code = ("from k3snb.images import from_dir\nfrom k3snb.errors import InvalidParameter\n"
+                f"try:\n    from_dir({str(d)!r}, 'x')\nexcept InvalidParameter as e:\n    print('ERR', e.msg)\n")
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": "/tmp"})
+        assert r.stdout.startswith("ERR cannot read") and "secret" in r.stdout, r.stdout + r.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(d)], check=True)
+
+
 # -- stage model ---------------------------------------------------------------------------------
 def test_attribution_and_record_order():
     assert attribute("failed to extract layer sha256:x: failed to mount /a/tmpmounts/containerd-mount1: "

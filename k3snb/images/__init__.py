@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import subprocess
 import tarfile
@@ -42,6 +43,10 @@ MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
+# the host's binaries go into the images, so they are images for the host's architecture (GOARCH names:
+# containerd refuses an image whose platform does not match)
+ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(platform.machine(),
+                                                                                  platform.machine())
 
 PAUSE_C = r"""
 /* k3snb pause: PID 1 of a pod sandbox. Reaps orphans; SIGTERM/SIGINT end it with status 0. */
@@ -140,7 +145,7 @@ def _write_archive(dest: Path, name: str, layers: Sequence[bytes], cfg: dict[str
         d = _sha(data)
         blobs[d] = data
         descs.append({"mediaType": MT_LAYER, "digest": d, "size": len(data)})
-    config = {"architecture": "amd64", "os": "linux", "config": cfg,
+    config = {"architecture": ARCH, "os": "linux", "config": cfg,
               "rootfs": {"type": "layers", "diff_ids": [x["digest"] for x in descs]},
               # fixed epoch times: umoci needs "created", digests must not change between builds
               "created": EPOCH, "history": [{"created": EPOCH, "created_by": f"k3snb.images {name}"} for _ in descs]}
@@ -153,7 +158,7 @@ def _write_archive(dest: Path, name: str, layers: Sequence[bytes], cfg: dict[str
     ref = REF_PREFIX + name + ":latest"
     index = {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [{
         "mediaType": MT_MANIFEST, "digest": _sha(mbytes), "size": len(mbytes),
-        "platform": {"architecture": "amd64", "os": "linux"},
+        "platform": {"architecture": ARCH, "os": "linux"},
         # containerd names the imported image from the first, umoci/skopeo look at the second
         "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": "latest"}}]}
     files = {"oci-layout": _canon({"imageLayoutVersion": "1.0.0"}), "index.json": _canon(index)}
@@ -261,9 +266,14 @@ def pause() -> Image:
     return _cached("pause", [PAUSE_C, *gcc_v], build)
 
 
+def _raise(err: OSError) -> None:
+    raise err
+
+
 def _dir_entries(root: Path) -> list[tuple[str, str, Any]]:
     ents: list[tuple[str, str, Any]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    # onerror: an unreadable subdirectory must fail the build, not silently drop out of the image
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         rel = os.path.relpath(dirpath, root)
         for n in sorted(dirnames) + sorted(filenames):
             p = Path(dirpath) / n
@@ -291,7 +301,11 @@ def from_dir(path: str | os.PathLike, name: str, *, cmd: Sequence[str] | None = 
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name in BUILTIN:
         raise InvalidParameter(f"bad image name {name!r}",
                                hint="use letters, digits, '-', '_' or '.', and not busybox/pause")
-    layer = _layer(_dir_entries(root))
+    try:
+        layer = _layer(_dir_entries(root))
+    except OSError as e:
+        raise InvalidParameter(f"cannot read {e.filename or root} for image {name!r}: {e.strerror or e}",
+                               hint="make every file under the directory readable (or run as its owner)") from e
     lower: list[bytes] = []
     if base is not None:
         if base != "busybox":
@@ -308,7 +322,9 @@ def from_dir(path: str | os.PathLike, name: str, *, cmd: Sequence[str] | None = 
 def _blob(archive: Path, digest: str) -> bytes:
     with tarfile.open(archive) as tf:
         f = tf.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
-        assert f is not None
+        if f is None:  # load_archive verified the blob exists: only a changed cache file gets here
+            raise InvalidParameter(f"{archive}: blob {digest} is not a regular file",
+                                   hint=f"remove {archive}; it is rebuilt on next use")
         return f.read()
 
 

@@ -480,9 +480,11 @@ class _Matcher:
         self.owners = [owners[p] for p in self.pieces]
         self.ac = ahocorasick_rs.BytesAhoCorasick(self.pieces) if self.pieces else None
 
-    def scan(self, buf: bytes) -> Iterator[tuple[int, str, Signature]]:
-        """(line index in buf, line text, signature) for every match, in line order then catalogue order."""
+    def scan(self, buf: bytes) -> tuple[list[tuple[int, str, Signature]], int]:
+        """(line index in buf, line text, signature) for every match, in line order then catalogue order,
+        and the number of newlines in ``buf``."""
         nl = _newlines(buf)  # newline offsets
+        out: list[tuple[int, str, Signature]] = []
         cand: dict[int, set[int]] = {}
         if self.always_probes:
             cand = {li: set(self.always_probes) for li in range(len(nl) + (not buf.endswith(b"\n")))}
@@ -507,7 +509,8 @@ class _Matcher:
                 si, test = probes[k]
                 if si != last and (test is None or test.search(norm)):
                     last = si
-                    yield li, raw, sigs[si]
+                    out.append((li, raw, sigs[si]))
+        return out, len(nl)
 
 
 @lru_cache(maxsize=8)
@@ -540,7 +543,7 @@ def classify(source: Source, *, kinds: tuple[str, ...] = ("failure", "progress")
     long: dict[str, tuple[str, Signature]] | None = None  # matches so far in the current huge line
 
     def window(buf: bytes) -> None:
-        for _, text, s in matcher.scan(buf):
+        for _, text, s in matcher.scan(buf)[0]:
             long.setdefault(s.id, (text, s))  # type: ignore[union-attr]
 
     def end_long() -> None:  # the huge line is complete: its matches in catalogue order
@@ -557,9 +560,10 @@ def classify(source: Source, *, kinds: tuple[str, ...] = ("failure", "progress")
             done, long = done + 1, None
             buf, cut = buf[end:], cut - end
         if cut:
-            for li, text, s in matcher.scan(buf[:cut] if cut < len(buf) else buf):
+            found, newlines = matcher.scan(buf[:cut] if cut < len(buf) else buf)
+            for li, text, s in found:
                 add(done + 1 + li, text, s)
-            done += buf.count(b"\n", 0, cut)
+            done += newlines
         pending = buf[cut:]
         if len(pending) > _MAX_LINE:  # a huge line: scan this window, keep only an overlap
             long = {} if long is None else long
@@ -570,7 +574,7 @@ def classify(source: Source, *, kinds: tuple[str, ...] = ("failure", "progress")
         end_long()
         done += 1
     elif pending:  # a last line without a newline
-        for _, text, s in matcher.scan(pending):
+        for _, text, s in matcher.scan(pending)[0]:
             add(done + 1, text, s)
         done += 1
     name = str(source) if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)) else ""

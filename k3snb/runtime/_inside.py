@@ -12,15 +12,11 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def cgroup_mounts() -> list[dict[str, str]]:
-    """cgroup / cgroup2 mounts as this process sees them (mountpoint, type, options)."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fields, post_f = pre.split(), post.split()
-            if post_f and post_f[0] in ("cgroup", "cgroup2"):
-                out.append({"mountpoint": fields[4], "type": post_f[0], "options": post_f[2] if len(post_f) > 2 else ""})
-    return out
+    """cgroup / cgroup2 mounts as this process sees them (mountpoint, type, super options); paths unescaped."""
+    from .._system import mountinfo
+
+    return [{"mountpoint": m.mountpoint, "type": m.fstype, "options": m.super_options}
+            for m in mountinfo() if m.fstype in ("cgroup", "cgroup2")]
 
 
 def cgroup_dirs(name: str) -> list[str]:
@@ -80,7 +76,8 @@ def extract_layers(archive: str, digests: list[str], rootfs: str) -> dict[str, A
     with tarfile.open(archive) as outer:
         for dg in digests:
             f = outer.extractfile(f"blobs/sha256/{dg.split(':', 1)[1]}")
-            assert f is not None
+            if f is None:
+                raise FileNotFoundError(f"layer {dg} missing in {archive}")
             with tarfile.open(fileobj=f, mode="r|*") as layer:
                 try:
                     layer.extractall(rootfs, filter="tar")

@@ -1,5 +1,6 @@
-"""Container-runtime drivers for experiments: ``run_bundle`` (runc on a busybox OCI bundle) and
-``Containerd`` (containerd with a minimal config, started inside a runner).
+"""Container runtimes driven inside a runner: ``run_container`` / ``run_direct`` (one container start as a
+stage record, :class:`Attempt`), ``Containerd`` (a supervised containerd with a minimal config) and
+``run_bundle`` (runc on a busybox OCI bundle).
 
 These test the runtime boundary below k3s without k3s (seed-catalog §8: W34 minimal OCI spec,
 W35 no cgroup namespace, W32 NoNewKeyring, W33 pinned sandbox image, W43 image import).
@@ -7,6 +8,7 @@ W35 no cgroup namespace, W32 NoNewKeyring, W33 pinned sandbox image, W43 image i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -134,16 +136,21 @@ def run_bundle(runner: Runner, args: tuple[str, ...] | list[str] = ("echo", "hel
     runc_path = _need(runc, "runc")
     cid = new_id("k3snb-runc-")
     base = Path(runner.workdir) / cid
-    bundle = write_bundle(base / "bundle", list(args), cgroup_ns=cgroup_ns)
     state = f"/run/{cid}"  # tmpfs in both runners; removed below
-    argv = [runc_path, f"--root={state}", *(extra_global or []), "run", "--bundle", str(bundle), cid]
     t0 = time.monotonic()
     try:
+        bundle = write_bundle(base / "bundle", list(args), cgroup_ns=cgroup_ns)
+        argv = [runc_path, f"--root={state}", *(extra_global or []), "run", "--bundle", str(bundle), cid]
+        t0 = time.monotonic()
         res = runner.run(argv, timeout=timeout)
     finally:
-        runner.run([runc_path, f"--root={state}", "delete", "--force", cid], timeout=30)
-        runner.run_python(_ops.umount_under, [str(base)], timeout=60)
-        runner.run_python(_ops.cleanup_dir, state, timeout=60)
+        # each step on its own, errors swallowed: cleanup must neither stop halfway nor hide the real error
+        with contextlib.suppress(Exception):
+            runner.run([runc_path, f"--root={state}", "delete", "--force", cid], timeout=30)
+        with contextlib.suppress(Exception):
+            runner.run_python(_ops.umount_under, [str(base)], timeout=60)
+        with contextlib.suppress(Exception):
+            runner.run_python(_ops.cleanup_dir, state, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
     return RuntimeResult("runc", _runner_name(runner), res.returncode, res.stdout, res.stderr, time.monotonic() - t0,
                          {"args": list(args), "cgroup_ns": cgroup_ns, "runc": runc_path})

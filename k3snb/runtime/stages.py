@@ -30,6 +30,7 @@ def _data() -> dict[str, Any]:
 
 
 def stage_labels() -> dict[str, str]:
+    """Stage id -> its human label, in stage order (from k3snb/data/runtime_stages.yaml)."""
     return {s["id"]: s["label"] for s in _data()["stages"]}
 
 
@@ -61,6 +62,7 @@ _MS = {0x1: "MS_RDONLY", 0x2: "MS_NOSUID", 0x4: "MS_NODEV", 0x8: "MS_NOEXEC", 0x
 
 
 def mount_flags(value: int) -> str:
+    """mount(2) flags as ``MS_BIND|MS_REC`` text; unknown bits stay as one hex number."""
     names = [n for bit, n in _MS.items() if value & bit]
     rest = value & ~sum(_MS)
     return "|".join(names + ([hex(rest)] if rest else [])) or "0"

@@ -200,3 +200,23 @@ def test_shim_version_mismatch_every_status():
     assert sh.shim_version_mismatch(full("host", v3="") + full("gvisor:2024"), CTD).status == "refuted"
     assert sh.shim_version_mismatch(full("gvisor:2024"), CTD).status == "not-testable"  # no host row
     assert sh.shim_version_mismatch(full("host") + full("gvisor:2024", matched=False), CTD).status == "not-testable"
+
+
+def sc(env="gvisor:2024", o2="ENOSYS", by="open (fallback)", seen="TMPFS_MAGIC", runc=NOTCG):
+    return {"env": env, "openat2_cgroupfs": o2, "fake_procs_opened_by": by, "fstatfs_of_fake_procs": seen,
+            "runc": runc}
+
+
+def test_runc_fstatfs_check_with_traced_syscalls():
+    host = pair("host", run("host", fake=True, openat2="yes"), "yes")
+    good = [sc(), sc("host", "ok", "openat2", "none", "ran")]
+    v = cs.runc_fstatfs_check(host + pair(), V, good)
+    assert v.status == "reproduced" and "strace:" in v.reason and "runc_syscalls" in v.evidence
+    # rejected although no fstatfs saw a non-cgroup type: not the fstatfs check
+    assert cs.runc_fstatfs_check(host + pair(), V, [sc(seen="none")]).status == "refuted"
+    # accepted after an fstatfs saw tmpfs: the check did not decide
+    assert cs.runc_fstatfs_check(host + pair(), V, [sc("host", "ok", "openat2", "TMPFS_MAGIC", "ran")]).status \
+        == "refuted"
+    # a run that never reached the cgroup files says nothing
+    assert cs.runc_fstatfs_check(host + pair(), V, [sc("gvisor:2022", seen="none", runc="mountpoint for devices")]
+                                 ).status == "reproduced"

@@ -406,3 +406,68 @@ def fuse_faker(envs: Sequence[str]) -> list[dict[str, Any]]:
                                       timeout=120)
                 rows.append({"env": env, "server": "+ access handler" if access else "research's ops", **r})
     return rows
+
+
+# -- notebook 17: the syscalls behind runc's decision -----------------------------------------------
+_FSTATFS = re.compile(r"fstatfs\(\d+<([^>]*)>, \{f_type=(\w+)")
+_OPENAT2_ROOT = re.compile(r'openat2\(-1, "/sys/fs/cgroup", .*\) = (-1 (\w+)|\d+)')
+
+
+def _set_cgroups_path_file(config: str, path: str) -> None:
+    import json
+
+    with open(config) as f:
+        cfg = json.load(f)
+    cfg["linux"]["cgroupsPath"] = path
+    with open(config, "w") as f:
+        json.dump(cfg, f)
+
+
+def runc_cgroup_syscalls(envs: Sequence[str], controller: str = "memory") -> list[dict[str, Any]]:
+    """Exp 17 / S21 at the syscall level: ``strace -f -y -e openat2,fstatfs`` over ``runc run`` of a busybox
+    bundle whose ``controller`` cgroup dir holds the faker's files on a tmpfs, per environment. A row says
+    whether runc's openat2 on /sys/fs/cgroup worked, whether it opened the fake cgroup.procs through
+    openat2, which f_type its fstatfs of that file saw (none when it did not check), and how runc ended."""
+    import shutil
+
+    from ..errors import MissingDependency
+    from ..runners import resolve
+    from . import write_bundle
+    from ._inside import cgroup_remove
+    from .containerd import runtime_binary
+    from .run import ensure_cgroups
+
+    if not shutil.which("strace"):
+        raise MissingDependency("strace is needed to show runc's syscalls", hint="apt-get install strace")
+    runc = runtime_binary("runc")
+    rows = []
+    for env in envs:
+        with resolve(env) as runner, ensure_cgroups(runner, "v1"):
+            name = new_id("k3snb-fake-")
+            b = write_bundle(runner.workdir / f"{name}-bundle", ["echo", "hello"])
+            _set_cgroups_path_file(str(b / "config.json"), f"/{name}")
+            out = runner.workdir / f"{name}.strace"
+            state = f"/run/{name}-state"
+            try:
+                runner.run_python(_shadow_dir, name, controller, FAKER_FILES, timeout=60)
+                res = runner.run(["strace", "-f", "-qq", "-y", "-e", "trace=openat2,fstatfs", "-o", str(out),
+                                  runc, "--root", state, "run", "--bundle", str(b), name], timeout=120)
+                text = out.read_text() if out.exists() else ""
+            finally:
+                runner.run([runc, "--root", state, "delete", "--force", name], timeout=30)
+                runner.run_python(_unshadow_dir, f"{ROOT}/{controller}/{name}", timeout=60)
+                with contextlib.suppress(Exception):
+                    runner.run_python(cgroup_remove, f"/{name}", timeout=60)
+                runner.run(["rm", "-rf", state, str(b), str(out)], timeout=30)
+            procs = f"/{controller}/{name}/cgroup.procs"
+            root = _OPENAT2_ROOT.search(text)
+            seen = [t for p, t in _FSTATFS.findall(text) if p.endswith(procs)]
+            err = next((ln for ln in reversed(res.stderr.splitlines()) if "runc run failed" in ln), "")
+            rows.append({"env": env, "openat2_cgroupfs": "no strace line" if root is None else
+                         (root.group(2) or "ok"),
+                         "fake_procs_opened_by": "openat2" if re.search(rf'openat2\([^)]*"{re.escape(procs.lstrip("/"))}"',
+                                                                        text) else "open (fallback)",
+                         "fstatfs_of_fake_procs": ",".join(dict.fromkeys(seen)) or "none",
+                         "runc": "ran" if res.ok else sanitize(err.split("msg=", 1)[-1].strip('"')).replace(
+                             "<id>", "<cgroup>") or f"exit {res.returncode}"})
+    return rows

@@ -79,7 +79,8 @@ def faker_beats_runc(rows: Rows, versions: Mapping[str, str], key: str = "fake_f
     return _combine("Exp 17", per, {key: list(rows)}, f"{versions.get('runc', 'runc')}, a busybox container")
 
 
-def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], key: str = "fake_file_runs") -> Verdict:
+def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], syscalls: Rows = (), key: str = "fake_file_runs",
+                       syscalls_key: str = "runc_syscalls") -> Verdict:
     """S21 (runc rejects a control file that is not on cgroupfs — ``…/cgroup.procs: not a cgroup file`` —
     through its fstatfs magic check, which runc applies only when openat2 is unavailable), from runc on a
     tmpfs cgroup.procs in every environment where runc runs on real cgroupfs (host included: the claim is
@@ -87,8 +88,10 @@ def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], key: str = "fake
 
     reproduced: every such environment behaves as predicted (openat2 missing → rejected with ``not a cgroup
     file``; openat2 present → accepted) and at least one lacks openat2; refuted: a prediction fails (the
-    tmpfs file accepted without openat2, or rejected as not-cgroup with it); inconclusive: rejected with
-    another error; not-testable: no environment without openat2 where runc runs."""
+    tmpfs file accepted without openat2, or rejected as not-cgroup with it) — or the traced syscalls
+    (``syscalls``: :func:`k3snb.runtime.cgroupfs_probes.runc_cgroup_syscalls` rows) contradict the mechanism
+    (a rejection without an fstatfs that saw a non-cgroup f_type, or an acceptance after one);
+    inconclusive: rejected with another error; not-testable: no environment without openat2 where runc runs."""
     tested: list[str] = []
     wrong: list[str] = []
     other: list[str] = []
@@ -114,9 +117,24 @@ def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], key: str = "fake
             tested.append(what)
         else:
             wrong.append(what)
-    ev = {key: list(rows)}
+    ev: dict[str, Any] = {key: list(rows)}
+    traced = []
+    for t in syscalls:
+        seen = str(t["fstatfs_of_fake_procs"])
+        checked = seen not in ("none", "") and "CGROUP" not in seen
+        if t["runc"] == "ran":
+            (wrong if checked else traced).append(
+                f"{t['env']}: openat2 {t['openat2_cgroupfs']}, cgroup.procs opened by {t['fake_procs_opened_by']}, "
+                f"fstatfs of it: {seen}, runc ran")
+        elif NOT_CGROUP in str(t["runc"]):
+            (traced if checked else wrong).append(
+                f"{t['env']}: openat2 {t['openat2_cgroupfs']}, opened by {t['fake_procs_opened_by']}, "
+                f"fstatfs saw {seen}, then 'not a cgroup file'")
+    if syscalls:
+        ev[syscalls_key] = list(syscalls)
     ver = versions.get("runc", "runc")
     tail = ("; not testable: " + "; ".join(untested)) if untested else ""
+    tail += ("; strace: " + "; ".join(traced)) if traced else ""
     if wrong:
         return judged("S21", "refuted", ev, f"{ver}: not as predicted — " + "; ".join(wrong + tested) + tail)
     if other:

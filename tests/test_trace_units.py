@@ -59,3 +59,17 @@ def test_row_stream_round_trip_and_unnamed_temp(tmp_path):
     published.close()
     assert [p.name for p in tmp_path.iterdir()] == ["t.rows"]
     assert [c[0] for c in read_batches(tmp_path / "t.rows")] == [[0]]
+
+
+def test_spawn_failing_before_exec_is_a_trace_error_and_leaves_no_child():
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom k3snb.errors import TraceError\nfrom k3snb.tracing._engine import Engine\n"
+            "try:\n    Engine().spawn(['/bin/true'], cwd='/nonexistent-k3snb-dir')\n"
+            "except TraceError as e:\n    print('ERR', e.msg)\n"
+            "try:\n    os.waitpid(-1, os.WNOHANG)\n    print('CHILD LEFT')\nexcept ChildProcessError:\n"
+            "    print('NO CHILD')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "ERR the child for /bin/true exited before exec" in r.stdout, r.stdout + r.stderr
+    assert "NO CHILD" in r.stdout and "cannot execute /bin/true" in r.stderr

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Sequence
 
+from ..errors import TraceError
 from . import _ptrace as P
 from . import _seccomp as S
 from ._features import child_prologue
@@ -58,10 +60,23 @@ class Starter:
                     os.write(2, f"k3snb.trace: cannot execute {path}: {e}\n".encode())
                 finally:
                     os._exit(127)
-        _, st = os.waitpid(pid, os.WUNTRACED)
-        if not os.WIFSTOPPED(st):
-            raise OSError(f"child {pid} did not stop before exec (status {st:#x})")
-        P.seize(pid, self.options())
+        try:
+            _, st = os.waitpid(pid, os.WUNTRACED)
+            if not os.WIFSTOPPED(st):
+                raise TraceError(f"the child for {path} exited before exec (status {st:#x})",
+                                 hint="see the 'k3snb.trace: cannot execute' line above")
+            P.seize(pid, self.options())
+        except BaseException as e:
+            # never leave the child stopped and untraced behind us (also on Ctrl-C)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            if isinstance(e, P.PtraceError):
+                raise TraceError(f"cannot trace {path}: {os.strerror(e.errno) if e.errno else e}",
+                                 hint="the tracer needs CAP_SYS_PTRACE and no other tracer on it; check "
+                                      "kernel.yama.ptrace_scope and the seccomp profile") from None
+            raise
         self.root = pid
         t = Task(pid, ppid=os.getpid())
         t.tgid = pid
@@ -73,7 +88,7 @@ class Starter:
 
     def attach(self, pid: int) -> list[int]:
         """Seize every thread of a running process and interrupt it (no seccomp: it is already running)."""
-        from ..errors import InvalidParameter, TraceError
+        from ..errors import InvalidParameter
 
         self._attached = True
         self.use_seccomp = False

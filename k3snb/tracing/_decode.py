@@ -44,7 +44,6 @@ _p("fanotify_mark", (4, 3))
 
 STATFS_NR = SYSCALL_NUMBERS["statfs"]
 FSTATFS_NR = SYSCALL_NUMBERS["fstatfs"]
-EXEC_NRS = {SYSCALL_NUMBERS["execve"], SYSCALL_NUMBERS["execveat"]}
 
 # fd-taking syscalls: first argument is an fd (decoded as "fd" in traces)
 _FD_FIRST = set(
@@ -77,8 +76,7 @@ _OPEN_FLAGS = [(getattr(os, n), n) for n in (
     "O_DSYNC", "O_DIRECT", "O_LARGEFILE", "O_DIRECTORY", "O_NOFOLLOW", "O_NOATIME", "O_CLOEXEC",
     "O_PATH", "O_TMPFILE") if hasattr(os, n)]
 _OPEN_FLAGS = [(v, n) for v, n in _OPEN_FLAGS if n != "O_TMPFILE"]
-_OPEN_NRS = {SYSCALL_NUMBERS[n] for n in ("open", "openat", "creat")}
-_FLAG_ARG = {SYSCALL_NUMBERS["open"]: 1, SYSCALL_NUMBERS["openat"]: 2}
+OPEN_FLAG_ARG = {SYSCALL_NUMBERS["open"]: 1, SYSCALL_NUMBERS["openat"]: 2}  # nr -> index of the flags argument
 
 
 def resolve_syscalls(spec) -> set[int] | None:
@@ -126,13 +124,6 @@ def open_flags(v: int) -> str:
     if rest:
         parts.append(hex(rest))
     return "|".join(parts)
-
-
-def flags_of(nr: int, args) -> str | None:
-    i = _FLAG_ARG.get(nr)
-    if i is None:
-        return None
-    return open_flags(args[i])
 
 
 def errno_name(ret: int) -> str | None:

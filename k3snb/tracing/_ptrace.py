@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import os
 import platform
 import sys
 import types
@@ -118,6 +117,3 @@ def to_unsigned(v: int) -> int:
     return v & 0xFFFFFFFFFFFFFFFF
 
 
-def wait_any() -> tuple[int, int]:
-    """``waitpid(-1, __WALL)`` retried on EINTR (Python does that; signal handlers run first)."""
-    return os.waitpid(-1, WALL)

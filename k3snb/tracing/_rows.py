@@ -18,7 +18,7 @@ __all__ = ["ROW_FIELDS", "Recorder"]
 PATH_ARGS = D.PATH_ARGS
 SYSCALL_NAMES = D.SYSCALL_NAMES
 ERRNO_NAMES = D.ERRNO_NAMES
-OPEN_FLAG_ARG = D._FLAG_ARG
+OPEN_FLAG_ARG = D.OPEN_FLAG_ARG
 FD_NRS = D.FD_FIRST_NRS | {n for n, spec in D.PATH_ARGS.items() if spec[0][1] is not None}
 # rt_sigreturn "returns" the interrupted call's rax: never an errno
 _RT_SIGRETURN = D.SYSCALL_NUMBERS["rt_sigreturn"]

@@ -26,11 +26,14 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._paths import cache_dir
 from ..errors import InvalidParameter, MissingDependency
 from ..report import Rich, render
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Image", "busybox", "pause", "from_dir", "get_image", "load_archive", "BUILTIN", "REF_PREFIX"]
 
@@ -95,7 +98,7 @@ class Image(Rich):
         return {"name": self.name, "ref": self.ref, "digest": self.digest[:19], "layers": len(self.layers),
                 "archive_bytes": self.size, "cmd": " ".join(self.config.get("config", {}).get("Cmd") or [])}
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         return pd.DataFrame([{**self.summary(), "digest": self.digest}])

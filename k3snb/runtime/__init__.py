@@ -22,6 +22,8 @@ from ..report import Rich, render
 from ..workarounds import _ops
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..runners.base import Runner
 
 __all__ = ["oci_config", "run_bundle", "write_bundle", "RuntimeResult", "Containerd", "containerd_config", "Attempt", "STAGES",
@@ -117,7 +119,7 @@ class RuntimeResult(Rich):
         return {"runtime": self.runtime, "runner": self.runner, "ok": self.ok, "returncode": self.returncode,
                 "duration_s": round(self.duration, 3)}
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         return pd.DataFrame([{**self.summary(), "stdout": self.stdout.strip()[:200],

@@ -26,9 +26,12 @@ from . import _inside
 from .stages import Attempt
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..images import Image
     from ..runners.base import Runner, RunResult
-    from ..tracing import Rule
+    from ..signatures import Classification
+    from ..tracing import Rule, Trace
 
 __all__ = ["Containerd", "containerd_config", "RUNTIMES", "SNAPSHOTTERS", "runtime_binary", "check_runtime",
            "check_snapshotter"]
@@ -298,7 +301,7 @@ class Containerd(Rich):
         except OSError:
             return "\n".join(self._final_log.splitlines()[-tail:])
 
-    def classify(self):
+    def classify(self) -> Classification:
         """Blocker signatures in containerd's log (:func:`k3snb.classify`)."""
         from ..signatures import classify
 
@@ -307,7 +310,7 @@ class Containerd(Rich):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def watch(self, **kw: Any):
+    def watch(self, **kw: Any) -> Any:
         """Live view of this containerd: process tree, CPU/memory sparklines, the latest classified log
         lines, refreshed every second until the cell is interrupted (a static snapshot without a front
         end). Keywords go to :func:`k3snb.monitoring.watch` (interval, duration, lines, live)."""
@@ -448,7 +451,7 @@ class Containerd(Rich):
     def _log_since(self, cid: str) -> str:
         return "\n".join(ln for ln in self.logs(400).splitlines() if cid in ln or "level=error" in ln)[-4000:]
 
-    def trace_result(self):
+    def trace_result(self) -> Trace | None:
         """The tracer's Trace of containerd and everything it started (after stop(), trace=True)."""
         from ..tracing import Trace
         from ..tracing._store import convert
@@ -467,7 +470,7 @@ class Containerd(Rich):
         return t
 
     # -- presentation ------------------------------------------------------------------------
-    def plugins(self):
+    def plugins(self) -> pd.DataFrame:
         """``ctr plugins ls`` as a DataFrame (type, id, platforms, status)."""
         import pandas as pd
 
@@ -483,7 +486,7 @@ class Containerd(Rich):
         return {"runner": _runner_name(self.runner), "alive": self.alive(), "address": self.address,
                 "startup_s": self.startup_s, "snapshotter": self.snapshotter, "runtime": self.runtime}
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         return self.plugins() if self.alive() else __import__("pandas").DataFrame()
 
     def _repr_html_(self) -> str:

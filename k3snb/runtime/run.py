@@ -14,9 +14,9 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._state import Record, new_id
 from ..errors import InvalidParameter, K3snbError
@@ -63,7 +63,7 @@ def validate(runtime: str, via: str, snapshotter: str | None, image: Image | str
 
 
 @contextlib.contextmanager
-def ensure_cgroups(runner: Runner, mode: bool | str = "auto"):
+def ensure_cgroups(runner: Runner, mode: bool | str = "auto") -> Iterator[dict[str, Any]]:
     """Yield a report of the runner's cgroup hierarchies; with ``auto``, mount v1 ones if there are none.
 
     The mounts are the ``cgroup-v1`` workaround (best effort over every v1 controller), reverted on exit;

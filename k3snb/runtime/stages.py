@@ -13,9 +13,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..report import Rich, render
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["STAGES", "Attempt", "attribute", "stage_labels"]
 
@@ -199,7 +202,7 @@ class Attempt(Rich):
         d["ok"] = self.ok
         return d
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         labels = stage_labels()

@@ -13,11 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParameter
 from ..experiments._record import STATUSES, Verdict, jsonable
 from ..report import Rich, render
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class VerdictTable(Rich):
 
     _title_text = "verdicts"
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         rows = [{"claim": v.claim, "status": f"{Verdict._MARK[v.status]} {v.status}", "reason": v.reason,

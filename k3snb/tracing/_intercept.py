@@ -18,11 +18,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..report import Rich, render
 from ._launch import Cmd, OutDir, argv_of, rule_opts, run_tracer
 from ._rules import Rule
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..runners.base import Runner
 
 
 @dataclass(eq=False, repr=False)
@@ -52,7 +57,7 @@ class InterceptResult(Rich):
     def ok(self) -> bool:
         return self.returncode == 0 and not self.timed_out
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         rows = []
@@ -79,7 +84,7 @@ class InterceptResult(Rich):
                        ("stderr", self.stderr or "(empty)")], text=self._repr_text())
 
 
-def intercept(cmd: Cmd, rules: Sequence[Rule] = (), *, runner=None, seccomp: bool | None = None,
+def intercept(cmd: Cmd, rules: Sequence[Rule] = (), *, runner: Runner | str | None = None, seccomp: bool | None = None,
               timeout: float | None = None, env: Mapping[str, str] | None = None, cwd: str | None = None,
               linger: float | None = None, input: str | bytes | None = None,
               out: str | os.PathLike | None = None) -> InterceptResult:

@@ -11,13 +11,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParameter
 from ..report import Rich, render
 from ._launch import Cmd, OutDir, argv_of, rule_opts, run_tracer
 from ._rules import Rule
 from ._store import FIELDS, convert, open_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..runners.base import Runner
 
 _PROC_PID = re.compile(r"^/proc/\d+(?=/|$)")
 
@@ -46,13 +51,13 @@ class Trace(Rich):
 
     # -- data -------------------------------------------------------------------------------------
     @property
-    def df(self):
+    def df(self) -> pd.DataFrame:
         """All rows as a pandas DataFrame (loaded once, from the memory-mapped Arrow file)."""
         if self._df is None:
             self._df = self.to_frame()
         return self._df
 
-    def to_frame(self, columns: Sequence[str] | None = None):
+    def to_frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows as a DataFrame; ``columns`` limits what is materialised (large traces)."""
         if columns is not None:
             bad = set(columns) - set(FIELDS)
@@ -77,15 +82,17 @@ class Trace(Rich):
 
     columns = FIELDS
 
-    def syscalls(self):
+    def syscalls(self) -> pd.DataFrame:
+        """The syscall rows only (process events left out)."""
         d = self.df
         return d[d.event == "syscall"].reset_index(drop=True)
 
-    def events(self):
+    def events(self) -> pd.DataFrame:
+        """The process events only: fork/clone/exec/exit/signal rows."""
         d = self.df
         return d[d.event != "syscall"].reset_index(drop=True)
 
-    def failures(self):
+    def failures(self) -> pd.DataFrame:
         """Failing syscalls grouped by errno, syscall and path, most frequent first."""
         d = self.to_frame(["event", "syscall", "errno", "path", "exe", "pid"]) if self._df is None else self.df
         d = d[(d.event == "syscall") & d.errno.notna()]
@@ -95,7 +102,7 @@ class Trace(Rich):
             count=("pid", "size"), pids=("pid", "nunique"), exe=("exe", "first"))
         return g.reset_index().sort_values(["count", "errno"], ascending=[False, True]).reset_index(drop=True)
 
-    def files(self):
+    def files(self) -> pd.DataFrame:
         """Paths touched by any path syscall: how often, by which syscalls, how many failed."""
         d = self.to_frame(["event", "syscall", "errno", "path"]) if self._df is None else self.df
         d = d[(d.event == "syscall") & d.path.notna()]
@@ -105,7 +112,7 @@ class Trace(Rich):
                                   syscalls=("syscall", lambda s: ",".join(sorted(set(s)))))
         return g.reset_index().sort_values("count", ascending=False).reset_index(drop=True)
 
-    def tree(self):
+    def tree(self) -> pd.DataFrame:
         """One row per process: pid, parent, executables run, number of syscalls, exit status."""
         d = self.df
         if d.empty:
@@ -126,7 +133,8 @@ class Trace(Rich):
                          "syscalls": int((ev == "syscall").sum()), "exit": end})
         return _frame(rows)
 
-    def rewrites(self):
+    def rewrites(self) -> pd.DataFrame:
+        """Syscalls the interceptor changed (redirected path, faked file, spoofed statfs, forced errno)."""
         d = self.df
         return d[d.detail.notna() & (d.event == "syscall")].reset_index(drop=True)
 
@@ -189,7 +197,7 @@ def _empty(cols):
     return pd.DataFrame(columns=cols)
 
 
-def trace(cmd: Cmd | None = None, *, runner=None, syscalls: str | Sequence[str] | None = None,
+def trace(cmd: Cmd | None = None, *, runner: Runner | str | None = None, syscalls: str | Sequence[str] | None = None,
           follow: bool = True, rules: Sequence[Rule] = (), seccomp: bool | None = None,
           pid: int | None = None, duration: float | None = None, timeout: float | None = None,
           env: Mapping[str, str] | None = None, cwd: str | None = None, out: str | os.PathLike | None = None,
@@ -262,7 +270,7 @@ class TraceDiff(Rich):
 
     _title_text = "trace diff"
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         a = self.only_a.assign(side=self.a_name)

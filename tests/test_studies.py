@@ -409,6 +409,8 @@ def test_runner_spec_selects_the_builds_a_notebook_runs():
     assert runs.sandbox_specs("gvisor", ["2022", "2024"]) == ["gvisor:2022", "gvisor:2024"]
     assert runs.sandbox_specs("gvisor:2024", ["2022", "2024"]) == ["gvisor:2024"]  # --runsc 2024 is honoured
     assert runs.sandbox_specs("host", ["2022"]) == ["host"]
+    # a platform-only spec (`k3snb run --matrix platform=ptrace`) keeps its platform in each build's spec
+    assert runs.sandbox_specs("gvisor::ptrace", ["2022", "2024"]) == ["gvisor:2022:ptrace", "gvisor:2024:ptrace"]
     assert (runs.runsc_build("gvisor:2024"), runs.runsc_build("gvisor")) == ("2024", "2022")
     assert runs.runsc_build("gvisor", default="2024") == "2024"
     with pytest.raises(InvalidParameter):

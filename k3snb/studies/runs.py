@@ -17,13 +17,11 @@ from .runc import runc_reach
 
 def sandbox_specs(runner: str, builds: list[str] | tuple[str, ...]) -> list[str]:
     """The runner specs a multi-build notebook runs: ``runner`` itself when it names a runsc build (or
-    takes none, like ``host``), else ``runner:<build>`` for each of ``builds``."""
-    from ..runners import REGISTRY, parse_spec
+    takes none, like ``host``), else the spec with each of ``builds`` (a platform it names is kept:
+    ``gvisor::ptrace`` -> ``gvisor:2022:ptrace``, ...)."""
+    from ..runners import expand_spec
 
-    name, opts = parse_spec(runner)
-    if "runsc" in opts or "runsc" not in REGISTRY[name].OPTIONS:
-        return [runner]
-    return [f"{runner}:{b}" for b in builds]
+    return expand_spec(runner, tuple(builds))
 
 
 def where(r) -> str:

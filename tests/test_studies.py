@@ -430,3 +430,50 @@ def test_runner_spec_selects_the_builds_a_notebook_runs():
 def test_every_k3s_check_is_not_testable_without_a_run(judge):
     assert {v.status for v in judge(NO_K3S, None)} == {"not-testable"}
     assert {v.status for v in judge(K3S, None)} == {"not-testable"}  # a binary, but no run recorded
+
+
+# -- the environments each verdict speaks for (the report's claims × environments columns) -------------
+def test_environment_verdicts_name_the_probed_builds():
+    probes = {k: PROBES[k] for k in ("host", "gvisor-2022", "gvisor-2024")}
+    assert environment.environment_claim("§1.2 9p root", probes).environments == ["gvisor-2022", "gvisor-2024"]
+    v = environment.environment_claim("matrix cap_last_cap 2024", probes)  # a claim about one build
+    assert (v.status, v.environments) == ("reproduced", ["gvisor-2024"])
+    assert environment.environment_claim("S01", [PROBES["host"]]).environments is None  # not judged anywhere
+
+
+def test_runc_verdicts_name_the_runners_of_their_cases():
+    g24 = "gvisor-2024 (0.0~20240729.0, systrap)"  # as notebook 24 names a case's runner
+    exp, c4 = interception.runc_init_reached({"host": case(), "g": case(g24, init_rw=0, cont_rw=0)})
+    assert (exp.status, exp.environments) == ("refuted", ["host"])  # only the host case reached runc init
+    exp, _ = interception.runc_init_reached({"host": case(init_rw=0, cont_rw=0), "g": case(g24, init_rw=0, cont_rw=0)})
+    assert (exp.status, exp.environments) == ("reproduced", ["host", "gvisor-2024"])
+    c2, s31 = interception.runc_in_gvisor({"gvisor-2022": {**case("gvisor-2022 (0.0~20221219.0, ptrace)",
+                                           reached=False, stdout="")}, "gvisor-2024": {**case(g24, stdout="40")}})
+    assert c2.environments == s31.environments == ["gvisor-2022", "gvisor-2024"]
+    v = interception.redirect_enoent({"host (seed)": SEED, g24: {**SEED, "runner": g24}})
+    assert (v.status, v.environments) == ("refuted", ["host", "gvisor-2024"])
+    v = interception.preload_runc_init({**PRELOAD_CASE, "runner": g24})
+    assert (v.status, v.environments) == ("refuted", ["gvisor-2024"])
+
+
+def test_conclude_persists_the_environments(monkeypatch):
+    from k3snb.experiments import _record
+
+    monkeypatch.delenv("K3SNB_RESULTS", raising=False)
+    _record.reset()
+    probes = {k: PROBES[k] for k in ("host", "gvisor-2022", "gvisor-2024")}
+    conclude("00-environment", environment.environment_claims(probes))
+    stored = {v["claim"]: v for v in _record.results()["verdicts"]}
+    _record.reset()
+    assert stored["matrix cap_last_cap 2024"]["environments"] == ["gvisor-2024"]
+    assert stored["§1.2 9p root"]["environments"] == ["gvisor-2022", "gvisor-2024"]
+
+
+def test_verdict_environments_are_validated():
+    from k3snb.experiments import _record
+    from k3snb.studies._core import judged
+
+    with pytest.raises(InvalidParameter, match="environments"):
+        _record.verdict("C4", "not-testable", reason="x", environments="gvisor-2024")  # a str, not a list
+    with pytest.raises(InvalidParameter, match="unknown runner"):
+        judged("C4", "not-testable", {}, "x", environments=["nowhere"])

@@ -220,3 +220,32 @@ def test_runc_fstatfs_check_with_traced_syscalls():
     # a run that never reached the cgroup files says nothing
     assert cs.runc_fstatfs_check(host + pair(), V, [sc("gvisor:2022", seen="none", runc="mountpoint for devices")]
                                  ).status == "reproduced"
+
+
+# -- the environments each verdict speaks for (the report's claims × environments columns) -------------
+def test_verdicts_name_the_environments_they_rest_on():
+    broken = [run("gvisor:2022", **R03), run("gvisor:2022", fake=True, **R03)]
+    # a build that cannot test does not decide, so the verdict is filed under the build that did
+    assert cs.faker_beats_runc(broken + pair(), V).environments == ["gvisor-2024"]
+    assert cs.faker_beats_runc(broken, V).environments == ["gvisor-2022"]  # not-testable where it was tried
+    host = pair("host", run("host", fake=True, openat2="yes"), "yes")
+    v = cs.runc_fstatfs_check(host + pair() + broken, V)  # about runc's code path: host and gVisor both count
+    assert (v.status, v.environments) == ("reproduced", ["gvisor-2024", "host"])
+    made = {"mkdir": "ok", "files": "", "has_cgroup_procs": False, "create_file": "EPERM"}
+    dirs = [{"env": e, "hierarchy": "memory", **made} for e in ("gvisor:2022", "gvisor:2024", "host")]
+    assert cs.cgroupfs_refuses_files(dirs).environments == ["gvisor-2022", "gvisor-2024"]
+    assert cs.empty_cgroup_dirs(dirs).environments == ["gvisor-2022", "gvisor-2024"]
+    assert cs.fake_tree_mounts("Exp 11", tree() + tree(env="gvisor:2022")).environments == ["gvisor-2022",
+                                                                                            "gvisor-2024"]
+    assert cs.fake_tree_vs_runc([t(), t(fake=True)], V).environments == ["gvisor-2024"]
+    assert cs.fuse_faker_enosys([f(), f(env="gvisor:2022"), f(env="host")]).environments == ["gvisor-2022",
+                                                                                            "gvisor-2024"]
+    assert cs.fuse_enosys_origin([f(), f(server="+ access handler", **OK)]).environments == ["gvisor-2024"]
+    assert cs.fuse_statfs_magic([f(), f(env="host")]).environments == ["gvisor-2024", "host"]
+
+
+def test_shim_verdicts_name_the_environments_they_compare():
+    v = sh.shim_blocks_gvisor(full("host") + full("gvisor:2024") + full("gvisor:2022"), CTD)
+    assert (v.status, v.environments) == ("refuted", ["gvisor-2022", "gvisor-2024"])  # the host row is context
+    v = sh.shim_version_mismatch(full("host") + full("gvisor:2024"), CTD)
+    assert (v.status, v.environments) == ("reproduced", ["host", "gvisor-2024"])  # host vs gVisor: both sides

@@ -165,3 +165,18 @@ def test_s24_statuses() -> None:
     assert sp.judge_s24(pm("gvisor-2024")).status == "refuted"
     assert sp.judge_s24(pm("gvisor-2024", netlink_subscribe=(False, "OSError: [Errno 22]"))).status == "inconclusive"
     assert sp.judge_s24(pm("host")).status == "not-testable"
+
+
+# -- the environments each verdict speaks for (the report's claims × environments columns) -------------
+def test_pod_verdicts_name_the_builds_they_rest_on() -> None:
+    v = sp.judge_exp32([G22, G24_OK, HOST])
+    assert (v.status, v.environments) == ("reproduced", ["gvisor-2024"])  # where a pod ran; the host is context
+    assert sp.judge_exp32([G22, G24_CRUN]).environments == ["gvisor-2022", "gvisor-2024"]
+    assert sp.judge_c1([G22, G24_NOEXEC]).environments == ["gvisor-2022", "gvisor-2024"]
+    no_pid = [w for w in ALL if w != "pid-node"]
+    shared = row(label="shared-pid", share_pid=True, allowed=no_pid, passed=RUNTIME + ["sandbox"], failed="running",
+                 sig="N03")
+    own = row(label="own-pid", allowed=no_pid, passed=RUNTIME + ["sandbox", "running", "logs"])
+    assert sp.judge_shared_pid([shared, own]).environments == ["gvisor-2024"]
+    stock = row(cni="ptp", label="stock", passed=RUNTIME, failed="sandbox", sig="N04")
+    assert sp.judge_ptp([G22, stock]).environments == ["gvisor-2024"]

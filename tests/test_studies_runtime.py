@@ -151,3 +151,29 @@ def test_cap_last_cap_patch():
                                                                                     sig="R03")])
     assert v.status == "inconclusive"
     assert rt.cap_last_cap_patch([cap("as is", env="host")]).status == "not-testable"
+
+
+# -- the environments each verdict speaks for (the report's claims × environments columns) -------------
+def test_verdicts_name_the_builds_they_rest_on():
+    both = [row(), row(env="gvisor:2022", **FAIL), row(env="host")]
+    assert rt.minimal_runc_runs(both).environments == ["gvisor-2022", "gvisor-2024"]  # the host is context
+    assert rt.minimal_runc_runs([row()]).environments == ["gvisor-2024"]
+    assert rt.minimal_runc_runs([row(env="host")]).environments is None  # nothing judged: the run's runner
+    assert rt.runc_init_boundary([row(via="containerd", env="gvisor:2022")]).environments == ["gvisor-2022"]
+    probe = row(via="direct, no cgroups", ran=False, stage="container_created", sig="R02",
+                err="no cgroup mount found in mountinfo")
+    v = rt.cgroups_for_runc([probe, row(via="containerd"), row(env="gvisor:2022", via="containerd")])
+    assert (v.status, v.environments) == ("reproduced", ["gvisor-2024"])  # a claim about runsc 2024 only
+    assert rt.standalone_boots([cfg(), cfg(env="gvisor:2022")]).environments == ["gvisor-2022", "gvisor-2024"]
+    assert rt.unprivileged_kernel_check([cfg(on=True), cfg()]).environments == ["gvisor-2024"]
+    assert rt.patched_containerd_needed([cfg(on=True), cfg()]).environments == ["gvisor-2024"]
+    ovl_fail = snap(sn="overlayfs", ran=False, stage="container_created", sig="R08")
+    assert rt.native_snapshotter_bypass([snap(), ovl_fail]).environments == ["gvisor-2024"]
+    s12, s13 = rt.overlay_on_9p([ovl(), ovl(env="gvisor:2022", ok=False)], [])
+    assert s13.environments == ["gvisor-2022", "gvisor-2024"]
+    unpack = dict(ran=False, stage="layer_unpacked", sig="R01")
+    v = rt.unpack_in_2022([snap(env="gvisor:2022", where="tmpfs", **unpack), snap(**unpack)])
+    assert v.environments == ["gvisor-2022"]
+    e26, s33 = rt.namespace_progression([ns(c, env=e) for c in CASES for e in ("gvisor:2022", "gvisor:2024")])
+    assert e26.environments == s33.environments == ["gvisor-2022", "gvisor-2024"]
+    assert rt.cap_last_cap_patch([cap("as is", env="gvisor:2022")]).environments == ["gvisor-2022"]

@@ -193,6 +193,7 @@ class Verdict(Rich):
     evidence: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     experiment: str | None = None
+    environments: list[str] | None = None  # where it holds: host | gvisor-2024 | runner specs; None = the run's runner
 
     _title_text = "verdict"
     _MARK = {"reproduced": "✔", "refuted": "✘", "not-testable": "∅", "inconclusive": "?"}
@@ -207,8 +208,11 @@ class Verdict(Rich):
         return pd.DataFrame(rows, columns=["key", "value"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"claim": self.claim, "status": self.status, "reason": self.reason,
-                "evidence": self.evidence, "experiment": self.experiment}
+        d = {"claim": self.claim, "status": self.status, "reason": self.reason,
+             "evidence": self.evidence, "experiment": self.experiment}
+        if self.environments is not None:  # the report files the verdict under these columns
+            d["environments"] = list(self.environments)
+        return d
 
     def _repr_text(self) -> str:
         keys = ", ".join(self.evidence) or "none"
@@ -229,6 +233,7 @@ def verdict(
     status: str,
     evidence: Mapping[str, Any] | Sequence[str] | None = None,
     reason: str = "",
+    environments: Sequence[str] | None = None,
 ) -> Verdict:
     """Conclude about ``claim`` (a seed-catalog id such as ``"C4"`` or ``"Exp 05"``) and persist it.
 
@@ -237,10 +242,14 @@ def verdict(
         status: ``reproduced``, ``refuted``, ``not-testable`` or ``inconclusive``.
         evidence: ``{key: value}`` (each pair is recorded too) or a list of keys already recorded.
         reason: one sentence; required for ``not-testable`` (say why).
+        environments: the environments the verdict speaks for, as labels (``host``, ``gvisor-2024``) or
+            runner specs (``gvisor:2024``) — for a notebook that opens several runners itself; None: the
+            run's own runner.
 
     Raises:
         InvalidParameter: unknown status; a reproduced/refuted verdict without evidence; evidence
-            naming a key that was never recorded; ``not-testable`` without a reason.
+            naming a key that was never recorded; ``not-testable`` without a reason; ``environments``
+            not a list of non-empty strings.
     """
     if status not in STATUSES:
         raise InvalidParameter(f"unknown verdict status {status!r}; valid: {', '.join(STATUSES)}")
@@ -264,7 +273,12 @@ def verdict(
     if status in ("reproduced", "refuted") and not ev:
         raise InvalidParameter(f"a {status} verdict needs evidence", hint="pass evidence={key: value}")
 
-    v = Verdict(claim, status, ev, reason, experiment=os.environ.get("K3SNB_EXPERIMENT"))
+    if environments is not None and (isinstance(environments, str) or not isinstance(environments, Sequence)
+                                     or not all(isinstance(e, str) and e for e in environments)):
+        raise InvalidParameter(f"environments must be a list of environment names, got {environments!r}",
+                               hint='e.g. environments=["gvisor-2022", "gvisor-2024"] (or runner specs)')
+    envs = list(dict.fromkeys(environments)) if environments is not None else None
+    v = Verdict(claim, status, ev, reason, experiment=os.environ.get("K3SNB_EXPERIMENT"), environments=envs)
 
     def put(doc):
         doc["records"].update(ev)

@@ -9,7 +9,8 @@ exactly the claims the registry lists for the experiment, records them with ``k3
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -61,8 +62,36 @@ def get_claim(claim_id: str) -> Claim:
                                hint="add its sentence to k3snb/data/claims.yaml (id: {text, source})") from None
 
 
-def judged(claim_id: str, status: str, evidence: Mapping[str, Any], reason: str) -> Verdict:
-    """A verdict on ``claim_id`` (validated: known id, known status, a reason, evidence for a firm status)."""
+# a label, also at the start of "gvisor-2024 (0.0~…)"; "gvisor 2024" (prose) reads as gvisor-2024
+_LABEL = re.compile(r"^(?:(host)|gvisor[- ](20\d\d|custom))\b")
+
+
+def env_labels(places: Iterable[str]) -> list[str]:
+    """Environment labels (``host``, ``gvisor-2024``) of runner specs (``gvisor:2024``), labels, or the runner
+    names verdict reasons use (``gvisor-2024 (0.0~20240729.0, systrap)``), each once, in first-seen order.
+
+    Raises:
+        InvalidParameter: a place that names no runner.
+    """
+    from ..runners import spec_label
+
+    out: list[str] = []
+    for p in places:
+        m = _LABEL.match(str(p))
+        if m:
+            out.append(m.group(1) or f"gvisor-{m.group(2)}")
+        else:
+            out.append(spec_label(str(p)))  # a runner spec; else InvalidParameter with a hint
+    return list(dict.fromkeys(out))
+
+
+def judged(claim_id: str, status: str, evidence: Mapping[str, Any], reason: str,
+           environments: Iterable[str] | None = None) -> Verdict:
+    """A verdict on ``claim_id`` (validated: known id, known status, a reason, evidence for a firm status).
+
+    ``environments``: where the verdict holds (runner specs or labels, see :func:`env_labels`) when the
+    notebook opened several runners itself; None leaves it to the run's runner.
+    """
     get_claim(claim_id)
     if status not in STATUSES:
         raise InvalidParameter(f"unknown verdict status {status!r}; valid: {', '.join(STATUSES)}")
@@ -70,11 +99,15 @@ def judged(claim_id: str, status: str, evidence: Mapping[str, Any], reason: str)
         raise InvalidParameter(f"the verdict on {claim_id} needs a reason")
     if status in ("reproduced", "refuted") and not evidence:
         raise InvalidParameter(f"a {status} verdict on {claim_id} needs evidence")
-    return Verdict(claim_id, status, {str(k): jsonable(v) for k, v in evidence.items()}, reason)
+    if isinstance(environments, str):
+        environments = [environments]
+    envs = env_labels(environments) if environments is not None else None
+    return Verdict(claim_id, status, {str(k): jsonable(v) for k, v in evidence.items()}, reason, environments=envs)
 
 
-def not_testable(claim_id: str, reason: str, evidence: Mapping[str, Any] | None = None) -> Verdict:
-    return judged(claim_id, "not-testable", evidence or {}, reason)
+def not_testable(claim_id: str, reason: str, evidence: Mapping[str, Any] | None = None,
+                 environments: Iterable[str] | None = None) -> Verdict:
+    return judged(claim_id, "not-testable", evidence or {}, reason, environments)
 
 
 @dataclass(repr=False)
@@ -158,7 +191,7 @@ def conclude(experiment: str, verdicts: Sequence[Verdict | Sequence[Verdict]]) -
     flat.sort(key=lambda v: order[v.claim])
     out = []
     for v in flat:
-        p = persist(v.claim, v.status, v.evidence, v.reason)
+        p = persist(v.claim, v.status, v.evidence, v.reason, environments=v.environments)
         p.experiment = os.environ.get("K3SNB_EXPERIMENT") or e.id
         out.append(p)
     return VerdictTable(e.id, out)

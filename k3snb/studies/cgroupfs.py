@@ -40,10 +40,11 @@ def _combine(claim: str, per: dict[str, tuple[str, str]], evidence: Mapping[str,
     reason = "; ".join(f"{env}: {why}" for env, (_, why) in sorted(per.items()))
     decided = {s for s, _ in per.values() if s != "not-testable"}
     if not decided:
-        return judged(claim, "not-testable", {}, reason or "no gVisor rows")
+        return judged(claim, "not-testable", {}, reason or "no gVisor rows", environments=sorted(per))
+    envs = sorted(e for e, (s, _) in per.items() if s != "not-testable")  # the builds that decide
     if len(decided) > 1:
-        return judged(claim, "inconclusive", evidence, f"{scope} — the builds disagree — {reason}")
-    return judged(claim, decided.pop(), evidence, f"{scope} — {reason}")
+        return judged(claim, "inconclusive", evidence, f"{scope} — the builds disagree — {reason}", envs)
+    return judged(claim, decided.pop(), evidence, f"{scope} — {reason}", envs)
 
 
 # -- notebook 17: the inotify faker, runc's fstatfs check, gVisor's cgroupfs --------------------------
@@ -97,6 +98,7 @@ def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], syscalls: Rows =
     other: list[str] = []
     untested: list[str] = []
     fallback = 0
+    envs: list[str] = []  # where runc ran on real cgroupfs and met the fake file: what S21 speaks for
     for env, rs in sorted(_by_env(rows, gvisor_only=False).items()):
         base = _pick(rs, runtime="runc", cgroup_dir="real cgroupfs")
         fake = next((r for r in rs if r["runtime"] == "runc" and r["cgroup_dir"] != "real cgroupfs"), None)
@@ -105,6 +107,7 @@ def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], syscalls: Rows =
         if not base["ran"]:
             untested.append(f"{env}: runc does not run on real cgroupfs ({base.get('signature')})")
             continue
+        envs.append(env)
         o2 = fake["openat2"] == "yes"
         rejected = (not fake["ran"]) and NOT_CGROUP in str(fake["error"])
         what = f"{env} (openat2 {fake['openat2']}): {fake['file_fs']} cgroup.procs " + (
@@ -136,14 +139,14 @@ def runc_fstatfs_check(rows: Rows, versions: Mapping[str, str], syscalls: Rows =
     tail = ("; not testable: " + "; ".join(untested)) if untested else ""
     tail += ("; strace: " + "; ".join(traced)) if traced else ""
     if wrong:
-        return judged("S21", "refuted", ev, f"{ver}: not as predicted — " + "; ".join(wrong + tested) + tail)
+        return judged("S21", "refuted", ev, f"{ver}: not as predicted — " + "; ".join(wrong + tested) + tail, envs)
     if other:
-        return judged("S21", "inconclusive", ev, f"{ver}: " + "; ".join(other + tested) + tail)
+        return judged("S21", "inconclusive", ev, f"{ver}: " + "; ".join(other + tested) + tail, envs)
     if not fallback:
         return judged("S21", "not-testable", {}, f"{ver}: no environment without openat2 where runc runs — "
-                      + ("; ".join(tested) or "no runs") + tail)
+                      + ("; ".join(tested) or "no runs") + tail, envs or None)
     return judged("S21", "reproduced", ev, f"{ver}: the magic check applies exactly where openat2 is missing — "
-                  + "; ".join(tested) + tail)
+                  + "; ".join(tested) + tail, envs)
 
 
 def cgroupfs_refuses_files(dirs: Rows, key: str = "cgroup_dirs") -> Verdict:
@@ -335,4 +338,4 @@ def fuse_statfs_magic(rows: Rows, key: str = "fuse") -> Verdict:
     what = "; ".join(f"{env}: statfs f_type {m}, stat -f '{sf}'" for env, m, sf in sorted(seen))
     status = "reproduced" if len(cg) == len(seen) else "refuted" if not cg else "inconclusive"
     return judged("C14", status, {key: list(rows)}, "the kit's libfuse 2.9 faker (statfs fills struct statvfs) — "
-                  + what)
+                  + what, environments=sorted({env for env, _, _ in seen}))

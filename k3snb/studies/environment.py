@@ -144,11 +144,12 @@ def environment_claim(claim_id: str, probes: Mapping[str, Any] | Iterable[Any]) 
         evidence.update({f"{p.label}.{k}": v for k, v in facts.items()})
     yes = [lb for lb, v in holds.items() if v]
     no = [lb for lb, v in holds.items() if not v]
+    envs = list(holds)  # the gVisor probes judged (the host is context)
     if not no:
-        return judged(claim_id, "reproduced", evidence, f"holds in {', '.join(yes)}")
+        return judged(claim_id, "reproduced", evidence, f"holds in {', '.join(yes)}", envs)
     if not yes:
-        return judged(claim_id, "refuted", evidence, f"does not hold in {', '.join(no)}")
-    return judged(claim_id, "inconclusive", evidence, f"holds in {', '.join(yes)} but not in {', '.join(no)}")
+        return judged(claim_id, "refuted", evidence, f"does not hold in {', '.join(no)}", envs)
+    return judged(claim_id, "inconclusive", evidence, f"holds in {', '.join(yes)} but not in {', '.join(no)}", envs)
 
 
 def environment_claims(probes: Mapping[str, Any] | Iterable[Any], ids: Iterable[str] | None = None) -> list[Verdict]:

@@ -188,27 +188,35 @@ def preload_runc_init(case: Mapping[str, Any]) -> Verdict:
     """
     roles = _rows(case.get("roles"))
     ev = {"runc_preload": {k: v for k, v in case.items() if k != "trace"}}
+    envs = [str(case["runner"])] if case.get("runner") else None  # the one runner runc ran in
     ver = case.get("runc_version", "?")
     runc, init = _role(roles, "runc"), _role(roles, "runc init")
     where = case.get("runner", "?")
     if runc is None or not runc.get("shim_loaded"):
-        return judged("C3", "inconclusive", ev, f"the shim did not load into runc {ver} in {where}")
+        return judged("C3", "inconclusive", ev, f"the shim did not load into runc {ver} in {where}", envs)
     if init is None or not init["cap_last_cap_reads"]:
         return judged("C3", "inconclusive", ev, f"runc {ver} in {where} never reached a cap_last_cap read in runc "
-                                                f"init ({case.get('plain', {}).get('stderr', '')[-160:]})")
+                                                f"init ({case.get('plain', {}).get('stderr', '')[-160:]})", envs)
     redirected = any(p != "/proc/sys/kernel/cap_last_cap" for p in init["read_paths"])
     loaded = "loaded" if init.get("shim_loaded") else "did not load (runc starts init with a cleared environment)"
     if redirected:
-        return judged("C3", "reproduced", ev, f"runc init of runc {ver} read cap_last_cap from the shim's target")
+        return judged("C3", "reproduced", ev, f"runc init of runc {ver} read cap_last_cap from the shim's target",
+                      envs)
     return judged("C3", "refuted", ev,
                   f"runc {ver} (dynamically linked) in {where}: the shim loaded into runc, but runc's Go code reads "
                   f"cap_last_cap with its own syscalls (original path); in runc init the shim {loaded} and the read "
-                  "went to the original path too. So LD_PRELOAD cannot get runc init past cap_last_cap")
+                  "went to the original path too. So LD_PRELOAD cannot get runc init past cap_last_cap", envs)
 
 
 # -- 24 ---------------------------------------------------------------------------------------------
 def _case_ev(cases: Mapping[str, Mapping[str, Any]], key: str = "runc_cases") -> dict[str, Any]:
     return {key: {k: {kk: vv for kk, vv in v.items() if kk != "trace"} for k, v in cases.items()}}
+
+
+def _where(cases: Mapping[str, Mapping[str, Any]], labels: Any) -> list[str] | None:
+    """The runners (``case["runner"]``) of the cases a status rests on; None when no case names its runner."""
+    places = [str(cases[lb]["runner"]) for lb in labels if cases[lb].get("runner")]
+    return places or None
 
 
 def _container_ran(case: Mapping[str, Any]) -> bool:
@@ -240,20 +248,26 @@ def runc_init_reached(cases: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
             only_runc.append(label)  # the container ran, yet only runc itself was reached
     not_reached = [lb for lb in cases if lb not in ran]
     tail = f". runc never reached init in: {'; '.join(not_reached)}" if not_reached else ""
+    # each verdict speaks for the environments of the cases its status rests on
     if init_hit:
         exp = judged("Exp 24", "refuted", ev, f"runc init's cap_last_cap read was rewritten in: {'; '.join(init_hit)}"
-                                              + tail)
+                                              + tail, _where(cases, init_hit))
     elif ran:
-        exp = judged("Exp 24", "reproduced", ev, f"runc init ran but its read was never rewritten ({'; '.join(ran)})")
+        exp = judged("Exp 24", "reproduced", ev, f"runc init ran but its read was never rewritten ({'; '.join(ran)})",
+                     _where(cases, ran))
     else:
-        exp = judged("Exp 24", "inconclusive", ev, "runc never reached runc init in any case" + tail)
+        exp = judged("Exp 24", "inconclusive", ev, "runc never reached runc init in any case" + tail,
+                     _where(cases, cases))
     if both_hit:
         c4 = judged("C4", "refuted", ev, "reads were rewritten in runc init and in the container process (new pid "
-                                         f"and mount namespaces, grandchildren of runc) in: {'; '.join(both_hit)}" + tail)
+                                         f"and mount namespaces, grandchildren of runc) in: {'; '.join(both_hit)}" + tail,
+                    _where(cases, both_hit))
     elif only_runc and not init_hit:
-        c4 = judged("C4", "reproduced", ev, f"only runc itself was rewritten in: {'; '.join(only_runc)}")
+        c4 = judged("C4", "reproduced", ev, f"only runc itself was rewritten in: {'; '.join(only_runc)}",
+                    _where(cases, only_runc))
     else:
-        c4 = judged("C4", "inconclusive", ev, "no case where runc reached the container process" + tail)
+        c4 = judged("C4", "inconclusive", ev, "no case where runc reached the container process" + tail,
+                    _where(cases, cases))
     return [exp, c4]
 
 
@@ -305,7 +319,7 @@ def runc_in_gvisor(builds: Mapping[str, Mapping[str, Any]]) -> list[Verdict]:
 
 def _v(claim: str, per: dict[str, tuple[str, str]], ev: dict[str, Any]) -> Verdict:
     status, reason = _per_build(per)
-    return judged(claim, status, ev, reason)
+    return judged(claim, status, ev, reason, environments=list(per))
 
 
 def redirect_enoent(cases: Mapping[str, Mapping[str, Any]]) -> Verdict:
@@ -334,11 +348,14 @@ def redirect_enoent(cases: Mapping[str, Mapping[str, Any]]) -> Verdict:
                           f"{cont['errno'] if cont else 'did not run'}")
     ver = next(iter(seed.values())).get("runc_version", "?")
     if enoent:
-        return judged("H1", "reproduced", ev, f"runc init got ENOENT reading the rewritten path in: {'; '.join(enoent)}")
+        return judged("H1", "reproduced", ev, f"runc init got ENOENT reading the rewritten path in: {'; '.join(enoent)}",
+                      _where(seed, enoent))
     if ok_init:
         return judged("H1", "refuted", ev,
                       f"for runc {ver}: runc init reads cap_last_cap before pivot_root, where the target outside "
                       f"the container still resolves; only the container's own process fails ({'; '.join(detail)}). "
                       "The ENOENT the redirect causes is the container program's, not S31's runc-init error; runc "
-                      "versions that read cap_last_cap later (the research's k3s-bundled runc) were not tested")
-    return judged("H1", "inconclusive", ev, "runc init's read was not rewritten in any seed-setup case")
+                      "versions that read cap_last_cap later (the research's k3s-bundled runc) were not tested",
+                      _where(seed, ok_init))
+    return judged("H1", "inconclusive", ev, "runc init's read was not rewritten in any seed-setup case",
+                  _where(seed, seed))

@@ -69,9 +69,9 @@ def judge_exp32(rows: Sequence[Row]) -> Verdict:
         wk = sorted({w for r in ran for w in r.get("workarounds", [])})
         return judged(CLAIM_EXP32, "reproduced", ev,
                       f"a pod reached CONTAINER_RUNNING in {', '.join(envs)} ({scope}; kit workarounds: "
-                      f"{', '.join(wk) or 'none'}){tail}")
+                      f"{', '.join(wk) or 'none'}){tail}", envs)
     return judged(CLAIM_EXP32, "refuted", ev,
-                  f"no gVisor pod reached CONTAINER_RUNNING ({scope}): {'; '.join(_summary(r) for r in gv)}")
+                  f"no gVisor pod reached CONTAINER_RUNNING ({scope}): {'; '.join(_summary(r) for r in gv)}", _envs(gv))
 
 
 def judge_c1(rows: Sequence[Row]) -> Verdict:
@@ -89,11 +89,13 @@ def judge_c1(rows: Sequence[Row]) -> Verdict:
         return judged(CLAIM_C1, "reproduced", ev,
                       f"pods run in {', '.join(sorted({r['env'] for r in full}))}: {', '.join(key(r) for r in full)} "
                       f"pass sandbox, running, CRI logs, ExecSync and pod-to-pod HTTP — with the kit's workarounds; "
-                      f"'blocked' holds only where listed{others}")
+                      f"'blocked' holds only where listed{others}", _envs(full))
     if len(blocked) == len(gv):
-        return judged(CLAIM_C1, "refuted", ev, f"the README's 'blocked' holds: {'; '.join(_summary(r) for r in gv)}")
+        return judged(CLAIM_C1, "refuted", ev, f"the README's 'blocked' holds: {'; '.join(_summary(r) for r in gv)}",
+                      _envs(gv))
     return judged(CLAIM_C1, "inconclusive", ev,
-                  f"pods reach running but no configuration passes every step: {'; '.join(_summary(r) for r in gv)}")
+                  f"pods reach running but no configuration passes every step: {'; '.join(_summary(r) for r in gv)}",
+                  _envs(gv))
 
 
 def judge_shared_pid(rows: Sequence[Row]) -> Verdict:
@@ -108,19 +110,20 @@ def judge_shared_pid(rows: Sequence[Row]) -> Verdict:
                                               "run without the pid-node workaround")
     s, o = shared[0], own[0]
     ev = _evidence([s, o], "passed", "failed_stage", "signature")
+    at = ["gvisor-2024"]  # the claim is about runsc 2024
     if "running" in s["passed"]:
-        return judged(CLAIM_SHARED_PID, "refuted", ev, f"the shared-PID pod ran: {_summary(s)}")
+        return judged(CLAIM_SHARED_PID, "refuted", ev, f"the shared-PID pod ran: {_summary(s)}", at)
     if not ("running" in o["passed"] and "logs" in o["passed"]):
         return judged(CLAIM_SHARED_PID, "refuted", ev,
-                      f"the own-PID pod did not run with its log read back: {_summary(o)}")
+                      f"the own-PID pod did not run with its log read back: {_summary(o)}", at)
     if s.get("signature") in ("N01", "N03"):
         extra = (f"; ExecSync into the own-PID container also fails ({o['signature']}): setns(CLONE_NEWPID) is refused "
                  "even into the caller's own PID namespace" if o.get("failed_stage") == "exec" else "")
         return judged(CLAIM_SHARED_PID, "reproduced", ev,
                       f"{_summary(s)} (runc nsexec: setns into the pid namespace = EINVAL); the own-PID pod runs "
-                      f"and its CRI log is read back{extra}")
+                      f"and its CRI log is read back{extra}", at)
     return judged(CLAIM_SHARED_PID, "inconclusive", ev,
-                  f"the shared-PID pod failed, but not with the setns signature: {_summary(s)}")
+                  f"the shared-PID pod failed, but not with the setns signature: {_summary(s)}", at)
 
 
 def _judge_plugin(claim: str, rows: Sequence[Row], cni: str, signature: str, what: str) -> Verdict:
@@ -130,12 +133,13 @@ def _judge_plugin(claim: str, rows: Sequence[Row], cni: str, signature: str, wha
         return not_testable(claim, f"needs a gvisor-2024 row with the stock {cni} network")
     r = gv[0]
     ev = _evidence([r], "failed_stage", "signature", "refusing")
+    at = [r["env"]]
     if "sandbox" in r["passed"]:
-        return judged(claim, "refuted", ev, f"the {cni} network set up a pod: {_summary(r)}")
+        return judged(claim, "refuted", ev, f"the {cni} network set up a pod: {_summary(r)}", at)
     if r.get("failed_stage") == "sandbox" and r.get("signature") == signature:
         cause = f"; refusing operation: {r['refusing']}" if r.get("refusing") else ""
-        return judged(claim, "reproduced", ev, f"{_summary(r)}: {what}{cause}")
-    return judged(claim, "inconclusive", ev, f"{_summary(r)}, not the claimed failure ({signature})")
+        return judged(claim, "reproduced", ev, f"{_summary(r)}: {what}{cause}", at)
+    return judged(claim, "inconclusive", ev, f"{_summary(r)}, not the claimed failure ({signature})", at)
 
 
 def judge_bridge(rows: Sequence[Row]) -> Verdict:

@@ -42,7 +42,7 @@ def _combine(claim: str, per: dict[str, tuple[str, str]], evidence: Mapping[str,
     status = statuses.pop() if len(statuses) == 1 else "inconclusive"
     if status == "inconclusive" and len(per) > 1 and len({s for s, _ in per.values()}) > 1:
         reason = "the builds disagree — " + reason
-    return judged(claim, status, evidence, reason)
+    return judged(claim, status, evidence, reason, environments=sorted(per))
 
 
 def _fail_text(r: Mapping[str, Any]) -> str:
@@ -116,11 +116,12 @@ def cgroups_for_runc(rows: Rows, key: str = "runtime_matrix") -> Verdict:
     if not ctd["ran"]:
         wrong.append("containerd+runc with the mounts: " + _fail_text(ctd))
     if wrong:
-        return judged("addendum 2: runc cgroups", "refuted", ev, "runsc 2024: " + "; ".join(wrong))
+        return judged("addendum 2: runc cgroups", "refuted", ev, "runsc 2024: " + "; ".join(wrong),
+                      environments=["gvisor:2024"])
     return judged("addendum 2: runc cgroups", "reproduced", ev,
                   "runsc 2024, runc 1.1: no cgroup mount → R02 (no cgroup mount found in mountinfo); "
                   f"{', '.join(sorted(mounted))} mount, {', '.join(sorted(refused))} refuse; then "
-                  "containerd 1.6 + runc printed the container's output")
+                  "containerd 1.6 + runc printed the container's output", environments=["gvisor:2024"])
 
 
 # -- notebook 29: standalone containerd and its config (Exps 28, 29, 31) ------------------------------
@@ -280,10 +281,10 @@ def unpack_in_2022(rows: Rows, key: str = "snapshotters") -> Verdict:
     ev = {key: list(rows)}
     if ok:
         return judged("addendum 2: 2022 unpack", "refuted", ev, "runsc 2022: " + "; ".join(
-            f"{r['snapshotter']}: {'ran' if r['ran'] else _fail_text(r)}" for r in ok))
+            f"{r['snapshotter']}: {'ran' if r['ran'] else _fail_text(r)}" for r in ok), environments=["gvisor:2022"])
     return judged("addendum 2: 2022 unpack", "reproduced", ev,
                   "runsc 2022, containerd 1.6: " + ", ".join(sorted({r["snapshotter"] for r in tmp}))
-                  + " fail at layer_unpacked with the tmpmounts mount EINVAL (R01)")
+                  + " fail at layer_unpacked with the tmpmounts mount EINVAL (R01)", environments=["gvisor:2022"])
 
 
 # -- notebook 26: namespace progression (Exp 26, S33) --------------------------------------------------

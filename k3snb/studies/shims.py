@@ -66,11 +66,13 @@ def shim_blocks_gvisor(rows: Rows, containerd: str, key: str = "shims") -> Verdi
     decided = {s for s, _ in per.values() if s != "not-testable"}
     reason = f"{containerd} and its shims — " + "; ".join(f"{e}: {w}" for e, (_, w) in sorted(per.items()))
     if not decided:
-        return judged("S38", "not-testable", {}, reason if per else "no containerd run in a gVisor sandbox")
+        return judged("S38", "not-testable", {}, reason if per else "no containerd run in a gVisor sandbox",
+                      environments=sorted(per) if per else None)
     status = decided.pop() if len(decided) == 1 else "inconclusive"
     return judged("S38", status, {key: list(rows)}, reason + ("; the builds disagree" if status == "inconclusive"
                                                               and len(per) > 1 else "")
-                  + "; the research's 1.7.28 daemon + 2.x shim pair is not installed here")
+                  + "; the research's 1.7.28 daemon + 2.x shim pair is not installed here",
+                  environments=sorted(e for e, (s, _) in per.items() if s != "not-testable"))
 
 
 def shim_version_mismatch(rows: Rows, containerd: str, key: str = "shims") -> Verdict:
@@ -88,6 +90,7 @@ def shim_version_mismatch(rows: Rows, containerd: str, key: str = "shims") -> Ve
         return judged("S38: version mismatch", "not-testable", {},
                       f"{containerd}: needs the host and a gVisor build where containerd's own shim runs")
     ev = {key: list(rows)}
+    envs = ["host", *usable]  # a host-vs-gVisor comparison speaks for both sides
     diff = []
     for e in usable:
         g = _pick(rows, env=e, shim=V3)
@@ -98,8 +101,8 @@ def shim_version_mismatch(rows: Rows, containerd: str, key: str = "shims") -> Ve
     text = _short(host) if not host["ran"] else "it runs"
     if diff:
         return judged("S38: version mismatch", "refuted", ev, f"{containerd} + a v3-bootstrap shim: host: {text}; "
-                      + "; ".join(diff))
+                      + "; ".join(diff), envs)
     return judged("S38: version mismatch", "reproduced", ev,
                   f"{containerd} + a shim answering `start` with the v3 bootstrap JSON fails identically on the host and "
                   f"in {', '.join(usable)} ({text}) — the daemon's shim protocol decides, not the sandbox; 1.6 predates "
-                  "the version check, so S38's own text (a 1.7 daemon's) is not reproduced here")
+                  "the version check, so S38's own text (a 1.7 daemon's) is not reproduced here", envs)

@@ -399,7 +399,9 @@ def runner_facts(spec: str | None) -> dict[str, Any]:
     if not spec:
         return {}
     kind, build, platform = parse_spec(spec)
-    if kind != "gvisor":
+    from ..runners import requirements
+
+    if "runsc" not in requirements(spec):  # no sandbox build to resolve (the host)
         return {"kind": kind, "label": kind}
     from ..runners.runsc import find_runsc, runsc_version
     from ._plan import build_platforms

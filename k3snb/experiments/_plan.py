@@ -56,11 +56,10 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
 
 
 def compose_spec(kind: str, build: str | None, platform: str | None) -> str:
-    if kind == "host":
-        return "host"
-    if platform:
-        return f"gvisor:{build or ''}:{platform}"
-    return f"gvisor:{build}" if build else "gvisor"
+    """The spec string (``gvisor:2024:ptrace``, ``host``): :func:`k3snb.runners.format_spec`."""
+    from ..runners import format_spec
+
+    return format_spec(kind, runsc=build, platform=platform)
 
 
 def _runsc_label(build: str) -> str:

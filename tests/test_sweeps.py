@@ -53,6 +53,14 @@ class Cluster:
         self.scheduler = subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port),
              "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=_log(tmp / "scheduler.log"), env=env)
+        deadline = time.monotonic() + 60
+        while True:  # the workers need a listening scheduler
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the scheduler never listened"
+                time.sleep(0.3)
         self.workers = [self._worker(i) for i in range(n)]
         self.wait_for(n)
 
@@ -74,14 +82,15 @@ class Cluster:
             time.sleep(1)
         raise AssertionError(f"{n} workers never joined {self.address}")
 
-    def cell_processes(self) -> dict[int, list[int]]:
-        """Worker pid -> pids of the kit's cell worker processes below it."""
+    def cell_processes(self, cell: str = "") -> dict[int, list[int]]:
+        """Worker pid -> pids of the kit's cell worker processes below it (of one cell, if named)."""
         out = {}
         for w in self.workers:
             pids = []
             for p in descendants(w.pid):
                 try:
-                    if b"k3snb.experiments._worker" in Path(f"/proc/{p}/cmdline").read_bytes():
+                    cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+                    if b"k3snb.experiments._worker" in cmd and f'"cell": "{cell}'.encode() in cmd:
                         pids.append(p)
                 except OSError:
                     pass
@@ -157,22 +166,29 @@ def test_dask_matrix_2x2_gives_four_rows_with_per_cell_facts(cluster, kit_env, t
     (row,) = _rows(tmp_path / "run2").values()
     assert row["status"] == "skipped" and row["reason"].endswith("program 'k3snb-no-such-program' not on PATH")
     assert row["reason"].startswith(f"on {os.uname().nodename}: ") and r.returncode == 0, r.stderr
-    assert list(dirs["state"].iterdir()) == [] and list(dirs["tmp"].iterdir()) == []
+    assert list(dirs["state"].iterdir()) == []
+    assert [p.name for p in dirs["tmp"].iterdir() if not p.name.startswith("k3snb-dask-worker-")] == []
+    cluster.stop()  # the workers remove their scratch dirs when stopped
+    assert list(dirs["tmp"].iterdir()) == []
 
 
 @pytest.mark.slow
 def test_dask_worker_lost_mid_cell_is_retried_once_then_failed(cluster, kit_env, tmp_path):
+    """Kill the Dask worker running the long cell, then the one running its retry: a failed row with the
+    reason, never a hang; the short cell that finished meanwhile is kept."""
     env, dirs = kit_env
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "k3snb", "run", "--registry", str(REG), "--no-progress", "10",
-                          "--runner", "host", "-p", "seconds=120", "--scheduler", cluster.address, "--out", str(out)],
+                          "--runner", "host", "-m", "seconds=0,120", "--scheduler", cluster.address, "--out", str(out)],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    long = "10-env-seconds=120"
     try:
+        _wait(lambda: (out / "10-env-seconds=0" / "results.json").is_file(), 240, "the short cell to come home")
         killed = []
         for attempt in (1, 2):
-            busy = _wait(lambda: [w for w, cells in cluster.cell_processes().items() if cells and w not in killed],
-                         180, f"the cell to start (attempt {attempt})")
-            cells = cluster.cell_processes()[busy[0]]
+            busy = _wait(lambda: [w for w, cells in cluster.cell_processes(long).items() if cells and w not in killed],
+                         180, f"the long cell to start (attempt {attempt})")
+            cells = cluster.cell_processes(long)[busy[0]]
             os.kill(busy[0], signal.SIGKILL)  # the Dask worker dies mid-cell
             killed.append(busy[0])
             _wait(lambda cells=cells: not _alive(cells) or None, 10, "the cell's processes to die with their worker")
@@ -181,7 +197,9 @@ def test_dask_worker_lost_mid_cell_is_retried_once_then_failed(cluster, kit_env,
         if p.poll() is None:
             p.kill()
     assert p.returncode == 1, stderr
-    (row,) = _rows(out).values()
+    rows = _rows(out)
+    assert rows["10-env-seconds=0"]["status"] == "passed"  # finished cells are never lost
+    row = rows[long]
     assert row["status"] == "failed" and "lost twice" in row["reason"] and "retried once" in row["reason"], row
     assert all(_alive([w]) == [] for w in killed)
 

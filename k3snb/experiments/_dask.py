@@ -256,15 +256,37 @@ def worker_main(scheduler: str, nthreads: int, check_only: bool) -> int:
         print("warning: not root: gVisor cells will be skipped on this worker", file=sys.stderr)
     if check_only:
         return 0
-    check_scheduler(scheduler)
+    deadline = time.monotonic() + 60  # a worker may come up before its scheduler
+    while True:
+        try:
+            check_scheduler(scheduler)
+            break
+        except UsageError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     import asyncio
 
     from distributed import Worker
 
+    from .._state import make_tempdir
+
+    scratch = make_tempdir("dask-worker")  # Dask's own spill/scratch space, not /tmp/dask-scratch-space
+
     async def serve() -> None:
-        async with Worker(scheduler, nthreads=nthreads, name=f"k3snb-{facts['host']}-{os.getpid()}") as w:
+        async with Worker(scheduler, nthreads=nthreads, name=f"k3snb-{facts['host']}-{os.getpid()}",
+                          local_directory=str(scratch)) as w:
             await w.finished()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` of the worker: leave like Ctrl-C, removing the scratch dir
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0

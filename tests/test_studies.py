@@ -477,3 +477,13 @@ def test_verdict_environments_are_validated():
         _record.verdict("C4", "not-testable", reason="x", environments="gvisor-2024")  # a str, not a list
     with pytest.raises(InvalidParameter, match="unknown runner"):
         judged("C4", "not-testable", {}, "x", environments=["nowhere"])
+
+
+def test_env_labels_reads_specs_labels_and_reason_names():
+    from k3snb.studies._core import env_labels
+
+    assert env_labels(["gvisor:2024", "host", "gvisor-2022 (0.0~20221219.0, ptrace)", "gvisor 2024", "gvisor"]) == [
+        "gvisor-2024", "host", "gvisor-2022"]
+    # a runsc given by path: the build from the path when it says one, else "custom" (never a guessed build)
+    assert env_labels(["gvisor:/var/cache/k3snb/runsc/20240729/runsc:ptrace", "/opt/runsc"]) == [
+        "gvisor-2024", "gvisor-custom"]

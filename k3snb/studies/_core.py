@@ -80,8 +80,12 @@ def env_labels(places: Iterable[str]) -> list[str]:
         m = _LABEL.match(str(p))
         if m:
             out.append(m.group(1) or f"gvisor-{m.group(2)}")
-        else:
-            out.append(spec_label(str(p)))  # a runner spec; else InvalidParameter with a hint
+            continue
+        label = spec_label(str(p))  # a runner spec; else InvalidParameter with a hint
+        if "-" not in label:  # a runsc given by path carries no build in its label: read it off the path
+            year = re.search(r"(20\d\d)\d{4}", str(p))
+            label = f"{label}-{year.group(1) if year else 'custom'}"
+        out.append(label)
     return list(dict.fromkeys(out))
 
 

@@ -685,6 +685,8 @@ def test_runner_spec_reaches_the_notebook_and_results_record_what_ran(sandbox_en
     assert res["records"]["runner"] == "gvisor:2024:ptrace" and res["records"]["uname"] == "4.4.0"
     used = res["runner_used"]
     assert used["kind"] == "gvisor" and "20240729" in used["runsc_version"] and used["platform"] == "ptrace"
+    assert used["source"] == "runner" and res["runners_used"][0]["platform"] == "ptrace"  # the started sandbox said so
+    assert not (out / "10-env" / ".runners.jsonl").exists()
     (row,) = json.loads((out / "summary.json").read_text())["rows"]
     assert row["runner"] == "gvisor:2024:ptrace" and "20240729" in row["runsc_version"]
     assert row["platform_used"] == "ptrace"

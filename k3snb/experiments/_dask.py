@@ -77,14 +77,17 @@ def readiness() -> dict[str, Any]:
 
 def _missing_here(c: Cell) -> list[str]:
     """The cell's requirements checked on this worker (root, runsc build, platform, programs, k3s)."""
+    from ..runners import requirements
     from ._plan import _platform_available, parse_spec
+    from ._registry import _has
 
-    kind, build, platform = parse_spec(c.runner) if c.runner else (None, None, None)
+    _, build, platform = parse_spec(c.runner) if c.runner else (None, None, None)
     missing = c.exp.missing(build)
     missing = [m for m in missing if not m.startswith("notebook ")]  # the notebook travels with the cell
-    if kind == "gvisor" and not missing:
-        from ._registry import _has
-
+    needs = requirements(c.runner) if c.runner else ()
+    if "root" in needs and not _has("root", None) and "not root" not in missing:
+        missing.append("not root")
+    if "runsc" in needs and not missing:
         if not _has("runsc", build):
             missing.append(f"runsc {build or '(system)'} missing")
         elif platform and not _platform_available(build, platform):

@@ -33,6 +33,7 @@ __all__ = ["KERNEL_NAME", "ensure_kernel", "run_experiments"]
 
 KIT_DIR = ".k3snb-kit"  # tagged name: `k3snb doctor --clean` may remove it after a kill -9
 NOT_RUN = "not run: the run ended before this cell"
+RUNNERS_LOG = ".runners.jsonl"
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -295,8 +296,11 @@ def _run_local(cells: list[Cell], ctx: RunContext, summary: RunSummary, workers:
 
 
 def cell_env(c: Cell, ctx: RunContext, d: Path) -> dict[str, str]:
+    from ..runners.base import RUNNERS_LOG_ENV
+
     env = {**ctx.env, "K3SNB_RESULTS": str(d / "results.json"), "K3SNB_EXPERIMENT": c.exp.id,
-           _procs.TAG_ENV: f"{ctx.run_id}/{c.name}"}
+           _procs.TAG_ENV: f"{ctx.run_id}/{c.name}",
+           RUNNERS_LOG_ENV: str(d / RUNNERS_LOG)}  # every runner the notebook starts appends its info()
     if c.runner:
         env["K3SNB_RUNNER"] = c.runner
         kind, build, _ = parse_spec(c.runner)
@@ -364,7 +368,7 @@ def execute_cell(c: Cell, ctx: RunContext) -> dict[str, Any]:
             _procs.stop_worker(proc, signal.SIGTERM if isinstance(e, _Interrupted) else signal.SIGINT, grace=3.0)
             _procs.kill_tagged(tag, grace=1.0)
             _procs.reap_records(owners)
-            for f in (".status.json", ".started"):
+            for f in (".status.json", ".started", RUNNERS_LOG):
                 with contextlib.suppress(OSError):
                     (d / f).unlink()
             raise
@@ -415,13 +419,26 @@ def runner_facts(spec: str | None) -> dict[str, Any]:
 
 
 def _note_runner_used(results: Path, c: Cell) -> None:
-    """results.json gets ``runner_used``: the runner the notebook reported starting, else its spec resolved."""
+    """results.json gets ``runners_used`` (every runner the notebook started, from ``$K3SNB_RUNNERS_LOG``) and
+    ``runner_used``: the first of them, else the cell's spec as resolved here (``source: spec``)."""
+    log = results.parent / RUNNERS_LOG
     with contextlib.suppress(OSError, ValueError):
         doc = json.loads(results.read_text())
+        started = []
+        with contextlib.suppress(OSError):
+            for line in log.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry not in started:
+                        started.append(entry)
+        if started:
+            doc["runners_used"] = started
         used = (doc.get("runners_used") or [None])[0]
         doc["runner_used"] = {**runner_facts(c.runner), **(used or {}),
                               "source": "runner" if used else "spec"} if (used or c.runner) else None
         write_atomic(results, json.dumps(doc, indent=1, default=str))
+    with contextlib.suppress(OSError):
+        log.unlink()
 
 
 def _row(c: Cell, status: str, reason: str | None, duration: float | None, run_dir: Path) -> dict[str, Any]:

@@ -104,9 +104,9 @@ def environment_facts() -> dict[str, Any]:
         "uid": os.geteuid(),
     }
     try:
-        from ..runners.runsc import runsc_versions
+        from ..runners.runsc import list_runsc_builds
 
-        facts["runsc"] = {r["build"]: r["version"] for r in runsc_versions().rows if r["available"]}
+        facts["runsc"] = {r["build"]: r["version"] for r in list_runsc_builds().rows if r["available"]}
     except Exception as e:  # the fact is "unknown", never a failed experiment
         facts["runsc"] = f"unknown ({type(e).__name__})"
     facts["k3s"] = _k3s_version()

@@ -68,8 +68,9 @@ def _orphaned(spec: dict[str, Any], why: str) -> None:
 
     from ..report._summary import RunSummary
 
-    with contextlib.suppress(OSError):
-        Path(spec["started"]).unlink()
+    for f in (spec["started"], Path(spec["started"]).with_name(".runners.jsonl")):
+        with contextlib.suppress(OSError):
+            Path(f).unlink()
     if spec.get("scratch"):  # a Dask worker's private copy of the run died with that worker: nothing to keep
         import shutil
 

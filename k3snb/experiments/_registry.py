@@ -172,6 +172,10 @@ class Registry(Rich):
 def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """Read and validate a registry file (default: the packaged one, or ``$K3SNB_REGISTRY``).
 
+    Notebooks are found in ``$K3SNB_NOTEBOOKS`` if set, else in the registry's ``notebook_dir`` relative
+    to the registry file; the packaged registry says ``../notebooks``, i.e. ``k3snb/notebooks`` — a
+    symlink to the checkout's ``notebooks/`` in an editable install, the notebooks themselves in a wheel.
+
     Raises:
         UsageError: the file is missing or malformed (names the entry and the bad key).
     """

@@ -608,6 +608,9 @@ HONOUR = {
     "malformed axis": (["01", "-m", "runsc"], "malformed matrix axis 'runsc'"),
     "repeated value": (["01", "-m", "n=1,1"], "repeats a value"),
     "bad list value": (["01", "-p", "n=[1,"], "malformed list/dict value"),
+    "workers with scheduler": (["01", "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], "--workers is for cells"),
+    "no scheduler there": (["01", "--scheduler", "tcp://127.0.0.1:9"], "no Dask scheduler at tcp://127.0.0.1:9"),
+    "bad scheduler": (["01", "--scheduler", "127.0.0.1:9"], "malformed scheduler address"),
     "wrong type": (["01", "-p", "n=[1, 2]"], "parameter 'n' of 01-ok is a int"),
 }
 

@@ -126,6 +126,9 @@ def run_experiments(
         raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout!r}")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InvalidParameter(f"workers must be a positive integer, got {workers!r}", hint="pass --workers 2")
+    if scheduler is not None and workers != 1:
+        raise InvalidParameter("--workers is for cells on this machine; with --scheduler the cluster's workers run them",
+                               hint="drop --workers, or start more `k3snb worker` processes")
     if scheduler is not None:
         from ._dask import check_scheduler
 

@@ -300,8 +300,6 @@ def list_runsc_builds() -> RunscBuilds:
     return RunscBuilds(rows)
 
 
-runsc_versions = list_runsc_builds  # the old name (experiments/_record.py until it switches)
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m k3snb.runners.runsc", description=__doc__.splitlines()[0])

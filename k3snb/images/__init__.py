@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._paths import cache_dir
+from .._state import tracked_tempdir
 from ..errors import InvalidParameter, MissingDependency
 from ..report import Rich, render
 
@@ -216,8 +217,16 @@ def _which(prog: str, pkg: str) -> str:
     return os.path.realpath(p)
 
 
+def _run(argv: list[str], pkg: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    # a host tool that hangs or cannot start is a broken install: one error naming the package
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise MissingDependency(f"{' '.join(argv[:2])} failed: {e}", hint=f"(re)install {pkg}") from None
+
+
 def _busybox_applets(bb: str) -> list[str]:
-    out = subprocess.run([bb, "--list"], capture_output=True, text=True, timeout=30).stdout.split()
+    out = _run([bb, "--list"], "busybox-static").stdout.split()
     return sorted(a for a in out if a and "/" not in a and a != "busybox")
 
 
@@ -226,7 +235,7 @@ def busybox() -> Image:
     """``k3snb.local/busybox:latest`` from the host's busybox-static, every applet a symlink in /bin."""
     bb = _which("busybox", "busybox-static")
     data = Path(bb).read_bytes()
-    out = subprocess.run(["file", "-b", bb], capture_output=True, text=True).stdout if shutil.which("file") else ""
+    out = _run(["file", "-b", bb], "file").stdout if shutil.which("file") else ""
     if out and "statically linked" not in out:
         raise MissingDependency(f"{bb} is not statically linked", hint="apt-get install busybox-static")
     applets = _busybox_applets(bb)
@@ -245,8 +254,7 @@ def _compile_pause(workdir: Path) -> bytes:
     src = workdir / "pause.c"
     src.write_text(PAUSE_C)
     out = workdir / "pause"
-    res = subprocess.run([gcc, "-static", "-Os", "-s", "-o", str(out), str(src)], capture_output=True, text=True,
-                         timeout=120)
+    res = _run([gcc, "-static", "-Os", "-s", "-o", str(out), str(src)], "gcc libc6-dev", timeout=120)
     if res.returncode != 0:
         raise MissingDependency(f"cannot compile the pause binary: {res.stderr.strip()[-300:]}",
                                 hint="apt-get install gcc libc6-dev (static libc is in libc6-dev)")
@@ -257,11 +265,12 @@ def pause() -> Image:
     """``k3snb.local/pause:latest``: a static pause (reaps children, exits 0 on SIGTERM/SIGINT) as /pause."""
     # keyed by the source and compiler, not the binary: gcc output is not byte-reproducible everywhere
     gcc = _which("gcc", "gcc libc6-dev")
-    gcc_v = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    gcc_v = _run([gcc, "--version"], "gcc").stdout.splitlines()[:1]
 
     def build(dest: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="k3snb-pause-") as td:
-            binary = _compile_pause(Path(td))
+        # tagged and recorded: after kill -9, `k3snb doctor --clean` removes it
+        with tracked_tempdir("pause") as td:
+            binary = _compile_pause(td)
         ents = _base_entries() + [("pause", "file", (binary, 0o755))]
         _write_archive(dest, "pause", [_layer(ents)], {"Env": [DEFAULT_PATH], "Entrypoint": ["/pause"],
                                                        "WorkingDir": "/"})

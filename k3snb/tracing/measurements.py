@@ -18,14 +18,27 @@ from ._trace import Trace
 PROBE_KEYS = ("kernel/cap_last_cap", "kernel/panic", "vm/panic_on_oom", "kernel/keys/root_maxkeys")
 
 
+_RECORDS: dict[Path, Any] = {}  # local work dirs -> their state record (dropped by _remove_workdir)
+
+
 def _workdir(runner, purpose: str) -> Path:
     if runner is None:
-        from .._state import make_tempdir
+        from .._state import Record, make_tempdir
 
-        return make_tempdir(purpose)
+        # recorded: after kill -9, `k3snb doctor --clean` removes it (a runner's workdir goes with the runner)
+        path = make_tempdir(purpose)
+        _RECORDS[path] = Record(kind="tmp", id=path.name, paths=[str(path)]).save()
+        return path
     from ..runners import get_runner
 
     return Path(tempfile.mkdtemp(prefix=f"k3snb-{purpose}-", dir=get_runner(runner).workdir))
+
+
+def _remove_workdir(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    rec = _RECORDS.pop(work, None)
+    if rec is not None:
+        rec.drop()
 
 
 def _run(runner, cmd: Cmd):
@@ -82,7 +95,7 @@ def procsys_reach(runner=None, keys=PROBE_KEYS, *, go_binary: str | None = None)
         return {"rows": rows, "stats": res.stats, "features": res.features, "seccomp": res.meta.get("seccomp"),
                 "returncode": res.returncode}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_workdir(work)
 
 
 def _known(key: str) -> bool:
@@ -163,7 +176,7 @@ def preload_vs_ptrace(runner=None, key: str = "/proc/sys/kernel/cap_last_cap") -
                          "fake_value": "38"})
         return {"rows": rows, "preload_so": so.name, "go_binary_static": is_static(goread)}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_workdir(work)
 
 
 # -- 24 (runc run under the tracer: k3snb.studies.runc) -------------------------------------------

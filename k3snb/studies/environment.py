@@ -144,7 +144,8 @@ def environment_claim(claim_id: str, probes: Mapping[str, Any] | Iterable[Any]) 
         evidence.update({f"{p.label}.{k}": v for k, v in facts.items()})
     yes = [lb for lb, v in holds.items() if v]
     no = [lb for lb, v in holds.items() if not v]
-    envs = list(holds)  # the gVisor probes judged (the host is context)
+    # the gVisor builds judged, read off the probes' runsc versions (labels are free text; the host is context)
+    envs = list(dict.fromkeys(f"gvisor-{build_of(p) or 'custom'}" for p in rel))
     if not no:
         return judged(claim_id, "reproduced", evidence, f"holds in {', '.join(yes)}", envs)
     if not yes:

@@ -354,6 +354,17 @@ def test_missing_runtime_is_usage_error(monkeypatch, tmp_path):
     assert isinstance(e.value, UsageError) and "runc" in e.value.hint
 
 
+def _wait_sandbox(state: Path, timeout: float = 90) -> str | None:
+    """The gVisor runner id of a CLI run once its containerd record exists too (None on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recs = {f.name.split("-", 1)[0]: json.loads(f.read_text()) for f in state.glob("*.json")}
+        if "runtime" in recs and "gvisor" in recs:
+            return recs["gvisor"]["id"]
+        time.sleep(0.5)
+    return None
+
+
 @pytest.mark.root
 @pytest.mark.runsc2024
 def test_cli_kill9_in_gvisor_then_doctor_clean_leaves_nothing(cli_env):
@@ -361,13 +372,7 @@ def test_cli_kill9_in_gvisor_then_doctor_clean_leaves_nothing(cli_env):
     their children on the host, tagged with the runner's id) is what must be gone after the reaper."""
     env, state = cli_env
     p = _cli(["runtime", "run", "--runner", "gvisor:2024", "busybox", "--", "sleep", "300"], env)
-    deadline = time.monotonic() + 90
-    sandbox = None
-    while time.monotonic() < deadline and sandbox is None:
-        recs = {f.name.split("-", 1)[0]: json.loads(f.read_text()) for f in state.glob("*.json")}
-        if "runtime" in recs and "gvisor" in recs:
-            sandbox = recs["gvisor"]["id"]
-        time.sleep(0.5)
+    sandbox = _wait_sandbox(state)
     assert sandbox, "containerd never started in the sandbox"
     time.sleep(3)  # ctr run is under way
     assert leftovers(sandbox)  # runsc's host processes carry the sandbox id
@@ -384,13 +389,7 @@ def test_cli_kill9_in_gvisor_then_doctor_clean_leaves_nothing(cli_env):
 def test_cli_ctrl_c_in_gvisor_leaves_nothing(cli_env):
     env, state = cli_env
     p = _cli(["runtime", "run", "--runner", "gvisor:2024", "busybox", "--", "sleep", "300"], env)
-    deadline = time.monotonic() + 90
-    sandbox = None
-    while time.monotonic() < deadline and sandbox is None:
-        recs = {f.name.split("-", 1)[0]: json.loads(f.read_text()) for f in state.glob("*.json")}
-        if "runtime" in recs and "gvisor" in recs:
-            sandbox = recs["gvisor"]["id"]
-        time.sleep(0.5)
+    sandbox = _wait_sandbox(state)
     assert sandbox, "containerd never started in the sandbox"
     time.sleep(3)
     assert leftovers(sandbox)

@@ -110,6 +110,7 @@ def _trace(ns: argparse.Namespace) -> int:
         import json
 
         write_new(Path(ns.meta), json.dumps(res.meta))
+    res.close()  # the runner-side copy is published at --out: drop the temp one now, not at exit
     return _exit_code(res.returncode)
 
 

@@ -95,9 +95,8 @@ def test_imports_go_down_only():
     assert not bad, "upward imports (move the code, or document an exception):\n" + "\n".join(bad)
 
 
-# Same file name in two packages, tolerated: conventional names, and one pair still to rename.
-SHARED_NAMES = {"__init__.py", "__main__.py", "_cli.py",
-                "stability.py"}  # runners/stability.py (trials) vs studies/stability.py (verdicts): D/A to rename
+# Same file name in two packages, tolerated: conventional names only.
+SHARED_NAMES = {"__init__.py", "__main__.py", "_cli.py"}
 
 
 def test_no_two_modules_share_a_name():

@@ -70,7 +70,7 @@ def _result(deaths: dict[str, int], n: int, crash: str = "panic: x\ngofer.(*hand
 
 
 def test_combine_pools_one_configuration_over_results():
-    # (the verdicts on the notes' claims are k3snb.studies.stability, tests/test_studies.py)
+    # (the verdicts on the notes' claims are k3snb.studies.sandbox_deaths, tests/test_studies.py)
     assert combine([_result({}, 2), _result({"default": 1}, 3)]).to_frame().set_index("config").loc[
         "default", ["sandboxes", "deaths"]].tolist() == [5, 1]
 

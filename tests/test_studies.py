@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from k3snb.errors import InvalidParameter
-from k3snb.studies import conclude, environment, get_claim, interception, k3s, list_claims, stability
+from k3snb.studies import conclude, environment, get_claim, interception, k3s, list_claims, sandbox_deaths
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBES = {n: json.loads((ROOT / "data" / "probes" / f"{n}.json").read_text())
@@ -329,27 +329,27 @@ STUDY = [srow("default", 238), srow("raw-detach", 138), srow("file-access=shared
 
 
 def test_sandbox_deaths_judges_the_notes_recipe_on_its_own():
-    v = stability.sandbox_deaths(STUDY, "0.0~20240729.0-4+b7")
+    v = sandbox_deaths.sandbox_deaths(STUDY, "0.0~20240729.0-4+b7")
     assert v.status == "refuted" and "raw-detach 0/138" in v.reason and "2.15%" in v.reason
     assert "default 0/238" in v.reason  # reported separately, never pooled
-    assert status(stability.sandbox_deaths([*STUDY[:1], srow("raw-detach", 5)])) == "inconclusive"
-    assert status(stability.sandbox_deaths([*STUDY, srow("default", 4, 1, 1, "this run")])) == "reproduced"
-    assert status(stability.sandbox_deaths([*STUDY, srow("default", 4, 1, 0, "this run")])) == "inconclusive"
+    assert status(sandbox_deaths.sandbox_deaths([*STUDY[:1], srow("raw-detach", 5)])) == "inconclusive"
+    assert status(sandbox_deaths.sandbox_deaths([*STUDY, srow("default", 4, 1, 1, "this run")])) == "reproduced"
+    assert status(sandbox_deaths.sandbox_deaths([*STUDY, srow("default", 4, 1, 0, "this run")])) == "inconclusive"
 
 
 def test_file_access_shared_every_status():
-    assert status(stability.file_access_shared(STUDY)) == "inconclusive"
-    assert status(stability.file_access_shared([srow("file-access=shared", 3), srow("default", 5, 4)])) == "reproduced"
-    assert status(stability.file_access_shared([srow("file-access=shared", 3, 1)])) == "refuted"
-    assert status(stability.file_access_shared([*STUDY, srow("overlay2=none", 5, 1)])) == "refuted"
-    assert status(stability.file_access_shared(STUDY[:2])) == "not-testable"
+    assert status(sandbox_deaths.file_access_shared(STUDY)) == "inconclusive"
+    assert status(sandbox_deaths.file_access_shared([srow("file-access=shared", 3), srow("default", 5, 4)])) == "reproduced"
+    assert status(sandbox_deaths.file_access_shared([srow("file-access=shared", 3, 1)])) == "refuted"
+    assert status(sandbox_deaths.file_access_shared([*STUDY, srow("overlay2=none", 5, 1)])) == "refuted"
+    assert status(sandbox_deaths.file_access_shared(STUDY[:2])) == "not-testable"
 
 
 def test_kit_default_every_status():
-    assert status(stability.kit_default(STUDY, [])) == "reproduced"
-    assert status(stability.kit_default([srow("default", 10, 1)], [])) == "refuted"
-    assert status(stability.kit_default([srow("default", 10)], [])) == "inconclusive"
-    assert status(stability.kit_default(STUDY, ["--directfs=false"])) == "not-testable"
+    assert status(sandbox_deaths.kit_default(STUDY, [])) == "reproduced"
+    assert status(sandbox_deaths.kit_default([srow("default", 10, 1)], [])) == "refuted"
+    assert status(sandbox_deaths.kit_default([srow("default", 10)], [])) == "inconclusive"
+    assert status(sandbox_deaths.kit_default(STUDY, ["--directfs=false"])) == "not-testable"
 
 
 # -- the stored notebooks' own recorded evidence (results.json of the runs the notebooks were stored from) ---
@@ -369,9 +369,9 @@ def test_recorded_runs_give_the_stored_verdicts():
         "24": [v.status for v in (*interception.runc_init_reached(r24["runc_cases"]),
                                   *interception.runc_in_gvisor(r24["runc_in_gvisor"]),
                                   interception.redirect_enoent(r24["runc_cases"]))],
-        "91": [stability.sandbox_deaths(r91["stability_rows"], r91["runsc_provenance"]["package"]).status,
-               stability.file_access_shared(r91["stability_rows"]).status,
-               stability.kit_default(r91["stability_rows"], [], r91["runsc_provenance"]["package"]).status],
+        "91": [sandbox_deaths.sandbox_deaths(r91["stability_rows"], r91["runsc_provenance"]["package"]).status,
+               sandbox_deaths.file_access_shared(r91["stability_rows"]).status,
+               sandbox_deaths.kit_default(r91["stability_rows"], [], r91["runsc_provenance"]["package"]).status],
     }
     assert got == {
         "04": ["reproduced", "refuted", "reproduced"],

@@ -37,6 +37,8 @@ network_backend = "cni"
 cni_plugin_dirs = ["{inst.bin_dir}"]
 network_config_dir = "{inst.conf_dir}"
 [engine]
+# with crun installed podman picks it, and crun 1.8 refuses this host's hybrid cgroups
+runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "{d}/events.log"

@@ -1,4 +1,4 @@
-"""Where the kit keeps things: cache (downloads), state (tags for the reaper), temp dirs.
+"""Where the kit keeps things — cache (downloads), state (tags for the reaper), temp dirs — and finds programs.
 
 Every directory the kit creates carries the ``k3snb`` tag in its name and a record in the state
 dir, so ``k3snb doctor --clean`` can remove exactly what a killed run left behind and nothing else.
@@ -80,3 +80,19 @@ def tmp_root() -> Path:
 def kit_python() -> str:
     """The interpreter of the kit's own environment (usable inside gVisor: the host root is mounted)."""
     return sys.executable
+
+
+# Debian's system binaries, also when the caller's PATH is a venv's or a minimal one (cron, sudo -E)
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def need_program(prog: str, pkg: str) -> str:
+    """The path of ``prog`` on the system PATH; MissingDependency naming the Debian package(s) if absent."""
+    import shutil
+
+    from .errors import MissingDependency
+
+    p = shutil.which(prog, path=SYSTEM_PATH)
+    if not p:
+        raise MissingDependency(f"{prog} not found", hint=f"apt-get install {pkg}")
+    return p

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._paths import cache_dir
+from .._paths import cache_dir, need_program
 from .._state import tracked_tempdir
 from ..errors import InvalidParameter, MissingDependency
 from ..report import Rich, render
@@ -211,10 +211,7 @@ def _base_entries() -> list[tuple[str, str, Any]]:
 
 
 def _which(prog: str, pkg: str) -> str:
-    p = shutil.which(prog, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    if not p:
-        raise MissingDependency(f"{prog} not found", hint=f"apt-get install {pkg}")
-    return os.path.realpath(p)
+    return os.path.realpath(need_program(prog, pkg))  # the real file: busybox's applet links point at it
 
 
 def _run(argv: list[str], pkg: str, timeout: float = 30) -> subprocess.CompletedProcess:

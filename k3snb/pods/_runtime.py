@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._paths import need_program
 from .._state import Record, new_id
 from ..errors import InvalidParameter, K3snbError, MissingDependency
 from ..report import Rich, render
@@ -54,13 +55,6 @@ def classify_text(text: str) -> list[str]:
     from ..signatures import classify
 
     return classify(text).ids if text.strip() else []
-
-
-def _which(prog: str, pkg: str) -> str:
-    p = shutil.which(prog, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    if not p:
-        raise MissingDependency(f"{prog} not found", hint=f"apt-get install {pkg}")
-    return p
 
 
 def _pod_containerd(runner: Any, *, runtime: str, runtime_binary: str | None, cni_bin_dir: str, cni_conf_dir: str,
@@ -435,10 +429,10 @@ class PodRuntime(Rich):
         self.conflist = conf
 
     def _start_containerd(self) -> None:
-        binary = _which("crun", "crun") if self.runtime == "crun" else None
+        binary = need_program("crun", "crun") if self.runtime == "crun" else None
         sd = self.session_dir
         if self.pid_node:
-            binary = str(write_runtime_wrapper(sd / "bin", binary or _which("runc", "runc"), self.runner.python))
+            binary = str(write_runtime_wrapper(sd / "bin", binary or need_program("runc", "runc"), self.runner.python))
         self.ctd = _pod_containerd(self.runner, runtime=self.runtime, runtime_binary=binary,
                                    cni_bin_dir=str(sd / "cni-bin"), cni_conf_dir=str(sd / "net.d"),
                                    private_netns=self.runner.capabilities.host_network_writable, bin_dir=sd / "bin")

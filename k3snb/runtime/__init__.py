@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._paths import need_program
 from .._state import new_id
-from ..errors import MissingDependency
 from ..report import Rich, render
 from ..workarounds import _ops
 
@@ -28,13 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["oci_config", "run_bundle", "write_bundle", "RuntimeResult", "Containerd", "containerd_config", "Attempt", "STAGES",
            "run_container", "run_direct", "RUNTIMES", "SNAPSHOTTERS", "runtime_binary"]
-
-
-def _need(prog: str, pkg: str) -> str:
-    p = shutil.which(prog, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    if not p:
-        raise MissingDependency(f"{prog} not found", hint=f"apt-get install {pkg}")
-    return p
 
 
 def oci_config(args: list[str], *, env: list[str] | None = None, cwd: str = "/", cgroup_ns: bool = False,
@@ -72,7 +65,7 @@ def oci_config(args: list[str], *, env: list[str] | None = None, cwd: str = "/",
 def write_bundle(dest: str | os.PathLike, args: list[str], *, cgroup_ns: bool = False, network_ns: bool = False,
                  caps: list[str] | None = None) -> Path:
     """A minimal OCI bundle (W34): busybox-static rootfs, pid/ipc/uts/mount namespaces, no caps by default."""
-    bb = _need("busybox", "busybox-static")
+    bb = need_program("busybox", "busybox-static")
     d = Path(dest)
     rootfs = d / "rootfs"
     for sub in ("bin", "proc", "dev", "tmp", "sys", "etc"):
@@ -135,7 +128,7 @@ def run_bundle(runner: Runner, args: tuple[str, ...] | list[str] = ("echo", "hel
                runc: str = "runc", cgroup_ns: bool = False, timeout: float = 60.0,
                extra_global: list[str] | None = None) -> RuntimeResult:
     """Write a busybox bundle in the runner's workdir and ``runc run`` it inside the runner."""
-    runc_path = _need(runc, "runc")
+    runc_path = need_program(runc, "runc")
     cid = new_id("k3snb-runc-")
     base = Path(runner.workdir) / cid
     state = f"/run/{cid}"  # tmpfs in both runners; removed below

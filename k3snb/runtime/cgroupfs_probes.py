@@ -21,7 +21,7 @@ from typing import Any
 from .._fsmagic import FS_MAGIC
 from .._state import new_id
 from .._system import MS_BIND, is_mountpoint, mount, statfs_type, umount
-from ..workarounds._ops import FAKE_FILES
+from ..workarounds._ops import write_fake_controller
 
 __all__ = ["environments", "FAKER_FILES", "openat2_errno", "cgroup_dir_probe", "fake_control_file", "fake_tree",
            "runtime_versions", "sanitize"]
@@ -128,13 +128,7 @@ def _bind_fake_tree(source: str, controllers: list[str]) -> dict[str, Any]:
     os.makedirs(source, exist_ok=True)
     res: dict[str, Any] = {"binds": [], "umounted": [], "errors": {}, "source_fs": _fs(source)}
     for c in controllers:
-        src = os.path.join(source, c)
-        os.makedirs(src, exist_ok=True)
-        for fname, content in FAKE_FILES.get(c, {}).items():
-            with open(os.path.join(src, fname), "w") as f:
-                f.write(content + "\n")
-        for fname in ("cgroup.procs", "tasks"):
-            open(os.path.join(src, fname), "a").close()
+        src = write_fake_controller(source, c)
         dst = os.path.join(ROOT, c)
         real = os.path.realpath(dst)
         try:

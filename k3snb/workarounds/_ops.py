@@ -243,6 +243,19 @@ FAKE_FILES = {  # seed-catalog §7.1 (Exp 09/10/11 static tree)
 }
 
 
+def write_fake_controller(base: str, controller: str) -> str:
+    """A static fake controller directory ``<base>/<controller>`` (seed-catalog §7.1 files, empty
+    ``cgroup.procs``/``tasks``), as Exps 10/11 built it; returns its path."""
+    src = os.path.join(base, controller)
+    os.makedirs(src, exist_ok=True)
+    for fname, content in FAKE_FILES.get(controller, {}).items():
+        with open(os.path.join(src, fname), "w") as f:
+            f.write(content + "\n")
+    for fname in ("cgroup.procs", "tasks"):
+        open(os.path.join(src, fname), "a").close()
+    return src
+
+
 def cgroup_apply(root: str, controllers: list[str], layout: str) -> dict[str, Any]:
     made_root = not os.path.isdir(root)
     os.makedirs(root, exist_ok=True)
@@ -272,13 +285,7 @@ def cgroup_apply(root: str, controllers: list[str], layout: str) -> dict[str, An
     else:  # "fake-tmpfs": Exp 11 — tmpfs-backed fake files bind-mounted per controller
         stage = os.path.join(root, ".k3snb-fake")
         for c in controllers:
-            src = os.path.join(stage, c)
-            os.makedirs(src, exist_ok=True)
-            for fname, content in FAKE_FILES.get(c, {}).items():
-                with open(os.path.join(src, fname), "w") as f:
-                    f.write(content + "\n")
-            for fname in ("cgroup.procs", "tasks"):
-                open(os.path.join(src, fname), "a").close()
+            src = write_fake_controller(stage, c)
             d = os.path.join(root, c)
             os.makedirs(d, exist_ok=True)
             try:

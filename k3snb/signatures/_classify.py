@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import InvalidParameter, UsageError
-from ..report import Rich, render
+from ..report import Rich, Table, render
 
 try:  # the stdlib regex parser, to find literal prefilters (see needles())
     from re._constants import BRANCH as _BRANCH
@@ -581,15 +581,15 @@ def classify(source: Source, *, kinds: tuple[str, ...] = ("failure", "progress")
     return Classification(matches, done, cat, name)
 
 
-@dataclass(repr=False)
-class SignatureTable(Rich):
-    catalog: Catalog
+class SignatureTable(Table):
+    """The catalogue as a listing: one row per signature; ``table[id]`` is the :class:`Signature`."""
+
     _title_text = "k3snb signatures"
+    _section = "signatures"
 
-    def to_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame([s.record() for s in self.catalog.signatures])
+    def __init__(self, catalog: Catalog) -> None:
+        super().__init__([s.record() for s in catalog.signatures])
+        self.catalog = catalog
 
     def summary(self) -> dict[str, Any]:
         sigs = self.catalog.signatures
@@ -598,9 +598,6 @@ class SignatureTable(Rich):
 
     def __getitem__(self, sig_id: str) -> Signature:
         return self.catalog.get(sig_id)
-
-    def __len__(self) -> int:
-        return len(self.catalog.signatures)
 
 
 def list_signatures() -> SignatureTable:

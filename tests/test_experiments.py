@@ -42,14 +42,14 @@ def test_packaged_registry_is_valid_and_covers_the_plan():
                "06-statfs-spoof", "09-ld-preload-vs-static-go", "12-local-storage-flag", "13-ultimate",
                "15-stability", "16-manifests", "24-runc-init-reach", "91-runsc-stability"}
     assert planned <= set(reg.ids)
-    for e in reg:
+    for e in reg.entries:
         assert e.notebook == f"{e.id}.ipynb"
         assert e.claims and e.title and e.runners
         assert e.path.parent == NOTEBOOKS
 
 
 def test_every_registry_entry_has_its_notebook():
-    missing = [e.notebook for e in load_registry() if not e.path.is_file()]
+    missing = [e.notebook for e in load_registry().entries if not e.path.is_file()]
     assert not missing, f"registry entries without a notebook in notebooks/: {missing}"
 
 
@@ -716,12 +716,12 @@ def test_a_wheel_ships_the_registry_and_its_notebooks(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(whl).extractall(site)
     check = ("import k3snb, json; from k3snb.experiments import load_registry; "
-             "print(json.dumps([k3snb.__file__] + [str(e.path) for e in load_registry() if e.path.is_file()]))")
+             "print(json.dumps([k3snb.__file__] + [str(e.path) for e in load_registry().entries if e.path.is_file()]))")
     out = subprocess.run([sys.executable, "-c", check], env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     init, *found = json.loads(out.stdout)
     assert init == str(site / "k3snb" / "__init__.py")
-    shipped = sorted(e.notebook for e in load_registry() if (src / "notebooks" / e.notebook).is_file())
+    shipped = sorted(e.notebook for e in load_registry().entries if (src / "notebooks" / e.notebook).is_file())
     assert shipped and sorted(Path(p).name for p in found) == shipped
     assert all(Path(p).parent == site / "k3snb" / "notebooks" for p in found)

@@ -34,7 +34,7 @@ def nbval(path: Path, *extra: str, timeout: float = 1800) -> subprocess.Complete
 
 
 def _params():
-    reg = {e.notebook: e for e in load_registry()}
+    reg = {e.notebook: e for e in load_registry().entries}
     out = []
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
         e = reg.get(nb.name)
@@ -74,7 +74,7 @@ VERDICT_LINE = re.compile(r"^VERDICT (.+?) \| (reproduced|refuted|not-testable|i
 
 
 def _stored():
-    reg = {e.notebook: e for e in load_registry()}
+    reg = {e.notebook: e for e in load_registry().entries}
     return [pytest.param(nb, reg[nb.name], id=nb.stem) for nb in sorted(NOTEBOOKS.glob("*.ipynb")) if nb.name in reg]
 
 

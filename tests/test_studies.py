@@ -28,7 +28,7 @@ def test_every_registry_claim_has_a_sentence():
     from k3snb.experiments._registry import load_registry
 
     known = list_claims()
-    missing = {e.id: [c for c in e.claims if c not in known] for e in load_registry()}
+    missing = {e.id: [c for c in e.claims if c not in known] for e in load_registry().entries}
     assert not {k: v for k, v in missing.items() if v}, missing
     assert get_claim("C4").text.startswith("ptrace")
     with pytest.raises(InvalidParameter):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter, K3snbError, NotRoot, RunscMissing, UsageError
-from ..report import Rich, render
+from ..report import Table
 
 CAPABILITIES = ("root", "runsc", "runsc2024", "k3s")
 KNOWN_RUNNERS = ("gvisor", "host")
@@ -90,17 +90,33 @@ def default_registry() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "experiments.yaml"
 
 
-@dataclass(repr=False)
-class Registry(Rich):
-    """All experiments of one registry file, in file order; ``registry["05"]`` finds by id or NN prefix."""
-
-    file: Path
-    entries: list[Experiment]
+class Registry(Table):
+    """All experiments of one registry file, in file order: a listing like every other (iteration yields ids,
+    ``.rows``/``.to_frame()`` one row each); ``registry["05"]`` finds an :class:`Experiment` by id or NN prefix,
+    ``.entries`` holds them all."""
 
     _title_text = "experiments"
+    _section = "experiments"
+    _columns = ("id", "title", "claims", "requires", "runners", "ready")
 
-    def __iter__(self):
-        return iter(self.entries)
+    def __init__(self, file: Path, entries: list[Experiment]) -> None:
+        self.file = file
+        self.entries = entries
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:  # computed on use: "ready" looks at this machine now
+        rows = []
+        for e in self.entries:
+            missing = e.missing()
+            rows.append({
+                "id": e.id,
+                "title": e.title,
+                "claims": ", ".join(e.claims),
+                "requires": ", ".join([*e.requires, *e.programs]),
+                "runners": ", ".join(e.runners),
+                "ready": "yes" if not missing else "no: " + "; ".join(missing),
+            })
+        return rows
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -108,6 +124,9 @@ class Registry(Rich):
     @property
     def ids(self) -> list[str]:
         return [e.id for e in self.entries]
+
+    def __iter__(self):
+        return iter(self.ids)
 
     def __getitem__(self, key: str) -> Experiment:
         for e in self.entries:
@@ -130,22 +149,6 @@ class Registry(Rich):
                 out.append(e)
         return out
 
-    def to_frame(self):
-        import pandas as pd
-
-        rows = []
-        for e in self.entries:
-            missing = e.missing()
-            rows.append({
-                "id": e.id,
-                "title": e.title,
-                "claims": ", ".join(e.claims),
-                "requires": ", ".join([*e.requires, *e.programs]),
-                "runners": ", ".join(e.runners),
-                "ready": "yes" if not missing else "no: " + "; ".join(missing),
-            })
-        return pd.DataFrame(rows, columns=["id", "title", "claims", "requires", "runners", "ready"])
-
     def summary(self) -> dict[str, Any]:
         ready = sum(1 for e in self.entries if not e.missing())
         return {"experiments": len(self.entries), "ready here": ready, "registry": str(self.file)}
@@ -164,9 +167,6 @@ class Registry(Rich):
 
     def __repr__(self) -> str:
         return self._repr_text()
-
-    def _repr_html_(self) -> str:
-        return render("experiments", self.summary(), [("experiments", self.to_frame())], text=self._repr_text())
 
 
 def load_registry(path: str | os.PathLike | None = None) -> Registry:

@@ -210,7 +210,7 @@ def _registry_info(path: str | None = None) -> dict[str, dict[str, Any]]:
     try:
         from ..experiments._registry import load_registry
 
-        return {e.id: {"title": e.title, "claims": list(e.claims)} for e in load_registry(path)}
+        return {e.id: {"title": e.title, "claims": list(e.claims)} for e in load_registry(path).entries}
     except Exception:  # a report must still render when the registry is unreadable
         return {}
 

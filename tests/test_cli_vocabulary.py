@@ -73,7 +73,7 @@ def test_the_vocabulary_is_used_where_it_applies():
     assert {"--runner", "-r", "--runsc", "--out", "-o", "--json", "--timeout"} <= opts("k3snb probe")
     assert {"--param", "-p", "--out", "-o", "--runner", "--runsc", "--timeout"} <= opts("k3snb run")
     assert "--json" in opts("k3snb classify") and "--json" in opts("k3snb doctor")
-    assert {"--runner", "--runsc", "--json"} <= opts("k3snb workarounds check")
+    assert {"--runner", "--runsc", "--json"} <= opts("k3snb workarounds verify")
 
 
 def kit(*args: str) -> subprocess.CompletedProcess:
@@ -134,7 +134,7 @@ def test_workarounds_list_and_show():
     assert r.returncode == 0 and r.stdout.startswith("kmsg: ") and "fixes:      S06" in r.stdout, r.stdout
     one_error(kit("workarounds", "show", "nosuch"), 2, "nosuch")
     one_error(kit("workarounds", "apply", "kmsg", "-p", "nope=1"), 2, "no parameter(s) ['nope']")
-    one_error(kit("workarounds", "check", "kmsg", "--runsc", "2024"), 2, "only applies to gVisor runners")
+    one_error(kit("workarounds", "verify", "kmsg", "--runsc", "2024"), 2, "only applies to gVisor runners")
 
 
 @pytest.mark.root
@@ -147,8 +147,8 @@ def test_workarounds_act_in_a_runner_and_leave_the_host_alone():
     steps = [ln.split()[:3] for ln in r.stdout.splitlines()]
     assert ["kmsg", "apply", "ok"] in steps and ["kmsg", "gone", "ok"] in steps
     assert ["propagation", "revert", "ok"] in steps
-    r = kit("workarounds", "check", "kmsg", "--runner", "host")
-    assert r.returncode == 1 and r.stdout.split()[:3] == ["kmsg", "check", "NO"]  # a fresh runner: not in effect
+    r = kit("workarounds", "verify", "kmsg", "--runner", "host")
+    assert r.returncode == 1 and r.stdout.split()[:3] == ["kmsg", "verify", "NO"]  # a fresh runner: not in effect
     assert Path("/proc/self/mountinfo").read_text() == before
 
 

@@ -116,7 +116,7 @@ def _cycle(runner, wid: str, **params) -> dict:
     assert r.ok, (wid, r.detail)
     after = w.verify(runner)
     assert not after.ok, (wid, "still in effect after revert", after.detail)
-    return {"apply": a, "check": c, "revert": r, "plan": plan, "w": w}
+    return {"apply": a, "verify": c, "revert": r, "plan": plan, "w": w}
 
 
 @pytest.mark.root
@@ -128,7 +128,7 @@ def test_runner_workaround_cycle_in_host(host_runner, wid):
     if wid == "propagation":
         assert out["apply"].detail["mode"] == "rshared"  # the host kernel allows it on / of the private ns
     if wid == "iptables-legacy":
-        assert "legacy" in out["check"].detail["version"]
+        assert "legacy" in out["verify"].detail["version"]
 
 
 GVISOR_EXPECTED_FAIL = {"fake-diskstats": "does not exist"}  # /proc/diskstats is absent in gVisor (W18)
@@ -152,13 +152,13 @@ def test_runner_workaround_cycle_in_gvisor(gvisor_runner, wid):
         assert out["apply"].detail["mode"] == "shared-submount"
         assert out["apply"].detail["first_attempt"]["errno"] == "EINVAL"
     if wid == "cgroup-v1":
-        rows = out["check"].detail["controllers"]
+        rows = out["verify"].detail["controllers"]
         assert set(rows) == {"cpu", "cpuacct", "cpuset", "memory", "pids"}
         assert all(r["f_type"] == "0x27e0eb" for r in rows.values())
     if wid == "kmsg":
         assert out["apply"].detail["created"] is True  # gVisor has no /dev/kmsg of its own
     if wid == "fake-procsys":
-        checked = {k: v for k, v in out["check"].detail.items() if k.startswith("/proc/sys/")}
+        checked = {k: v for k, v in out["verify"].detail.items() if k.startswith("/proc/sys/")}
         assert "/proc/sys/kernel/panic" in checked  # missing in gVisor, read through the interceptor
 
 
@@ -176,7 +176,7 @@ def test_cgroup_unsupported_controller_fails_cleanly_in_gvisor(gvisor_runner):
 @pytest.mark.runsc
 def test_fake_tmpfs_cgroup_layout_is_not_cgroupfs(gvisor_runner):
     out = _cycle(gvisor_runner, "cgroup-v1", layout="fake-tmpfs")
-    rows = out["check"].detail["controllers"]
+    rows = out["verify"].detail["controllers"]
     assert all(r["f_type"] == "0x1021994" for r in rows.values())  # tmpfs: what runc rejects (S21)
 
 

@@ -69,14 +69,14 @@ def workaround_cycle(runner: str, ids: list[str], runsc: str | None = None, para
                 a = w.apply(r)
                 row["apply"] = a.ok
                 c = w.verify(r)
-                row["check"] = c.ok
-                row["check_detail"] = str(c.detail)[:240]
+                row["verify"] = c.ok
+                row["verify_detail"] = str(c.detail)[:240]
                 rv = w.revert(r)
                 row["revert"] = rv.ok
                 row["in_effect_after_revert"] = w.verify(r).ok
             except WorkaroundFailed as e:
-                row.update(apply=False, check=False, revert=None, in_effect_after_revert=False,
-                           check_detail=str(e.msg)[:240])
+                row.update(apply=False, verify=False, revert=None, in_effect_after_revert=False,
+                           verify_detail=str(e.msg)[:240])
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -79,7 +79,7 @@ class LaunchPlan:
 
 @dataclass(repr=False)
 class WorkaroundResult(Rich):
-    """Outcome of one apply/verify/revert (action names: apply, check, revert)."""
+    """Outcome of one apply/verify/revert (action names: apply, verify, revert)."""
 
     id: str
     action: str
@@ -198,7 +198,7 @@ class Workaround:
         (``check`` is reserved for results: ``RunResult.check()`` raises when the command failed)."""
         t0 = time.monotonic()
         ok, detail = self._check(runner)
-        return WorkaroundResult(self.id, "check", ok, runner.kind, time.monotonic() - t0, detail)
+        return WorkaroundResult(self.id, "verify", ok, runner.kind, time.monotonic() - t0, detail)
 
     def revert(self, runner: Runner) -> WorkaroundResult:
         """Undo apply(); a no-op (ok) when nothing was applied."""

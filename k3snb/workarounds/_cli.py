@@ -1,4 +1,4 @@
-"""``k3snb workarounds list|show|apply|check|revert``: the workaround catalogue, and its actions run in
+"""``k3snb workarounds list|show|apply|verify|revert``: the workaround catalogue, and its actions run in
 a fresh runner (host namespaces or a gVisor sandbox) that lives as long as the command: nothing stays
 applied on the machine afterwards."""
 
@@ -12,16 +12,16 @@ from typing import Any
 from .._cliopts import add_json, add_param, add_runner, add_runsc, printable
 
 _ACTIONS = {
-    "apply": "apply each workaround in order in a fresh runner, check it is in effect, then undo it all",
-    "check": "check whether each workaround is already in effect in a fresh runner (nothing is applied)",
-    "revert": "apply, revert, then check each workaround is no longer in effect (tests that revert works)",
+    "apply": "apply each workaround in order in a fresh runner, verify it is in effect, then undo it all",
+    "verify": "verify whether each workaround is already in effect in a fresh runner (nothing is applied)",
+    "revert": "apply, revert, then verify each workaround is no longer in effect (tests that revert works)",
 }
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "workarounds", help="list, show, apply, check or revert the research workarounds",
-        description="The workaround catalogue (k3snb/data/workarounds.yaml) and its actions. apply/check/revert "
+        "workarounds", help="list, show, apply, verify or revert the research workarounds",
+        description="The workaround catalogue (k3snb/data/workarounds.yaml) and its actions. apply/verify/revert "
                     "run in a fresh runner that ends with the command, so the host is only touched inside the "
                     "runner's own namespaces.")
     sub = p.add_subparsers(dest="wa_command", required=True, metavar="ACTION")
@@ -124,7 +124,7 @@ def _act(args: argparse.Namespace) -> int:
     results = []
     with runner:
         try:
-            if args.action == "check":
+            if args.action == "verify":
                 results = [w.verify(runner) for w in ws]
             else:
                 for w in ws:

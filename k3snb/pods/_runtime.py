@@ -321,6 +321,11 @@ class PodRuntime(Rich):
         self.events.append(ev)
         return ev
 
+    def _used(self, wid: str, signature: str, detail: str, ok: bool = True) -> None:
+        """Record a workaround the kit applied: in ``workarounds`` and, with why, on the timeline."""
+        self.workarounds.append({"id": wid, "ok": ok, "because": signature})
+        self.event("workaround", id=wid, signature=signature, detail=detail)
+
     def start(self) -> PodRuntime:
         if self.started:
             return self
@@ -376,10 +381,8 @@ class PodRuntime(Rich):
         r = self.runner.run("if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified && echo "
                             "hidden; fi", timeout=30)
         if "hidden" in r.stdout:
-            self.workarounds.append({"id": "cgroup-v1-only", "ok": r.ok, "because": "R04"})
-            self.event("workaround", id="cgroup-v1-only", signature="R04",
-                       detail="crun refuses hybrid cgroups: /sys/fs/cgroup/unified unmounted in the runner's "
-                       "private mount namespace")
+            self._used("cgroup-v1-only", "R04", "crun refuses hybrid cgroups: /sys/fs/cgroup/unified unmounted in "
+                       "the runner's private mount namespace", ok=r.ok)
 
     def _probes(self) -> None:
         probe = self.runner.run_python(_pid_setns_probe, timeout=60)
@@ -387,9 +390,8 @@ class PodRuntime(Rich):
         if probe["ok"] is False:
             if "pid-node" in self.workarounds_enabled:
                 self.pid_node = True
-                self.workarounds.append({"id": "pid-node", "ok": True, "because": "N01"})
-                self.event("workaround", id="pid-node", signature="N01",
-                           detail="setns(CLONE_NEWPID) is refused with EINVAL (even into the caller's own PID "
+                self._used("pid-node", "N01",
+                           "setns(CLONE_NEWPID) is refused with EINVAL (even into the caller's own PID "
                            "namespace), which breaks runc exec (ExecSync) and every container whose spec names a "
                            "PID namespace path; a wrapper around the OCI runtime drops the PID namespace from each "
                            "bundle at create, so containers share the runner's PID namespace")
@@ -417,9 +419,8 @@ class PodRuntime(Rich):
             if probe["created"] and not probe["link_kind"]:
                 if "cni-link" in self.workarounds_enabled:
                     self.link_mode = True
-                    self.workarounds.append({"id": "cni-link", "ok": True, "because": "S29"})
-                    self.event("workaround", id="cni-link", signature="S29",
-                               detail="the netstack creates bridges but reports no link kind, so the stock bridge "
+                    self._used("cni-link", "S29",
+                               "the netstack creates bridges but reports no link kind, so the stock bridge "
                                "plugin fails ('already exists but is not a bridge'); the kit's CNI plugin in link "
                                "mode makes the bridge, veth, addresses and default route instead (IPAM: host-local)")
                 else:

@@ -18,7 +18,7 @@ import k3snb
 from k3snb._state import records
 from k3snb.errors import InvalidParameter, RemoteError, RunscMissing, SandboxDied, UsageError
 from k3snb.runners import runsc as runsc_mod
-from k3snb.runners.gvisor import GVisor, extract_panic, pids_with_root
+from k3snb.runners.gvisor import DEAD_PATTERNS, GVisor, extract_panic, pids_with_root
 
 pytestmark = [pytest.mark.root, pytest.mark.runsc]
 BUILDS = ["2022", pytest.param("2024", marks=pytest.mark.runsc2024)]
@@ -455,3 +455,19 @@ def test_starts_with_tmpdir_inside_a_private_folder(build, tmp_path, monkeypatch
     with GVisor(build, start_retries=0) as g:
         assert g.run("echo inside").stdout.strip() == "inside"
         assert g.start_attempts == 1
+
+
+@pytest.mark.parametrize("stderr", [
+    # recorded from runsc 2024 when the sandbox was SIGKILLed at each point of an exec
+    'waiting on pid 3: waiting on PID 3 in sandbox "k3snb-ce112ac3b9": urpc method "containerManager.WaitPID" '
+    "failed: EOF",
+    "loading sandbox: file does not exist",
+    'executing processes for container: cannot execute in container "k3snb-952ab8af5e" in state stopped',
+])
+def test_runsc_messages_of_a_dead_sandbox_are_recognised(stderr):
+    assert DEAD_PATTERNS.search(stderr)
+
+
+@pytest.mark.parametrize("stderr", ["sleep: invalid number 'x'", "cannot execute binary file", "state stopped"])
+def test_a_commands_own_errors_are_not_a_dead_sandbox(stderr):
+    assert not DEAD_PATTERNS.search(stderr)

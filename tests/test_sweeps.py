@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from k3snb._procfs import descendants, proc_state
+from k3snb._procfs import descendants, proc_environ, proc_state
 
 ROOT = Path(__file__).resolve().parent.parent
 REG = ROOT / "tests" / "notebooks" / "experiments.yaml"
@@ -173,8 +173,6 @@ def test_dask_matrix_2x2_gives_four_rows_with_per_cell_facts(cluster, kit_env, t
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="open bug (issue 13): on the final tree a SIGKILLed `k3snb worker` reports its "
-                   "cell as failed ('worker exited -15') instead of Dask seeing a lost worker, so no retry happens")
 def test_dask_worker_lost_mid_cell_is_retried_once_then_failed(cluster, kit_env, tmp_path):
     """Kill the Dask worker running the long cell, then the one running its retry: a failed row with the
     reason, never a hang; the short cell that finished meanwhile is kept."""
@@ -186,11 +184,12 @@ def test_dask_worker_lost_mid_cell_is_retried_once_then_failed(cluster, kit_env,
     long = "10-env-seconds=120"
     try:
         _wait(lambda: (out / "10-env-seconds=0" / "results.json").is_file(), 240, "the short cell to come home")
-        killed = []
+        killed, tags = [], []
         for attempt in (1, 2):
             busy = _wait(lambda: [w for w, cells in cluster.cell_processes(long).items() if cells and w not in killed],
                          180, f"the long cell to start (attempt {attempt})")
             cells = cluster.cell_processes(long)[busy[0]]
+            tags.append(proc_environ(cells[0]).get("K3SNB_RUN_TAG"))
             os.kill(busy[0], signal.SIGKILL)  # the Dask worker dies mid-cell
             killed.append(busy[0])
             _wait(lambda cells=cells: not _alive(cells) or None, 10, "the cell's processes to die with their worker")
@@ -204,6 +203,8 @@ def test_dask_worker_lost_mid_cell_is_retried_once_then_failed(cluster, kit_env,
     row = rows[long]
     assert row["status"] == "failed" and "lost twice" in row["reason"] and "retried once" in row["reason"], row
     assert all(_alive([w]) == [] for w in killed)
+    # each attempt has its own tag: the lost attempt's teardown kills what carries its tag, never the retry
+    assert len(set(tags)) == 2 and all(t and t.endswith(f"/{long}") for t in tags), tags
 
 
 @pytest.mark.slow

@@ -122,10 +122,13 @@ def remote_cell(cell: Cell, notebook: bytes, run_id: str, timeout: float | None,
         from .. import _state
         from .._paths import tmp_root
 
-        record = _state.Record(kind="run", id=f"{run_id}-{facts['host']}", paths=[str(base)], note=str(run_dir)).save()
+        # one id per attempt: a retry of this cell may land on a machine where the lost attempt is still
+        # being torn down, and that teardown kills whatever carries its tag (<id>/<cell>); doctor matches it too
+        attempt = _state.new_id(f"{run_id}-")
+        record = _state.Record(kind="run", id=attempt, paths=[str(base)], note=str(run_dir)).save()
         env = {**os.environ, **kit_env(base / "kit"), "K3SNB_TMP": str(tmp_root()), "PYTHONUNBUFFERED": "1",
                "K3SNB_RUN_DIR": str(run_dir)}
-        ctx = RunContext(run_dir, run_id, kernel, timeout, env, record, scratch=str(base))
+        ctx = RunContext(run_dir, attempt, kernel, timeout, env, record, scratch=str(base))
         ctx.stopping = stop
         watcher = threading.Thread(target=_watch_stop, args=(stop_name, stop), daemon=True)
         watcher.start()

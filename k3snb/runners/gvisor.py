@@ -66,7 +66,9 @@ BUILD_DEFAULTS: dict[str, list[str]] = {"2022": [], "2024": []}
 # which the runsc run parent is already deleting the dead container's state.
 DEAD_PATTERNS = re.compile(
     r"containerManager\.\w+\" failed|connecting to control server|urpc method .* failed"
-    r"|sandbox is not running|error getting processes for container|loading (sandbox|container)",
+    r"|sandbox is not running|error getting processes for container|loading (sandbox|container)"
+    # an exec that raced the sandbox's death: runsc already marked the container stopped
+    r"|cannot execute in container .* in state stopped",
     re.I,
 )
 RUNSC_FAILED = 128

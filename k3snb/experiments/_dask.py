@@ -130,7 +130,7 @@ def remote_cell(cell: Cell, notebook: bytes, run_id: str, timeout: float | None,
                "K3SNB_RUN_DIR": str(run_dir)}
         ctx = RunContext(run_dir, attempt, kernel, timeout, env, record, scratch=str(base))
         ctx.stopping = stop
-        watcher = threading.Thread(target=_watch_stop, args=(stop_name, stop), daemon=True)
+        watcher = threading.Thread(target=_watch_stop, args=(_stop_event(stop_name), stop), daemon=True)
         watcher.start()
         t0 = time.monotonic()
         row = execute_cell(c, ctx)
@@ -147,15 +147,28 @@ def remote_cell(cell: Cell, notebook: bytes, run_id: str, timeout: float | None,
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _watch_stop(name: str, stop: threading.Event) -> None:
-    """Set ``stop`` when the client sets the run's Dask Event (Ctrl-C on the client)."""
+def _stop_event(name: str):
+    """The run's Dask Event, made here in the task's thread: ``get_client()`` finds the worker through a
+    context variable that a new thread does not inherit."""
     from distributed import Event, get_client
 
-    with contextlib.suppress(Exception):
-        ev = Event(name, client=get_client())
-        while not stop.is_set():
+    try:
+        return Event(name, client=get_client())
+    except ValueError:  # not on a Dask worker (a direct call): nothing can ask this cell to stop
+        return None
+
+
+def _watch_stop(ev, stop: threading.Event) -> None:
+    """Set ``stop`` when the client sets the run's Dask Event (Ctrl-C on the client)."""
+    if ev is None:
+        return
+    while not stop.is_set():
+        try:
             if ev.wait(timeout=STOP_POLL):
                 stop.set()
+                return
+        except Exception:  # the scheduler went away: the cell can no longer be asked to stop
+            if stop.wait(STOP_POLL):
                 return
 
 

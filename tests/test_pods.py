@@ -82,6 +82,16 @@ def test_bad_manifest_exits_2_and_starts_nothing(tmp_path: Path, text: str, need
     assert set(Path(os.environ["K3SNB_TMP"]).iterdir()) == before  # no runner dir was made
 
 
+def test_unknown_runtime_is_one_usage_error_naming_the_valid_ones() -> None:
+    # the pods take containerd's own runtime check (k3snb.runtime.containerd.check_runtime), not a copy of it
+    before = set(Path(os.environ["K3SNB_TMP"]).iterdir())
+    with pytest.raises(UsageError) as ei:
+        PodRuntime("host", runtime="youki")
+    assert "unknown runtime 'youki'" in str(ei.value) and "runc, crun" in str(ei.value)
+    assert "crun" in ei.value.hint
+    assert set(Path(os.environ["K3SNB_TMP"]).iterdir()) == before
+
+
 def test_manifest_from_v1pod_dict_and_file_agree(tmp_path: Path) -> None:
     from kubernetes import client
 

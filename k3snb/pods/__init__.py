@@ -7,9 +7,10 @@ one containerd (and pod network) between pods. CLI: ``k3snb pod run POD.yaml``.
 
 from __future__ import annotations
 
+from ..runtime.containerd import RUNTIMES
 from ._manifest import ContainerSpec, PodSpec, parse_manifest, resolve_image
 from ._pod import Pod
-from ._runtime import CNI_MODES, RUNTIMES, PodError, PodRuntime
+from ._runtime import CNI_MODES, PodError, PodRuntime
 
 __all__ = ["Pod", "PodRuntime", "PodError", "PodSpec", "ContainerSpec", "parse_manifest", "resolve_image",
            "CNI_MODES", "RUNTIMES"]

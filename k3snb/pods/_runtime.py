@@ -31,9 +31,9 @@ from .._paths import need_program
 from .._state import Record, new_id
 from ..errors import InvalidParameter, K3snbError, MissingDependency
 from ..report import Rich, render
+from ..runtime.containerd import check_runtime
 
 CNI_MODES = ("bridge", "fake", "ptp", "loopback")  # ptp/loopback: research only (notebooks 20/23/32)
-RUNTIMES = ("runc", "crun")
 CNI_BIN = "/usr/lib/cni"
 PAUSE_REF = "k3snb.local/pause:latest"
 # the kit's pod workarounds, each applied only where a probe (or the host layout) shows its blocker
@@ -214,9 +214,7 @@ class PodRuntime(Rich):
     def __init__(self, runner: Any = "host", *, runsc: str | None = None, runtime: str = "runc",
                  cni: str = "bridge", workarounds: bool = True, subnet: str = "10.88.0.0/24",
                  timeout: float = 120.0) -> None:
-        if runtime not in RUNTIMES:
-            raise InvalidParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}",
-                                   hint="pass runtime='runc' or runtime='crun'")
+        check_runtime(runtime)
         if cni not in CNI_MODES:
             raise InvalidParameter(f"unknown cni {cni!r}; valid: {', '.join(CNI_MODES)}",
                                    hint="pass cni='bridge' (Debian plugins) or cni='fake' (the kit's plugin)")

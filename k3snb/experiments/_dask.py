@@ -132,14 +132,12 @@ def remote_cell(cell: Cell, notebook: bytes, run_id: str, timeout: float | None,
         ctx.stopping = stop
         watcher = threading.Thread(target=_watch_stop, args=(_stop_event(stop_name), stop), daemon=True)
         watcher.start()
-        t0 = time.monotonic()
-        row = execute_cell(c, ctx)
+        row = execute_cell(c, ctx)  # its duration_s is the cell's, as locally: shipping files is Dask's cost
         stop.set()
         files = {}
         for f in sorted((run_dir / c.name).rglob("*")):
             if f.is_file() and f.suffix in _KEEP and f.stat().st_size < 64 * 1024 * 1024:
                 files[str(f.relative_to(run_dir / c.name))] = base64.b64encode(f.read_bytes()).decode()
-        row["duration_s"] = round(time.monotonic() - t0, 1)
         record.drop()
         return {"row": row, "facts": facts, "files": files}
     finally:

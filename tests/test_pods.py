@@ -194,6 +194,54 @@ def test_gvisor_2024_without_workarounds_hits_the_signatures() -> None:
 
 
 @pytest.mark.root
+@pytest.mark.runsc2024
+@pytest.mark.slow
+def test_gvisor_2024_crun_two_container_pod_with_recorded_workarounds() -> None:
+    with PodRuntime("gvisor", runsc="2024", runtime="crun") as rt:
+        tag, root = rt.ctd.id, str(rt.runner.root_dir)
+        ev = _two_pods_exercise(rt)
+        # the wrapper removed each container's fake freezer.state with the container
+        left = rt.runner.run(["find", "/sys/fs/cgroup/freezer", "-name", "freezer.state"], timeout=30)
+    _check_two_pods(ev, rt.subnet)
+    found = {e["id"]: e for e in ev["events"] if e["kind"] == "workaround"}
+    assert found["crun-setgroups"]["signature"] == "R05" and found["crun-freezer"]["signature"] == "R10"
+    assert "run.oci.keep_original_groups=0" in found["crun-setgroups"]["detail"]
+    assert {"cni-link", "pid-node"} <= set(found)
+    probe = next(e for e in ev["events"] if e["kind"] == "probe" and e["id"] == "crun")
+    assert probe["setgroups_file"] is False and probe["freezer_mount_error"] == "mount(cgroup, -o freezer) = EINVAL"
+    assert left.ok and left.stdout.strip() == ""
+    assert leftovers(tag) == [] and procs_with(root) == []
+
+
+@pytest.mark.root
+@pytest.mark.runsc2024
+@pytest.mark.parametrize("extra,stage,signature,path", [
+    ((), "sandbox", "R05", "/proc/self/setgroups"),
+    (("crun-setgroups",), "exec", "R10", "/freezer.state"),
+])
+def test_gvisor_2024_crun_without_its_workarounds_names_the_refusing_syscall(extra, stage, signature, path) -> None:
+    """Each crun workaround left out in turn: the pod stops where its blocker is, and the kit's tracer
+    (trace=True: containerd and all it starts under ptrace) names crun's refused open."""
+    rt = PodRuntime("gvisor", runsc="2024", runtime="crun", workarounds=["cni-link", "pid-node", *extra], trace=True)
+    p = rt.pod(CLIENT)
+    try:
+        with rt, pytest.raises(PodError) as ei:
+            tag = rt.ctd.id
+            p.start()
+            p.wait(until="running", timeout=30)
+            p.exec("c", "echo never")
+        assert ei.value.stage == stage and ei.value.signature == signature
+        ev = [e for e in p.events() if e["kind"] == "evidence"]
+        assert ev and ev[0]["stage"] == stage and ev[0]["errno"] == "ENOENT"
+        assert ev[0]["syscall"] in ("open", "openat") and ev[0]["exe"].endswith("/crun")
+        assert ev[0]["path"].endswith(path)
+    finally:
+        if rt.trace_result is not None:
+            rt.trace_result.close()
+    assert leftovers(tag) == []
+
+
+@pytest.mark.root
 @pytest.mark.parametrize("runner,runsc", [("host", None),
                                           pytest.param("gvisor", "2024", marks=pytest.mark.runsc2024)])
 def test_fake_cni_plugin_is_the_pod_network(runner: str, runsc: str | None) -> None:

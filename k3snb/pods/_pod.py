@@ -100,6 +100,8 @@ class Pod(Rich):
                        "k3snb.session": self.runtime.id},
             "linux": {"security_context": {"namespace_options": self._ns_options()}},
         }
+        if self.runtime.annotations:  # the runtime's workarounds that travel as pod annotations (crun-setgroups)
+            cfg["annotations"] = dict(self.runtime.annotations)
         if not self.spec.host_network:  # a hostname needs the pod's own UTS namespace
             cfg["hostname"] = self.spec.name[:63]
         if self.runtime.runner.capabilities.has_real_cgroups:  # named, so stop()/the reaper remove them
@@ -172,6 +174,7 @@ class Pod(Rich):
 
     def _fail_event(self, stage: str, message: str, signature: str | None) -> None:
         self._add([{"t": time.time(), "kind": "failed", "stage": stage, "error": message, "signature": signature}])
+        self.runtime.failures.append((self, stage, message))  # traced runtimes add the refusing syscall
 
     def _runtime_debug_text(self) -> str:
         return self.runtime.containerd_log(60)
@@ -287,8 +290,9 @@ class Pod(Rich):
         out = self.runtime.call(_cri.exec_sync, self.container_ids[c.name], argv, timeout)
         self._add(out.pop("events"))
         if out["error"]:
-            raise PodError(f"exec failed: {out['error']}", stage="exec",
-                           signature=next(iter(classify_text(out["error"])), None))
+            sig = next(iter(classify_text(out["error"])), None)
+            self._fail_event("exec", out["error"], sig)
+            raise PodError(f"exec failed: {out['error']}", stage="exec", signature=sig)
         return out
 
     def delete(self) -> None:

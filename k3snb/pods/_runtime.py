@@ -15,6 +15,13 @@ Networking (``cni=``):
   bridge + veth + addresses + default route, still with ``host-local`` as IPAM; the switch is an
   event in every pod's timeline.
 * ``"fake"``: the kit's fake plugin (addresses only, no interface) + ``loopback``.
+
+crun in gVisor (``runtime="crun"``): a probe asks for what crun reads that the sandbox lacks. No
+``/proc/self/setgroups`` (R05): ``crun-setgroups`` sets crun's annotation ``run.oci.keep_original_groups=0``
+on every pod (containerd's ``pod_annotations`` passes it to each OCI spec), so crun calls setgroups(2)
+without reading the file. No freezer cgroup (R10; crun exec reads ``freezer.state``): ``crun-freezer``
+has the runtime wrapper write a fake one per container. With ``trace=True`` a failing pod gets the
+refusing syscall as an ``evidence`` event (the kit's tracer around containerd).
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ CNI_MODES = ("bridge", "fake", "ptp", "loopback")  # ptp/loopback: research only
 CNI_BIN = "/usr/lib/cni"
 PAUSE_REF = "k3snb.local/pause:latest"
 # the kit's pod workarounds, each applied only where a probe (or the host layout) shows its blocker
-WORKAROUNDS = ("cni-link", "pid-node", "cgroup-v1-only")
+WORKAROUNDS = ("cni-link", "pid-node", "cgroup-v1-only", "crun-setgroups", "crun-freezer")
+# crun skips its read of /proc/self/setgroups when this annotation is set; "0" still calls setgroups(2)
+# (what a process outside a user namespace may do: the file would read "allow" there)
+KEEP_GROUPS = "run.oci.keep_original_groups"
 CGROUP_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "devices")  # runc needs devices
 
 
@@ -58,11 +68,12 @@ def classify_text(text: str) -> list[str]:
 
 
 def _pod_containerd(runner: Any, *, runtime: str, runtime_binary: str | None, cni_bin_dir: str, cni_conf_dir: str,
-                    private_netns: bool, bin_dir: Path):
+                    private_netns: bool, bin_dir: Path, pod_annotations: tuple[str, ...] = (), trace: bool = False):
     """The kit's supervised containerd (k3snb.runtime.Containerd) with what pods need on top: pod netns
     mounts under its state dir, one CNI network, no unprivileged port/ICMP sysctls (S36/S40), the
-    pid-node wrapper as the runtime's BinaryName, and — where the runner shares the host's network —
-    its own network namespace, so the CNI bridge and veths never touch the host."""
+    runtime wrapper (pid-node, crun-freezer) as the runtime's BinaryName, ``pod_annotations`` the runtime
+    passes on (crun-setgroups), the tracer around it (``trace``), and — where the runner shares the host's
+    network — its own network namespace, so the CNI bridge and veths never touch the host."""
     from ..runtime.containerd import Containerd
 
     class PodContainerd(Containerd):
@@ -71,6 +82,12 @@ def _pod_containerd(runner: Any, *, runtime: str, runtime_binary: str | None, cn
             cri = '[plugins."io.containerd.grpc.v1.cri"]\n'
             text = text.replace(cri, cri + "  netns_mounts_under_state_dir = true\n", 1)
             text = text.replace(f'    bin_dir = "{cni_bin_dir}"\n', f'    bin_dir = "{cni_bin_dir}"\n    max_conf_num = 1\n', 1)
+            if pod_annotations:  # CRI copies these pod annotations into every OCI spec of the runtime
+                rt = f'[{cri.strip()[1:-1]}.containerd.runtimes.{runtime}]\n      runtime_type = "io.containerd.runc.v2"\n'
+                if rt not in text:
+                    raise K3snbError("the containerd config changed shape; k3snb.pods cannot add pod_annotations",
+                                     hint="update _pod_containerd in k3snb/pods/_runtime.py to the new config layout")
+                text = text.replace(rt, rt + f"      pod_annotations = {json.dumps(list(pod_annotations))}\n", 1)
             if "netns_mounts_under_state_dir" not in text or "max_conf_num" not in text:
                 # never fall back silently: pod netns mounts would land in the host's /var/run/netns
                 raise K3snbError("the containerd config changed shape; k3snb.pods cannot add its CRI options",
@@ -78,7 +95,7 @@ def _pod_containerd(runner: Any, *, runtime: str, runtime_binary: str | None, cn
             return text
 
     c = PodContainerd(runner, runtime=runtime, cni_bin_dir=cni_bin_dir, cni_conf_dir=cni_conf_dir,
-                      unprivileged_ports=False, unprivileged_icmp=False, timeout=60)
+                      unprivileged_ports=False, unprivileged_icmp=False, timeout=60, trace=trace)
     if runtime_binary:
         c.runtimes[runtime] = runtime_binary
     if private_netns:
@@ -158,38 +175,83 @@ def _pid_setns_probe() -> dict[str, Any]:
 
 
 WRAPPER = """#!/bin/sh
-# k3snb pid-node workaround (written by k3snb.pods; regenerate, do not edit): on `create`, drop the
-# PID namespace from the bundle's config.json, because the sandbox refuses setns(CLONE_NEWPID).
-DROP_PID={drop}
+# k3snb runtime wrapper (written by k3snb.pods; regenerate, do not edit). Workarounds: {what}.
+# On `create` it edits the bundle (pid-node: no PID namespace, the sandbox refuses setns(CLONE_NEWPID));
+# crun-freezer: a fake freezer.state per container, removed on `delete`.
+HOOK={hook}
 for a in "$@"; do
-  if [ "$a" = create ]; then {python} -c "$DROP_PID" "$@" || exit 1; break; fi
+  case "$a" in create|delete) {python} -c "$HOOK" "$a" "$@" || exit 1; break;; esac
 done
 exec {real} "$@"
 """
-DROP_PID = r"""
-import json, os, sys
-a = sys.argv[1:]
-b = next((a[i + 1] for i, x in enumerate(a[:-1]) if x in ("--bundle", "-b")), ".")
-p = os.path.join(b, "config.json")
-c = json.load(open(p))
-ns = c.get("linux", {}).get("namespaces", [])
-keep = [n for n in ns if n.get("type") != "pid"]
-if keep != ns:
-    c["linux"]["namespaces"] = keep
-    json.dump(c, open(p + ".k3snb", "w"))
-    os.replace(p + ".k3snb", p)
+HOOK = r"""
+import json, os, shutil, sys
+DROP_PID, FREEZER = {drop_pid!r}, {freezer!r}
+cmd, a = sys.argv[1], sys.argv[2:]
+if cmd == "create":
+    b = next((a[i + 1] for i, x in enumerate(a[:-1]) if x in ("--bundle", "-b")), ".")
+    p = os.path.join(b, "config.json")
+    c = json.load(open(p))
+    lin = c.setdefault("linux", {{}})
+    ns = lin.get("namespaces", [])
+    keep = [n for n in ns if n.get("type") != "pid"] if DROP_PID else ns
+    if keep != ns:
+        lin["namespaces"] = keep
+        json.dump(c, open(p + ".k3snb", "w"))
+        os.replace(p + ".k3snb", p)
+    cg = (lin.get("cgroupsPath") or "").strip("/")
+    if FREEZER and cg and ":" not in cg:
+        d = os.path.join(FREEZER, cg)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "freezer.state"), "w") as f:
+            f.write("THAWED\n")
+elif cmd == "delete" and FREEZER and a:
+    for root, dirs, _ in os.walk(FREEZER):
+        if a[-1] in dirs:
+            shutil.rmtree(os.path.join(root, a[-1]), ignore_errors=True)
 """
+# where crun looks for a v1 container's freezer state (CGROUP_ROOT "/freezer" + cgroupsPath)
+FREEZER_ROOT = "/sys/fs/cgroup/freezer"
 
 
-def write_runtime_wrapper(bin_dir: Path, real: str, python: str) -> Path:
-    """The pid-node workaround's wrapper around the OCI runtime (containerd's ``BinaryName``)."""
+def write_runtime_wrapper(bin_dir: Path, real: str, python: str, *, drop_pid: bool = True,
+                          freezer: str | None = None) -> Path:
+    """The OCI runtime wrapper (containerd's ``BinaryName``) for the pid-node and crun-freezer workarounds."""
     import shlex
 
     bin_dir.mkdir(parents=True, exist_ok=True)
     w = bin_dir / f"k3snb-{Path(real).name}"
-    w.write_text(WRAPPER.format(drop=shlex.quote(DROP_PID), python=shlex.quote(python), real=shlex.quote(real)))
+    what = ", ".join(n for n, on in (("pid-node", drop_pid), ("crun-freezer", freezer)) if on) or "none"
+    hook = HOOK.format(drop_pid=bool(drop_pid), freezer=freezer)
+    w.write_text(WRAPPER.format(what=what, hook=shlex.quote(hook), python=shlex.quote(python), real=shlex.quote(real)))
     w.chmod(0o755)
     return w
+
+
+def _crun_probe() -> dict[str, Any]:
+    """Inside the runner: what crun needs that a sandbox may lack — /proc/self/setgroups (crun reads it
+    before setgroups(2)) and a freezer cgroup (crun exec reads the container's freezer.state)."""
+    import errno
+    import tempfile
+
+    from .._system import mount, mountinfo, umount
+
+    # v2 (cgroup.freeze) or a v1 freezer hierarchy: crun finds the state it reads
+    freezer = any(m.fstype == "cgroup2" and m.mountpoint == "/sys/fs/cgroup" or m.fstype == "cgroup"
+                  and "freezer" in m.super_options.split(",") for m in mountinfo())
+    out: dict[str, Any] = {"setgroups_file": os.path.exists("/proc/self/setgroups"), "freezer_mounted": freezer,
+                           "freezer_mount_error": None}
+    if not out["freezer_mounted"]:
+        d = tempfile.mkdtemp(prefix="k3snb-freezer-probe-", dir="/run")
+        try:
+            mount("cgroup", d, "cgroup", 0, "freezer")
+            umount(d)
+        except OSError as e:
+            out["freezer_mount_error"] = f"mount(cgroup, -o freezer) = {errno.errorcode.get(e.errno, e.errno)}"
+        finally:
+            os.rmdir(d)
+    out["request"] = "open(/proc/self/setgroups); mount(cgroup, -o freezer)"
+    return out
 
 
 class PodRuntime(Rich):
@@ -203,6 +265,8 @@ class PodRuntime(Rich):
         workarounds: apply the kit's workarounds for blockers it knows (recorded as events): True (all of
             ``WORKAROUNDS``), False, or a list of ids.
         subnet: the pod network (host-local range).
+        trace: run containerd (and its shims, runtimes and containers) under the kit's tracer; a pod that
+            fails then gets an ``evidence`` event naming the refusing syscall (:meth:`evidence`).
 
     Example:
         >>> with PodRuntime("host") as rt, rt.pod("pod.yaml") as p:
@@ -213,7 +277,7 @@ class PodRuntime(Rich):
 
     def __init__(self, runner: Any = "host", *, runsc: str | None = None, runtime: str = "runc",
                  cni: str = "bridge", workarounds: bool = True, subnet: str = "10.88.0.0/24",
-                 timeout: float = 120.0) -> None:
+                 timeout: float = 120.0, trace: bool = False) -> None:
         check_runtime(runtime)
         if cni not in CNI_MODES:
             raise InvalidParameter(f"unknown cni {cni!r}; valid: {', '.join(CNI_MODES)}",
@@ -245,6 +309,11 @@ class PodRuntime(Rich):
         self.started = False
         self.link_mode = False
         self.pid_node = False  # workaround pid-node: containers in the runner's PID namespace
+        self.annotations: dict[str, str] = {}  # pod annotations every sandbox carries (crun-setgroups)
+        self.fake_freezer: str | None = None  # workaround crun-freezer: the fake freezer root
+        self.trace = bool(trace)
+        self.trace_result: Any = None  # the tracer's Trace after stop() (trace=True); close() it when done
+        self.failures: list[tuple[Any, str, str]] = []  # (pod, stage, error) for evidence after stop()
         self._cgroup_mounts: list[str] = []
         self.ctd: Any = None  # the supervised containerd (k3snb.runtime.Containerd)
         self.cleanup: dict[str, Any] = {}
@@ -395,6 +464,33 @@ class PodRuntime(Rich):
                            "bundle at create, so containers share the runner's PID namespace")
             else:
                 self.event("note", detail="setns into a PID namespace refused: ExecSync and shared-PID pods will fail")
+        if self.runtime == "crun":
+            self._crun_probes()
+
+    def _crun_probes(self) -> None:
+        probe = self.runner.run_python(_crun_probe, timeout=60)
+        self.event("probe", id="crun", **probe)
+        if not probe["setgroups_file"]:
+            if "crun-setgroups" in self.workarounds_enabled:
+                self.annotations[KEEP_GROUPS] = "0"
+                self._used("crun-setgroups", "R05",
+                           "the sandbox has no /proc/self/setgroups, which crun reads (open = ENOENT) before "
+                           f"setgroups(2) in every container and exec; the pod annotation {KEEP_GROUPS}=0 "
+                           "(passed to the OCI spec by containerd's pod_annotations) makes crun call setgroups(2) "
+                           "without reading it, as it would where the file says 'allow'")
+            else:
+                self.event("note", detail="no /proc/self/setgroups: crun fails creating every container (R05)")
+        if not probe["freezer_mounted"]:
+            if "crun-freezer" in self.workarounds_enabled:
+                self.fake_freezer = FREEZER_ROOT
+                self._used("crun-freezer", "R10",
+                           f"no freezer cgroup ({probe['freezer_mount_error'] or 'not mounted'}), but crun exec "
+                           "reads the container's freezer.state (open = ENOENT) to refuse paused containers; the "
+                           "runtime wrapper writes a fake freezer.state ('THAWED') per container at create, in "
+                           f"{FREEZER_ROOT} on the runner's cgroup tmpfs, and removes it at delete (pause/resume "
+                           "of crun containers is then not real)")
+            else:
+                self.event("note", detail="no freezer cgroup: ExecSync into crun containers fails (R10)")
 
     def _network(self) -> None:
         from ..cni import install_cni
@@ -430,11 +526,13 @@ class PodRuntime(Rich):
     def _start_containerd(self) -> None:
         binary = need_program("crun", "crun") if self.runtime == "crun" else None
         sd = self.session_dir
-        if self.pid_node:
-            binary = str(write_runtime_wrapper(sd / "bin", binary or need_program("runc", "runc"), self.runner.python))
+        if self.pid_node or self.fake_freezer:
+            binary = str(write_runtime_wrapper(sd / "bin", binary or need_program("runc", "runc"), self.runner.python,
+                                               drop_pid=self.pid_node, freezer=self.fake_freezer))
         self.ctd = _pod_containerd(self.runner, runtime=self.runtime, runtime_binary=binary,
                                    cni_bin_dir=str(sd / "cni-bin"), cni_conf_dir=str(sd / "net.d"),
-                                   private_netns=self.runner.capabilities.host_network_writable, bin_dir=sd / "bin")
+                                   private_netns=self.runner.capabilities.host_network_writable, bin_dir=sd / "bin",
+                                   pod_annotations=tuple(self.annotations), trace=self.trace)
         try:
             self.ctd.start()
         except K3snbError as e:
@@ -517,6 +615,10 @@ class PodRuntime(Rich):
             # closing the runner ends every process; the runtime's record still names host cgroups/paths
             with contextlib.suppress(Exception):
                 self.ctd.stop()
+        if self.trace and self.ctd is not None and self.trace_result is None:
+            with contextlib.suppress(Exception):
+                self.trace_result = self.ctd.trace_result()
+            self._add_evidence()
         if self._own_runner and self.runner is not None:
             with contextlib.suppress(Exception):
                 self.runner.close()
@@ -527,6 +629,22 @@ class PodRuntime(Rich):
             self._record.drop()
             self._record = None
         self.started = False
+
+    def evidence(self, message: str, stage: str = "container_created") -> dict[str, Any] | None:
+        """The refusing syscall behind ``message`` in the tracer's record (trace=True, after stop()):
+        ``{"syscall", "path", "errno", "exe", ...}`` (:func:`k3snb.runtime.stages.failing_syscall`), or None."""
+        if self.trace_result is None:
+            return None
+        from ..runtime.stages import failing_syscall
+
+        return failing_syscall(self.trace_result, stage, message)
+
+    def _add_evidence(self) -> None:
+        for pod, stage, message in self.failures:
+            sc = self.evidence(message)
+            if sc:
+                pod._add([{"t": time.time(), "kind": "evidence", "stage": stage,
+                           **{k: sc.get(k) for k in ("syscall", "path", "errno", "exe")}}])
 
     def __enter__(self) -> PodRuntime:
         return self.start()

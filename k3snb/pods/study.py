@@ -9,6 +9,7 @@ the probes and workarounds the runtime recorded. Verdicts on these rows live in 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +27,7 @@ REFUSING = {
     "N04": "RTM_DELROUTE = EOPNOTSUPP",
     "R01": "mount(2) of containerd's tmpmount (bind) = EINVAL",
     "R05": "open(/proc/self/setgroups) = ENOENT",
+    "R10": "open(/sys/fs/cgroup/freezer/<cgroupsPath>/freezer.state) = ENOENT (crun exec)",
 }
 
 WEB = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
@@ -48,13 +50,16 @@ def _manifest(share_pid: bool) -> dict[str, Any]:
 
 def attempt(runner: str = "gvisor", *, runsc: str | None = "2024", runtime: str = "runc", cni: str = "bridge",
             workarounds: bool | Iterable[str] = True, share_pid: bool = False, reach: bool = True,
-            label: str | None = None) -> dict[str, Any]:
-    """Run one pod (and, for ``reach``, a client pod) on a fresh runtime; return the evidence row."""
-    rt = PodRuntime(runner, runsc=runsc, runtime=runtime, cni=cni, workarounds=workarounds)
+            label: str | None = None, trace: bool = False) -> dict[str, Any]:
+    """Run one pod (and, for ``reach``, a client pod) on a fresh runtime; return the evidence row.
+
+    ``trace``: containerd and everything it starts run under the kit's tracer; a failing row's
+    ``syscall`` is then the refusing call the tracer saw (``refusing`` says it in words)."""
+    rt = PodRuntime(runner, runsc=runsc, runtime=runtime, cni=cni, workarounds=workarounds, trace=trace)
     row: dict[str, Any] = {"label": label, "env": rt.runner_label(), "runtime": runtime, "cni": cni,
                            "share_pid": share_pid, "workarounds_allowed": sorted(rt.workarounds_enabled),
                            "passed": [], "failed_stage": None, "error": None, "signature": None, "refusing": None,
-                           "ip": None, "exec_exit": None, "reach_body": None}
+                           "ip": None, "exec_exit": None, "reach_body": None, "syscall": None}
     t0 = time.monotonic()
     passed = row["passed"]
     try:
@@ -102,6 +107,15 @@ def attempt(runner: str = "gvisor", *, runsc: str | None = "2024", runtime: str 
     row["passed"] = [s for s in STAGES if s in passed]
     row["furthest"] = row["passed"][-1] if row["passed"] else None
     row["refusing"] = REFUSING.get(row["signature"] or "")
+    if rt.trace_result is not None:
+        try:
+            sc = rt.evidence(row["error"]) if row["error"] else None
+        finally:
+            rt.trace_result.close()
+        if sc:  # measured beats the catalogue's sentence
+            row["syscall"] = {k: sc.get(k) for k in ("exe", "syscall", "path", "errno")}
+            path = re.sub(r"\b[0-9a-f]{64}\b", "<id>", sc.get("path") or "…")  # container ids vary per run
+            row["refusing"] = f"{sc['syscall']}({path}) = {sc['errno']} (traced: {sc.get('exe')})"
     row["workarounds"] = [w["id"] for w in rt.workarounds]
     row["probes"] = {e["id"]: {k: v for k, v in e.items() if k not in ("t", "kind", "id")}
                      for e in rt.events if e["kind"] == "probe"}

@@ -316,6 +316,25 @@ def test_manifests_and_pods_every_status():
     assert {v.status for v in k3s.manifests_and_pods(NO_K3S, None)} == {"not-testable"}
 
 
+def test_k3s_reasons_name_the_runner_build_and_k3s_version_the_run_recorded():
+    g24 = {**run("kubeconfig", ["S11"]), "runner": "gvisor-2024",
+           "info": {"k3s": {"version": "v1.31.2+k3s1"},
+                    "runner": {"kind": "gvisor", "runsc_version": "0.0~20240729.0", "platform": "systrap"}}}
+    where = "k3s v1.31.2+k3s1 in gvisor-2024 (runsc 0.0~20240729.0, systrap): "
+    for v in (k3s.signature_seen("S11", "S11", K3S, g24), k3s.api_ready("Exp 01", K3S, g24, what="x"),
+              k3s.disable_agent_hang(K3S, g24), k3s.native_worker(K3S, g24), k3s.ultimate(K3S, g24),
+              k3s.hook_fatal(K3S, g24), k3s.stays_up("C9", K3S, g24, claimed_s=900),
+              *k3s.manifests_and_pods(K3S, g24), *k3s.local_storage_flag(K3S, g24, g24)):
+        assert v.reason.startswith(where), v  # the run's k3s, not the binary status's v1.33.5
+    assert k3s.api_ready("Exp 01", K3S, g24, what="x").evidence["run"]["environment"]["runner"] == "gvisor-2024"
+    host = {**run("readyz"), "runner": "host", "info": {"k3s": {"version": "v1.31.2+k3s1"}, "runner": {"kind": "host"}}}
+    assert k3s.api_ready("Exp 01", K3S, host, what="x").reason.startswith("k3s v1.31.2+k3s1 in host: x: readyz")
+    # nothing recorded: said so, with the binary's version as the fallback, never a guessed build
+    assert k3s.api_ready("Exp 01", K3S, run(), what="x").reason.startswith("k3s v1.33.5+k3s1 in a runner not recorded: ")
+    v = k3s.api_ready("Exp 01", {"available": True}, run(), what="x")
+    assert v.reason.startswith("k3s (version not recorded) in a runner not recorded: ")
+
+
 # -- 91 --------------------------------------------------------------------------------------------
 def srow(config, n, deaths=0, panics=0, source="stored study", version="0.0~20240729.0"):
     from k3snb.runners.stability import upper_bound
@@ -350,6 +369,22 @@ def test_kit_default_every_status():
     assert status(sandbox_deaths.kit_default([srow("default", 10, 1)], [])) == "refuted"
     assert status(sandbox_deaths.kit_default([srow("default", 10)], [])) == "inconclusive"
     assert status(sandbox_deaths.kit_default(STUDY, ["--directfs=false"])) == "not-testable"
+
+
+def test_rows_of_another_runsc_version_are_named_as_left_out_never_silently_dropped():
+    other = [srow("default", 50, 5, 5, "old study", "0.0~20221219.0"), srow("raw-detach", 20, 1, 0, "old study",
+                                                                          "0.0~20221219.0")]
+    for v in (sandbox_deaths.sandbox_deaths([*STUDY, *other], "0.0~20240729.0-4+b7"),
+              sandbox_deaths.file_access_shared([*STUDY, *other]), sandbox_deaths.kit_default([*STUDY, *other], [])):
+        # judged on the first row's version only: the old study's deaths (and panics) are not summed in ...
+        assert "default 0/238" in v.reason and "0/288" not in v.reason
+        # ... and the reason says what was left out, per source, with its version and configurations
+        assert v.reason.endswith(". Left out, another runsc version than the judged 0.0~20240729.0: "
+                                 "old study (runsc 0.0~20221219.0: default, raw-detach)"), v.reason
+    assert sandbox_deaths.sandbox_deaths([*STUDY, *other]).status == "refuted"  # not the old study's panics
+    assert "Left out" not in sandbox_deaths.sandbox_deaths(STUDY).reason  # nothing left out: nothing said
+    v = sandbox_deaths.file_access_shared([STUDY[0], srow("file-access=shared", 30, source="x", version="other")])
+    assert v.status == "not-testable" and "Left out" in v.reason and "x (runsc other: file-access=shared)" in v.reason
 
 
 # -- the stored notebooks' own recorded evidence (results.json of the runs the notebooks were stored from) ---

@@ -3,7 +3,8 @@
 Evidence is what ``k3snb.k3s.notebook.run_profile`` returns and the notebook records as ``run`` (readiness
 stages, classifier signature ids of the k3s log, ``alive_at_end``, ``observed_s``, ``objects``) plus ``k3s``
 (the binary's status). The research's quoted log lines are context, never evidence: no function here reads
-them. Without a k3s binary every claim is ``not-testable`` with the reason and the fix.
+them. Without a k3s binary every claim is ``not-testable`` with the reason and the fix. Every other reason
+starts with what ran where, as the run recorded it: k3s's version, the runner, its runsc build and platform.
 """
 
 from __future__ import annotations
@@ -43,10 +44,35 @@ def _reached(run: Mapping[str, Any]) -> str:
     return str(run["readiness"]["summary"].get("reached"))
 
 
+def _env(run: Mapping[str, Any]) -> dict[str, Any]:
+    """What ran where, as the run recorded it: the runner's label, its runsc build and platform, k3s's version."""
+    info = run.get("info") or {}
+    runner = info.get("runner") or {}
+    return {"runner": run.get("runner"), "runsc_version": runner.get("runsc_version"),
+            "platform": runner.get("platform"), "k3s": (info.get("k3s") or {}).get("version")}
+
+
+def _where(k3s: Mapping[str, Any], run: Mapping[str, Any]) -> str:
+    """``k3s v1.33.5+k3s1 in gvisor-2024 (runsc 0.0~20240729.0, systrap)``; a part the run did not record is
+    said to be missing (the k3s version falls back to the binary's status, which names the same file)."""
+    e = _env(run)
+    build = ", ".join(x for x in (e["runsc_version"] and f"runsc {e['runsc_version']}", e["platform"]) if x)
+    k3s_ver = e["k3s"] or k3s.get("version")
+    return (f"k3s {k3s_ver or '(version not recorded)'} in {e['runner'] or 'a runner not recorded'}"
+            + (f" ({build})" if build else ""))
+
+
 def _ev(run: Mapping[str, Any], key: str = "run") -> dict[str, Any]:
     keep = ("profile", "runner", "readiness", "signatures", "furthest_stage", "alive_at_end", "observed_s", "objects",
             "manifests")
-    return {key: {k: run[k] for k in keep if k in run}}
+    return {key: {**{k: run[k] for k in keep if k in run}, "environment": _env(run)}}
+
+
+def _judged(k3s: Mapping[str, Any], run: Mapping[str, Any], claim: str, status: str, reason: str,
+            evidence: Mapping[str, Any] | None = None) -> Verdict:
+    """A verdict on ``run`` (evidence: :func:`_ev` of it unless given) whose reason starts with what ran
+    where (checklist 7: scope in the reason)."""
+    return judged(claim, status, _ev(run) if evidence is None else evidence, f"{_where(k3s, run)}: {reason}")
 
 
 def signature_seen(claim: str, sig: str, k3s: Mapping[str, Any], run: Run, *, profile: str = "") -> Verdict:
@@ -56,10 +82,11 @@ def signature_seen(claim: str, sig: str, k3s: Mapping[str, Any], run: Run, *, pr
         return v
     ids = run.get("signatures", [])
     if has_signature(ids, sig):
-        return judged(claim, "reproduced", _ev(run), f"{sig} in the k3s log of profile {profile or run.get('profile')}")
+        return _judged(k3s, run, claim, "reproduced",
+                       f"{sig} in the k3s log of profile {profile or run.get('profile')}")
     if _stages(run).get("readyz"):
-        return judged(claim, "refuted", _ev(run), f"k3s reached readyz without {sig} (signatures: {ids})")
-    return judged(claim, "inconclusive", _ev(run), f"{sig} not seen, but k3s stopped at {_reached(run)} ({ids})")
+        return _judged(k3s, run, claim, "refuted", f"k3s reached readyz without {sig} (signatures: {ids})")
+    return _judged(k3s, run, claim, "inconclusive", f"{sig} not seen, but k3s stopped at {_reached(run)} ({ids})")
 
 
 def signature_cleared(claim: str, sig: str, k3s: Mapping[str, Any], run: Run, *, by: str) -> Verdict:
@@ -69,10 +96,10 @@ def signature_cleared(claim: str, sig: str, k3s: Mapping[str, Any], run: Run, *,
         return v
     ids = run.get("signatures", [])
     if has_signature(ids, sig):
-        return judged(claim, "refuted", _ev(run), f"{sig} still in the log with {by}")
+        return _judged(k3s, run, claim, "refuted", f"{sig} still in the log with {by}")
     if _stages(run).get("readyz"):
-        return judged(claim, "reproduced", _ev(run), f"with {by}, k3s reached {_reached(run)} without {sig}")
-    return judged(claim, "inconclusive", _ev(run), f"{sig} not seen, but k3s stopped at {_reached(run)} ({ids})")
+        return _judged(k3s, run, claim, "reproduced", f"with {by}, k3s reached {_reached(run)} without {sig}")
+    return _judged(k3s, run, claim, "inconclusive", f"{sig} not seen, but k3s stopped at {_reached(run)} ({ids})")
 
 
 def api_ready(claim: str, k3s: Mapping[str, Any], run: Run, *, what: str) -> Verdict:
@@ -80,10 +107,10 @@ def api_ready(claim: str, k3s: Mapping[str, Any], run: Run, *, what: str) -> Ver
     if (v := _absent(claim, k3s, run)) is not None:
         return v
     if _stages(run).get("readyz"):
-        return judged(claim, "reproduced", _ev(run), f"{what}: readyz reached after {_secs(run, 'readyz')} s")
+        return _judged(k3s, run, claim, "reproduced", f"{what}: readyz reached after {_secs(run, 'readyz')} s")
     hang = " with the S11 hang" if has_signature(run.get("signatures", []), "S11") else ""
-    return judged(claim, "refuted", _ev(run), f"{what}: readyz not reached{hang}; furthest stage {_reached(run)}, "
-                                              f"signatures {run.get('signatures', [])}")
+    return _judged(k3s, run, claim, "refuted", f"{what}: readyz not reached{hang}; furthest stage "
+                                               f"{_reached(run)}, signatures {run.get('signatures', [])}")
 
 
 def disable_agent_hang(k3s: Mapping[str, Any], run: Run) -> Verdict:
@@ -93,10 +120,11 @@ def disable_agent_hang(k3s: Mapping[str, Any], run: Run) -> Verdict:
         return v
     ids = run.get("signatures", [])
     if _stages(run).get("readyz"):
-        return judged("C6", "refuted", _ev(run), "`--disable-agent` alone reached readyz: no hang")
+        return _judged(k3s, run, "C6", "refuted", "`--disable-agent` alone reached readyz: no hang")
     if has_signature(ids, "S11"):
-        return judged("C6", "reproduced", _ev(run), "`--disable-agent` alone: S11 and no readyz")
-    return judged("C6", "inconclusive", _ev(run), f"no readyz, but no S11 either (reached {_reached(run)}, {ids})")
+        return _judged(k3s, run, "C6", "reproduced", "`--disable-agent` alone: S11 and no readyz")
+    return _judged(k3s, run, "C6", "inconclusive",
+                   f"no readyz, but no S11 either (reached {_reached(run)}, {ids})")
 
 
 def native_worker(k3s: Mapping[str, Any], run: Run) -> Verdict:
@@ -105,10 +133,10 @@ def native_worker(k3s: Mapping[str, Any], run: Run) -> Verdict:
         return v
     ids = run.get("signatures", [])
     if _stages(run).get("node-ready"):
-        return judged("Exp 02", "refuted", _ev(run), "the node became Ready")
+        return _judged(k3s, run, "Exp 02", "refuted", "the node became Ready")
     if has_signature(ids, "S03"):
-        return judged("Exp 02", "reproduced", _ev(run), f"the worker stopped at S03 (all signatures {ids})")
-    return judged("Exp 02", "inconclusive", _ev(run), f"S03 not seen; reached {_reached(run)}; signatures {ids}")
+        return _judged(k3s, run, "Exp 02", "reproduced", f"the worker stopped at S03 (all signatures {ids})")
+    return _judged(k3s, run, "Exp 02", "inconclusive", f"S03 not seen; reached {_reached(run)}; signatures {ids}")
 
 
 def local_storage_flag(k3s: Mapping[str, Any], run: Run, without: Run) -> list[Verdict]:
@@ -130,7 +158,7 @@ def local_storage_flag(k3s: Mapping[str, Any], run: Run, without: Run) -> list[V
             s, why = ("reproduced", "refuted")[c == "C13"], f"S03 only without the flag; next: {run.get('signatures')}"
         else:
             s, why = "inconclusive", "S03 in neither run, so the flag had nothing to remove"
-        out.append(judged(c, s, ev, why))
+        out.append(_judged(k3s, run, c, s, why, ev))
     out.append(signature_seen("S03", "S03", k3s, without, profile="local-storage without the flag"))
     return out
 
@@ -143,10 +171,10 @@ def ultimate(k3s: Mapping[str, Any], run: Run) -> Verdict:
     ids = run.get("signatures", [])
     left = [b for b in SIX_BLOCKERS if has_signature(ids, b)]
     if left:
-        return judged("Exp 13", "refuted", _ev(run), f"still present: {left}")
+        return _judged(k3s, run, "Exp 13", "refuted", f"still present: {left}")
     if _stages(run).get("readyz"):
-        return judged("Exp 13", "reproduced", _ev(run), f"none of the six; reached {_reached(run)}; other: {ids}")
-    return judged("Exp 13", "inconclusive", _ev(run), f"none of the six, but k3s stopped at {_reached(run)}")
+        return _judged(k3s, run, "Exp 13", "reproduced", f"none of the six; reached {_reached(run)}; other: {ids}")
+    return _judged(k3s, run, "Exp 13", "inconclusive", f"none of the six, but k3s stopped at {_reached(run)}")
 
 
 def hook_fatal(k3s: Mapping[str, Any], run: Run) -> Verdict:
@@ -156,10 +184,12 @@ def hook_fatal(k3s: Mapping[str, Any], run: Run) -> Verdict:
         return v
     ids = run.get("signatures", [])
     if not has_signature(ids, "S18"):
-        return judged("C10", "inconclusive", _ev(run), "the post-start-hook failure (S18) did not occur in this run")
+        return _judged(k3s, run, "C10", "inconclusive",
+                       "the post-start-hook failure (S18) did not occur in this run")
     if run.get("alive_at_end"):
-        return judged("C10", "refuted", _ev(run), f"S18 occurred and k3s was still alive after {run.get('observed_s')} s")
-    return judged("C10", "reproduced", _ev(run), "S18 occurred and k3s was dead at the end of the run")
+        return _judged(k3s, run, "C10", "refuted",
+                       f"S18 occurred and k3s was still alive after {run.get('observed_s')} s")
+    return _judged(k3s, run, "C10", "reproduced", "S18 occurred and k3s was dead at the end of the run")
 
 
 def stays_up(claim: str, k3s: Mapping[str, Any], run: Run, *, claimed_s: float) -> Verdict:
@@ -171,13 +201,14 @@ def stays_up(claim: str, k3s: Mapping[str, Any], run: Run, *, claimed_s: float) 
     seen = float(run.get("observed_s") or 0)
     st = _stages(run)
     if not run.get("alive_at_end") or not st.get("node-registered"):
-        return judged(claim, "refuted", _ev(run), f"alive at end: {run.get('alive_at_end')}, node registered: "
-                                                  f"{st.get('node-registered')} after {seen:.0f} s observed")
+        return _judged(k3s, run, claim, "refuted", f"alive at end: {run.get('alive_at_end')}, node registered: "
+                                                   f"{st.get('node-registered')} after {seen:.0f} s observed")
     if seen < claimed_s:
-        return judged(claim, "inconclusive", _ev(run), f"alive with the node registered, but observed only {seen:.0f} s "
-                                                       f"of the {claimed_s:.0f} s claimed")
+        return _judged(k3s, run, claim, "inconclusive", f"alive with the node registered, but observed only "
+                                                        f"{seen:.0f} s of the {claimed_s:.0f} s claimed")
     state = "Ready" if st.get("node-ready") else "NotReady"
-    return judged(claim, "reproduced", _ev(run), f"alive after {seen:.0f} s (claimed {claimed_s:.0f} s), node {state}")
+    return _judged(k3s, run, claim, "reproduced",
+                   f"alive after {seen:.0f} s (claimed {claimed_s:.0f} s), node {state}")
 
 
 def _pods(run: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -196,7 +227,6 @@ def manifests_and_pods(k3s: Mapping[str, Any], run: Run) -> list[Verdict]:
     claims = ("Exp 16", "C1", "C2", "S20")
     if run is None or not k3s.get("available"):
         return [_absent(c, k3s, None) for c in claims]  # type: ignore[misc]
-    ev = _ev(run)
     ids = run.get("signatures", [])
     rows = run.get("manifests") or []
     pods = _pods(run)
@@ -204,23 +234,26 @@ def manifests_and_pods(k3s: Mapping[str, Any], run: Run) -> list[Verdict]:
     phases = sorted({ph for _, ph in pods})
     out = []
     if not _stages(run).get("readyz"):
-        out.append(judged("Exp 16", "inconclusive", ev, f"the API never became ready (reached {_reached(run)})"))
+        out.append(_judged(k3s, run, "Exp 16", "inconclusive",
+                           f"the API never became ready (reached {_reached(run)})"))
     elif running or not rows or not all(r.get("created") for r in rows):
-        out.append(judged("Exp 16", "refuted", ev, f"objects created: {sum(bool(r.get('created')) for r in rows)}/"
-                                                   f"{len(rows)}; running pods: {len(running)}"))
+        made = sum(bool(r.get("created")) for r in rows)
+        out.append(_judged(k3s, run, "Exp 16", "refuted",
+                           f"objects created: {made}/{len(rows)}; running pods: {len(running)}"))
     else:
-        out.append(judged("Exp 16", "reproduced", ev, f"{len(rows)} objects created; pod phases {phases}"))
+        out.append(_judged(k3s, run, "Exp 16", "reproduced", f"{len(rows)} objects created; pod phases {phases}"))
     if running:
-        out.append(judged("C1", "reproduced", ev, f"{len(running)} of {len(pods)} pods Running"))
+        out.append(_judged(k3s, run, "C1", "reproduced", f"{len(running)} of {len(pods)} pods Running"))
     elif pods:
-        out.append(judged("C1", "refuted", ev, f"{len(pods)} pods, none Running (phases {phases})"))
+        out.append(_judged(k3s, run, "C1", "refuted", f"{len(pods)} pods, none Running (phases {phases})"))
     else:
-        out.append(judged("C1", "inconclusive", ev, "no pods were created"))
+        out.append(_judged(k3s, run, "C1", "inconclusive", "no pods were created"))
     for c, sig in (("C2", "S31"), ("S20", "S20")):
         if has_signature(ids, sig):
-            out.append(judged(c, "reproduced", ev, f"{sig} in the k3s log"))
+            out.append(_judged(k3s, run, c, "reproduced", f"{sig} in the k3s log"))
         elif running:
-            out.append(judged(c, "refuted", ev, f"pods run ({len(running)}), so {sig} did not block them"))
+            out.append(_judged(k3s, run, c, "refuted", f"pods run ({len(running)}), so {sig} did not block them"))
         else:
-            out.append(judged(c, "inconclusive", ev, f"no pod runs, but {sig} is not in the log (signatures {ids})"))
+            out.append(_judged(k3s, run, c, "inconclusive",
+                               f"no pod runs, but {sig} is not in the log (signatures {ids})"))
     return out

@@ -40,7 +40,8 @@ def config_rows(result: Any, source: str) -> list[dict[str, Any]]:
 
 
 def _by_config(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Rows summed per configuration over sources of one runsc version (the first row's)."""
+    """Rows summed per configuration over sources of one runsc version (the first row's); rows of another
+    version are not summed in (:func:`_left_out` names them for the reason)."""
     from ..runners.stability import upper_bound
 
     out: dict[str, dict[str, Any]] = {}
@@ -57,6 +58,26 @@ def _by_config(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         ub = upper_bound(o["deaths"], o["sandboxes"])
         o["upper95"] = None if ub is None else round(ub, 4)
     return out
+
+
+def _left_out(rows: Sequence[Mapping[str, Any]]) -> str:
+    """`` Left out: …`` naming the sources (and configurations) of another runsc version than the judged
+    one, so a reader sees what the verdict does not rest on; empty when every row was used."""
+    if not rows:
+        return ""
+    version = rows[0]["runsc_version"]
+    by: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r["runsc_version"] != version:
+            by.setdefault((str(r["source"]), str(r["runsc_version"])), []).append(str(r["config"]))
+    if not by:
+        return ""
+    parts = [f"{src} (runsc {v}: {', '.join(cs)})" for (src, v), cs in sorted(by.items())]
+    return f". Left out, another runsc version than the judged {version}: {'; '.join(parts)}"
+
+
+def _judged(claim: str, status: str, ev: Mapping[str, Any], reason: str, rows: Sequence[Mapping[str, Any]]) -> Verdict:
+    return judged(claim, status, ev, reason + _left_out(rows))
 
 
 def _fmt(c: str, o: Mapping[str, Any]) -> str:
@@ -82,22 +103,22 @@ def sandbox_deaths(rows: Sequence[Mapping[str, Any]], package: str | None = None
     panics = {c: o["panics"] for c, o in cfg.items() if o["panics"]}
     deaths = {c: o["deaths"] for c, o in cfg.items() if o["deaths"]}
     if panics:
-        return judged("gvisor-matrix addendum: 2024 sentry panic", "reproduced", ev,
-                      f"deaths with the notes' readToBlocksAt panic: {panics}; {_scope(version, package)}")
+        return _judged("gvisor-matrix addendum: 2024 sentry panic", "reproduced", ev,
+                      f"deaths with the notes' readToBlocksAt panic: {panics}; {_scope(version, package)}", rows)
     if deaths:
-        return judged("gvisor-matrix addendum: 2024 sentry panic", "inconclusive", ev,
-                      f"deaths {deaths}, none with the notes' panic")
+        return _judged("gvisor-matrix addendum: 2024 sentry panic", "inconclusive", ev,
+                      f"deaths {deaths}, none with the notes' panic", rows)
     recipe = cfg.get(NOTES_RECIPE)
     others = "; ".join(_fmt(c, o) for c, o in cfg.items() if c != NOTES_RECIPE)
     if recipe is None or recipe["sandboxes"] < min_sandboxes:
         n = 0 if recipe is None else recipe["sandboxes"]
-        return judged("gvisor-matrix addendum: 2024 sentry panic", "inconclusive", ev,
+        return _judged("gvisor-matrix addendum: 2024 sentry panic", "inconclusive", ev,
                       f"the notes' recipe (run --detach + exec) ran only {n} sandboxes (< {min_sandboxes}); "
-                      f"kit configurations, each on its own: {others}")
-    return judged("gvisor-matrix addendum: 2024 sentry panic", "refuted", ev,
+                      f"kit configurations, each on its own: {others}", rows)
+    return _judged("gvisor-matrix addendum: 2024 sentry panic", "refuted", ev,
                   f"the notes' recipe (run --detach + exec): {_fmt(NOTES_RECIPE, recipe)} "
                   f"(sources: {', '.join(recipe['sources'])}), where the notes saw 4 of 5 die in one batch; kit "
-                  f"configurations, each on its own: {others}. Holds for {_scope(version, package)}")
+                  f"configurations, each on its own: {others}. Holds for {_scope(version, package)}", rows)
 
 
 def file_access_shared(rows: Sequence[Mapping[str, Any]]) -> Verdict:
@@ -107,20 +128,20 @@ def file_access_shared(rows: Sequence[Mapping[str, Any]]) -> Verdict:
     ev = {"stability_rows": [dict(r) for r in rows]}
     shared = cfg.get("file-access=shared")
     if not shared or not shared["sandboxes"]:
-        return judged(claim, "not-testable", {}, "--file-access=shared was not among the configurations run")
+        return _judged(claim, "not-testable", {}, "--file-access=shared was not among the configurations run", rows)
     if shared["deaths"]:
-        return judged(claim, "refuted", ev, f"--file-access=shared itself died: {_fmt('file-access=shared', shared)}")
+        return _judged(claim, "refuted", ev, f"--file-access=shared itself died: {_fmt('file-access=shared', shared)}", rows)
     dying = [c for c, o in cfg.items() if c != "file-access=shared" and o["deaths"]]
     clean = [c for c, o in cfg.items() if c != "file-access=shared" and o["sandboxes"] and not o["deaths"]]
     if dying and not clean:
-        return judged(claim, "reproduced", ev, "only --file-access=shared survived: "
-                                               + "; ".join(_fmt(c, o) for c, o in cfg.items()))
+        return _judged(claim, "reproduced", ev, "only --file-access=shared survived: "
+                                               + "; ".join(_fmt(c, o) for c, o in cfg.items()), rows)
     if dying:
-        return judged(claim, "refuted", ev, f"deaths in {', '.join(dying)}, but also without deaths: {', '.join(clean)}")
-    return judged(claim, "inconclusive", ev,
+        return _judged(claim, "refuted", ev, f"deaths in {', '.join(dying)}, but also without deaths: {', '.join(clean)}", rows)
+    return _judged(claim, "inconclusive", ev,
                   "no configuration died (" + "; ".join(_fmt(c, o) for c, o in cfg.items()) + "), so shared file "
                   "access is not the only configuration without deaths here, and a fix for a failure that does not "
-                  "occur cannot be tested")
+                  "occur cannot be tested", rows)
 
 
 def kit_default(rows: Sequence[Mapping[str, Any]], default_flags: list[str] | None, package: str | None = None,
@@ -131,12 +152,12 @@ def kit_default(rows: Sequence[Mapping[str, Any]], default_flags: list[str] | No
     o = _by_config(rows).get("default")
     version = rows[0]["runsc_version"] if rows else "?"
     if default_flags != [] or not o or not o["sandboxes"]:
-        return judged(claim, "not-testable", {}, f"the kit's 2024 default flags are {default_flags}, or the "
-                                                 "'default' configuration was not run")
+        return _judged(claim, "not-testable", {}, f"the kit's 2024 default flags are {default_flags}, or the "
+                                                 "'default' configuration was not run", rows)
     ev = {"stability_rows": [dict(r) for r in rows], "default_flags": default_flags}
     if o["deaths"]:
-        return judged(claim, "refuted", ev, f"{_fmt('default', o)}")
+        return _judged(claim, "refuted", ev, f"{_fmt('default', o)}", rows)
     if o["sandboxes"] < min_sandboxes:
-        return judged(claim, "inconclusive", ev, f"{_fmt('default', o)}: too few sandboxes to bound the rate")
-    return judged(claim, "reproduced", ev, f"runsc's own defaults (systrap, directfs): {_fmt('default', o)} "
-                                           f"(sources: {', '.join(o['sources'])}); {_scope(version, package)}")
+        return _judged(claim, "inconclusive", ev, f"{_fmt('default', o)}: too few sandboxes to bound the rate", rows)
+    return _judged(claim, "reproduced", ev, f"runsc's own defaults (systrap, directfs): {_fmt('default', o)} "
+                                           f"(sources: {', '.join(o['sources'])}); {_scope(version, package)}", rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from k3snb import images
 from k3snb.errors import InvalidParameter, K3snbError, MissingDependency, UsageError
 from k3snb.runtime import Attempt, Containerd, run_container
-from k3snb.runtime.stages import STAGES, attribute
+from k3snb.runtime.stages import STAGES, attribute, version_of
 
 COMBOS = [("containerd", "runc"), ("containerd", "crun"), ("direct", "runc"), ("direct", "crun")]
 
@@ -188,11 +189,32 @@ def gvisor2024():
         yield g
 
 
+def host_version(prog: str) -> str:
+    """A program's version read here by the test itself, to compare with what a run recorded."""
+    out = subprocess.run([prog, "--version"], capture_output=True, text=True, timeout=30).stdout
+    # "runc version 1.1.5+ds1", "crun version 1.8.1", "containerd github.com/containerd/containerd 1.6.20~ds1 …"
+    words = out.split()
+    return words[2].removeprefix("v") if words[:1] == ["containerd"] else words[words.index("version") + 1]
+
+
+def test_version_of_names_the_runtime_and_the_daemon_not_the_client_or_go():
+    for prog in ("runc", "crun"):  # the real outputs: the version is on the first line, "go: go1.x" is not it
+        out = subprocess.run([prog, "--version"], capture_output=True, text=True, timeout=30).stdout
+        assert version_of(out) == host_version(prog)
+    ctr = "Client:\n  Version:  1.6.20~ds1\n  Go version: go1.19.8\n\nServer:\n  Version:  1.7.0\n  UUID: x\n"
+    assert version_of(ctr) == "1.7.0"  # the daemon's, which runs the containers
+    assert version_of(ctr.split("Server:")[0]) is None  # no daemon answered: not recorded, not the client's
+    assert version_of("") is None and version_of("usage: runc") is None
+
+
 def _check_ran(a: Attempt) -> None:
     assert a.ok, (a.failed_stage, a.error, a.stderr[-500:])
     assert a.stdout == "hello\n0\n" and a.returncode == 3
     assert [s["status"] for s in a.stages] == ["ok"] * len(STAGES)
     assert not leftovers(a.info["id"])
+    # the versions that ran, read inside the runner: the runtime's, and containerd's only via containerd
+    assert a.versions.get(a.runtime) == host_version(a.runtime)
+    assert a.versions.get("containerd") == (host_version("containerd") if a.via == "containerd" else None)
 
 
 @pytest.mark.root
@@ -230,6 +252,9 @@ def test_gvisor_2022_records_stage_signature_and_syscall():
     st = {s["stage"]: s["status"] for s in a.stages}
     assert st["image_imported"] == "ok" and st["container_created"] == "not reached"
     assert d.failed_stage == "container_created" and d.signature == "R03"  # no devices hierarchy in 2022
+    # containerd served before the unpack failed: its version and runc's were read in the sandbox
+    assert a.versions == {"containerd": host_version("containerd"), "runc": host_version("runc")}
+    assert d.versions == {"runc": host_version("runc")}
     assert "devices" not in d.cgroups["mounted"]
 
 
@@ -259,6 +284,32 @@ def test_failed_start_without_with_leaves_nothing(host):
         c.start()
     assert not c.conf_dir.exists() and c.record is None and not leftovers(c.id)
     assert c.stop() == c.cleanup  # a second stop (e.g. __exit__) is a no-op
+
+
+@pytest.mark.root
+def test_config_probe_files_containerd_failures_and_lets_bugs_raise(host, monkeypatch, tmp_path):
+    from k3snb.runtime import experiments as ex
+
+    rows = ex.containerd_config_probe(["host"])
+    assert [r["cri_plugin"] for r in rows] == ["ok", "ok"], rows
+    assert {r["containerd"] for r in rows} == {host_version("containerd")}  # read from the daemon that ran
+    # a containerd that exits at once is a measurement: filed per setting, no version invented
+    for prog in ("ctr", "runc", "crun"):
+        (tmp_path / prog).symlink_to(shutil.which(prog))
+    (tmp_path / "containerd").symlink_to("/bin/false")
+    monkeypatch.setenv("K3SNB_RUNTIME_PATH", str(tmp_path))
+    rows = ex.containerd_config_probe(["host"])
+    assert [r["cri_plugin"] for r in rows] == ["containerd failed"] * 2, rows
+    assert all("containerd exited" in r["error"] and r["containerd"] is None for r in rows)
+    monkeypatch.delenv("K3SNB_RUNTIME_PATH")
+
+    # a bug in the probe is not a measurement of containerd: it raises instead of becoming a row
+    def broken(self):
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr(Containerd, "plugins", broken)
+    with pytest.raises(TypeError, match="a programming error"):
+        ex.containerd_config_probe(["host"])
 
 
 def _cli(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:

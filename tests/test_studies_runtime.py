@@ -72,9 +72,9 @@ def test_patched_containerd_needed():
                                          cfg(version="2.1.4", cri="error", err=ERR)]).status == "reproduced"
 
 
-def snap(env="gvisor:2024", where="workdir", sn="native", ran=True, stage=None, sig=None):
+def snap(env="gvisor:2024", where="workdir", sn="native", ran=True, stage=None, sig=None, **kw):
     return {"env": env, "state_on": where, "state_fs": "v9fs" if where == "workdir" else "tmpfs", "snapshotter": sn,
-            "ran": ran, "failed_stage": stage, "error": "" if ran else "failed to mount", "signature": sig}
+            "ran": ran, "failed_stage": stage, "error": "" if ran else "failed to mount", "signature": sig, **kw}
 
 
 def test_native_snapshotter_bypass():
@@ -177,3 +177,31 @@ def test_verdicts_name_the_builds_they_rest_on():
     e26, s33 = rt.namespace_progression([ns(c, env=e) for c in CASES for e in ("gvisor:2022", "gvisor:2024")])
     assert e26.environments == s33.environments == ["gvisor-2022", "gvisor-2024"]
     assert rt.cap_last_cap_patch([cap("as is", env="gvisor:2022")]).environments == ["gvisor-2022"]
+
+
+# -- the reasons name the versions the rows measured, never assumed ones (checklist 4 and 7) ------------
+def test_reasons_name_the_measured_versions_or_say_none_was_recorded():
+    probe = row(via="direct, no cgroups", ran=False, stage="container_created", sig="R02",
+                err="no cgroup mount found in mountinfo", runtime_version="1.1.12")
+    ctd = row(via="containerd", runtime_version="1.1.12", containerd="1.7.3")
+    v = rt.cgroups_for_runc([probe, ctd])
+    assert v.status == "reproduced" and "runc 1.1.12" in v.reason and "containerd 1.7.3" in v.reason
+    assert "1.1:" not in v.reason and "1.6" not in v.reason  # no version the rows did not measure
+    v = rt.cgroups_for_runc([probe, row(via="containerd", **FAIL)])  # a row without versions (old evidence)
+    assert v.status == "refuted" and "runc 1.1.12 / runc (version not recorded)" in v.reason
+    assert "containerd (version not recorded)" in v.reason
+
+    unpack = dict(ran=False, stage="layer_unpacked", sig="R01")
+    rows = [snap(env="gvisor:2022", where="tmpfs", containerd="1.6.20~ds1", **unpack),
+            snap(env="gvisor:2022", where="tmpfs", sn="overlayfs", containerd="1.6.20~ds1", **unpack)]
+    v = rt.unpack_in_2022(rows)
+    assert v.status == "reproduced" and v.reason.startswith("runsc 2022, containerd 1.6.20~ds1: ")
+    v = rt.unpack_in_2022([snap(env="gvisor:2022", where="tmpfs", **unpack)])
+    assert v.reason.startswith("runsc 2022, containerd (version not recorded): ")
+
+    assert "runc 1.1.5+ds1 ran busybox" in rt.minimal_runc_runs([row(runtime_version="1.1.5+ds1")]).reason
+    assert "runc (version not recorded)" in rt.minimal_runc_runs([row()]).reason
+    v = rt.runc_init_boundary([row(via="containerd", runtime_version="1.1.5+ds1", containerd="1.6.20~ds1")])
+    assert v.reason.startswith("gvisor:2024: containerd 1.6.20~ds1 + runc 1.1.5+ds1 ran the container")
+    v = rt.patched_containerd_needed([cfg(on=True, version=None), cfg(version=None)])
+    assert v.status == "not-testable" and "containerd (version not recorded) (not 2.x)" in v.reason

@@ -23,7 +23,7 @@ from ..errors import InvalidParameter, K3snbError, MissingDependency
 from ..report import Rich, render
 from ..workarounds import _ops
 from . import _inside
-from .stages import Attempt
+from .stages import Attempt, version_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -184,6 +184,8 @@ class Containerd(Rich):
         self.proc = None
         self.log_path = self.conf_dir / "containerd.log"
         self.startup_s: float | None = None
+        self.version: str | None = None  # the daemon's, from `ctr version` once it serves
+        self._runtime_versions: dict[str, str | None] = {}
         self.pause_unpacked: bool | None = None
         self.record: Record | None = None
         self.cleanup: dict[str, Any] = {}
@@ -253,8 +255,10 @@ class Containerd(Rich):
             if self.proc.poll() is not None:
                 raise K3snbError(f"containerd exited {self.proc.poll()}: {self.logs(15)}",
                                  hint="see Containerd.logs() and Containerd.classify()")
-            if self.ctr("version", timeout=10).ok:
+            res = self.ctr("version", timeout=10)
+            if res.ok:
                 self.startup_s = round(time.monotonic() - t0, 3)
+                self.version = version_of(res.stdout)
                 break
             time.sleep(0.2)
         else:
@@ -273,6 +277,13 @@ class Containerd(Rich):
                 raise K3snbError(f"importing the kit's pause image failed: {(res.stderr or res.stdout).strip()[-300:]}",
                                  hint="see Containerd.logs()")
         return self
+
+    def runtime_version(self, name: str) -> str | None:
+        """``<name> --version`` of an OCI runtime as the runner runs it (``1.1.5+ds1``); None if unreadable."""
+        if name not in self._runtime_versions:
+            res = self.runner.run([runtime_binary(name), "--version"], timeout=30)
+            self._runtime_versions[name] = version_of(res.stdout) if res.ok else None
+        return self._runtime_versions[name]
 
     def ctr(self, *args: str, namespace: str | None = None, timeout: float = 60.0) -> RunResult:
         return self.runner.run([self.ctr_binary, "--address", self.address, "--namespace",
@@ -405,6 +416,10 @@ class Containerd(Rich):
                                img.name, args=list(args or []), snapshotter=self.snapshotter)
         if not a.reached:
             a.passed("runtime_up", self.startup_s, f"containerd socket ready ({self.snapshotter})")
+        # what runs this container, read inside the runner (absent when unreadable, never assumed)
+        for name, ver in (("containerd", self.version), (rt, self.runtime_version(rt))):
+            if ver:
+                a.versions.setdefault(name, ver)
         cid = new_id("k3snb-c-")
         t = time.monotonic()
         res = self.import_image(img, unpack=False)

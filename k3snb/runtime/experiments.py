@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import K3snbError
 from .run import run_container
 
 __all__ = ["environments", "sandbox_envs", "container_matrix", "sanitize", "attempt_row", "containerd_config_probe",
@@ -47,9 +48,12 @@ def sandbox_envs(envs: Sequence[str]) -> list[str]:
 
 
 def attempt_row(env: str, a) -> dict[str, Any]:
-    """One Attempt as a stable row (no timings, ids or paths)."""
+    """One Attempt as a stable row (no timings, ids or paths). ``runtime_version``/``containerd``: the
+    versions read inside the runner (None: not recorded, e.g. containerd never came up)."""
     sc = a.syscall or {}
     return {"env": env, "runtime": a.runtime, "via": a.via, "snapshotter": a.snapshotter, "ran": a.ok,
+            "runtime_version": a.versions.get(a.runtime),
+            "containerd": a.versions.get("containerd") if a.via == "containerd" else None,
             "stdout": a.stdout.strip() if a.ok else "", "exit": a.returncode,
             "reached": a.reached[-1] if a.reached else None, "failed_stage": a.failed_stage,
             "error": sanitize(a.error), "signature": a.signature,
@@ -99,15 +103,13 @@ def containerd_config_probe(envs: Sequence[str]) -> list[dict[str, Any]]:
                     cri = str(df.loc["cri", "status"]) if "cri" in df.index else "absent"
                     err = [ln for ln in c.logs(400).splitlines()
                            if "invalid plugin config" in ln or ("failed to load plugin" in ln and ".cri" in ln)]
-                    ver = c.ctr("version").stdout
-                except Exception as e:  # containerd did not come up: that is the measurement
-                    cri, err, ver = "containerd failed", [str(e)], ""
+                except K3snbError as e:  # containerd did not come up (exited, no socket): the measurement
+                    cri, err = "containerd failed", [str(e)]
                 finally:
                     c.stop()
-                server = re.search(r"Server:\s*\n\s*Version:\s*(\S+)", ver)
                 rows.append({"env": env, "kernel": uname,
                              "unprivileged_ports_icmp": on, "cri_plugin": cri,
-                             "containerd": server.group(1) if server else None,
+                             "containerd": c.version,
                              "error": sanitize(err[-1]) if err else ""})
     return rows
 
@@ -136,7 +138,7 @@ def snapshotter_matrix(envs: Sequence[str], snapshotters: Sequence[str] = ("nati
                     try:
                         try:
                             c.start()
-                        except Exception as e:
+                        except K3snbError as e:  # containerd did not come up: the stage that failed
                             a.fail("runtime_up", str(e))
                         else:
                             c.run("busybox", ["echo", "hi"], attempt=a)
@@ -145,6 +147,7 @@ def snapshotter_matrix(envs: Sequence[str], snapshotters: Sequence[str] = ("nati
                     a.finish()
                     row = attempt_row(env, a)
                     rows.append({"env": env, "state_on": where, "state_fs": fs, "snapshotter": snap,
+                                 "containerd": row["containerd"], "runc": row["runtime_version"],
                                  "ran": row["ran"], "failed_stage": row["failed_stage"],
                                  "error": sanitize(row["error"], {str(runner.workdir): "<workdir>"}),
                                  "signature": row["signature"]})

@@ -30,7 +30,7 @@ from .containerd import (
     check_snapshotter,
     runtime_binary,
 )
-from .stages import Attempt, failing_syscall
+from .stages import Attempt, failing_syscall, version_of
 
 if TYPE_CHECKING:
     from ..images import Image
@@ -187,6 +187,8 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
             a.fail("runtime_up", v.stderr + v.stdout, seconds=time.monotonic() - t)
             return a.finish()
         a.passed("runtime_up", time.monotonic() - t, v.stdout.splitlines()[0] if v.stdout else runtime)
+        if ver := version_of(v.stdout):
+            a.versions[runtime] = ver
         t = time.monotonic()
         stage_dir.mkdir(parents=True)
         staged = stage_dir / img.archive.name

@@ -129,6 +129,9 @@ class Attempt(Rich):
     cgroups: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     log: str = ""
+    # what ran, as measured inside the runner: {"runc": "1.1.5+ds1", "containerd": "1.6.20~ds1"}
+    # (a program whose version was never read is absent, never guessed)
+    versions: dict[str, str] = field(default_factory=dict)
     _title_text = "container start"
 
     # -- building ------------------------------------------------------------------------------
@@ -227,6 +230,18 @@ class Attempt(Rich):
             sections.append(("cgroups", self.cgroups))
         return render(f"{self.image} with {self.runtime} via {self.via} in {self.runner}", self.summary(),
                       sections, text=self._repr_text())
+
+
+_VERSION = re.compile(r"(?:version|Version:)\s*v?(\d+\.\d+\S*)")
+
+
+def version_of(text: str) -> str | None:
+    """The version a ``--version`` output names on its first line (``runc version 1.1.5+ds1``), or for
+    ``ctr version`` the daemon's (``Server: … Version: 1.6.20~ds1``, not the client's); None if none."""
+    text = text or ""
+    part = text.split("Server:", 1)[1] if "Server:" in text else (text.splitlines() or [""])[0]
+    m = _VERSION.search(part)
+    return m.group(1) if m else None
 
 
 def _syscall_text(sc: dict[str, Any] | None) -> str | None:

@@ -45,6 +45,23 @@ def _combine(claim: str, per: dict[str, tuple[str, str]], evidence: Mapping[str,
     return judged(claim, status, evidence, reason, environments=sorted(per))
 
 
+def _ver(r: Mapping[str, Any] | None, prog: str) -> str:
+    """``runc 1.1.5+ds1``: the version of ``prog`` the row recorded (read inside the runner); a row that
+    has none says so instead of naming one."""
+    r = r or {}
+    if prog == "containerd":
+        v = r.get("containerd")
+    else:
+        v = r.get("runtime_version") if r.get("runtime") == prog else r.get(prog)
+    return f"{prog} {v}" if v else f"{prog} (version not recorded)"
+
+
+def _vers(rows: Sequence[Mapping[str, Any]], prog: str) -> str:
+    """The versions of ``prog`` a set of rows recorded, each once (``containerd 1.6.20~ds1``)."""
+    named = sorted({_ver(r, prog) for r in rows}, key=lambda t: ("not recorded" in t, t))  # recorded ones first
+    return " / ".join(named) or _ver(None, prog)
+
+
 def _fail_text(r: Mapping[str, Any]) -> str:
     return f"{r['failed_stage']} failed ({r.get('signature') or 'no signature'}): {str(r.get('error') or '')[:110]}"
 
@@ -60,10 +77,10 @@ def minimal_runc_runs(rows: Rows, key: str = "runtime_matrix") -> Verdict:
         if r is None:
             continue
         if r["ran"]:
-            per[env] = ("reproduced", f"runc ran busybox and printed {r['stdout']!r} with cgroup v1 "
+            per[env] = ("reproduced", f"{_ver(r, 'runc')} ran busybox and printed {r['stdout']!r} with cgroup v1 "
                                       f"({r['cgroups']}) mounted by the kit")
         else:
-            per[env] = ("refuted", "runc " + _fail_text(r))
+            per[env] = ("refuted", f"{_ver(r, 'runc')}: " + _fail_text(r))
     if not per:
         return judged("Exp 25", "not-testable", {}, "no direct runc run in a gVisor sandbox")
     return _combine("Exp 25", per, {key: list(rows)})
@@ -79,13 +96,14 @@ def runc_init_boundary(rows: Rows, key: str = "runtime_matrix") -> Verdict:
         r = _pick(rs, via="containerd", runtime="runc")
         if r is None:
             continue
+        what = f"{_ver(r, 'containerd')} + {_ver(r, 'runc')}"
         if r["ran"]:
-            per[env] = ("refuted", f"containerd+runc ran the container (runc init passed) with cgroup v1 "
+            per[env] = ("refuted", f"{what} ran the container (runc init passed) with cgroup v1 "
                                    f"({r['cgroups']}) mounted — configuration was enough")
         elif r["failed_stage"] == "runtime_init":
-            per[env] = ("reproduced", "runc stopped in runc init: " + _fail_text(r))
+            per[env] = ("reproduced", f"{what}: runc stopped in runc init: " + _fail_text(r))
         else:
-            per[env] = ("inconclusive", "stopped before runc init: " + _fail_text(r))
+            per[env] = ("inconclusive", f"{what}: stopped before runc init: " + _fail_text(r))
     if not per:
         return judged("C2", "not-testable", {}, "no containerd+runc run in a gVisor sandbox")
     return _combine("C2", per, {key: list(rows)})
@@ -115,13 +133,14 @@ def cgroups_for_runc(rows: Rows, key: str = "runtime_matrix") -> Verdict:
         wrong.append(f"mounted {sorted(mounted)}, refused {sorted(refused)}")
     if not ctd["ran"]:
         wrong.append("containerd+runc with the mounts: " + _fail_text(ctd))
+    what = f"runsc 2024, {_vers([probe, ctd], 'runc')}, {_ver(ctd, 'containerd')}"
     if wrong:
-        return judged("addendum 2: runc cgroups", "refuted", ev, "runsc 2024: " + "; ".join(wrong),
+        return judged("addendum 2: runc cgroups", "refuted", ev, f"{what}: " + "; ".join(wrong),
                       environments=["gvisor:2024"])
     return judged("addendum 2: runc cgroups", "reproduced", ev,
-                  "runsc 2024, runc 1.1: no cgroup mount → R02 (no cgroup mount found in mountinfo); "
+                  f"{what}: no cgroup mount → R02 (no cgroup mount found in mountinfo); "
                   f"{', '.join(sorted(mounted))} mount, {', '.join(sorted(refused))} refuse; then "
-                  "containerd 1.6 + runc printed the container's output", environments=["gvisor:2024"])
+                  "containerd + runc printed the container's output", environments=["gvisor:2024"])
 
 
 # -- notebook 29: standalone containerd and its config (Exps 28, 29, 31) ------------------------------
@@ -135,7 +154,7 @@ def standalone_boots(rows: Rows, key: str = "containerd_config") -> Verdict:
         if r is None:
             continue
         if r["cri_plugin"] == "ok":
-            per[env] = ("reproduced", f"containerd {r['containerd']} booted from the kit's config with CRI ok")
+            per[env] = ("reproduced", f"{_ver(r, 'containerd')} booted from the kit's config with CRI ok")
         else:
             per[env] = ("refuted", f"CRI plugin {r['cri_plugin']}: {r['error'][:120]}")
     if not per:
@@ -164,7 +183,7 @@ def unprivileged_kernel_check(rows: Rows, key: str = "containerd_config") -> Ver
         return judged("Exp 28", "not-testable", {}, "no containerd run with both toggle settings in gVisor")
     per: dict[str, tuple[str, str]] = {}
     for env, (on, off) in pairs.items():
-        v = f"containerd {on['containerd']}, kernel {on['kernel']}"
+        v = f"{_ver(on, 'containerd')}, kernel {on['kernel']}"
         if on["cri_plugin"] == "ok":
             per[env] = ("not-testable", f"{v}: CRI loads with the toggles true — this containerd has no "
                                         "kernel-version check (the research used 2.x)")
@@ -187,7 +206,7 @@ def patched_containerd_needed(rows: Rows, key: str = "containerd_config") -> Ver
     for env, (on, off) in pairs.items():
         ver = str(off.get("containerd") or "")
         if not ver.startswith("2."):
-            per[env] = ("not-testable", f"containerd {ver or '?'} (not 2.x): CRI "
+            per[env] = ("not-testable", f"{_ver(off, 'containerd')} (not 2.x): CRI "
                                         f"{'loads' if off['cri_plugin'] == 'ok' else 'fails'} unpatched with false, "
                                         f"{'loads' if on['cri_plugin'] == 'ok' else 'fails'} with true")
         elif off["cri_plugin"] == "ok":
@@ -279,11 +298,12 @@ def unpack_in_2022(rows: Rows, key: str = "snapshotters") -> Verdict:
     tmp = [r for r in rs if r["state_on"] == "tmpfs"] or rs
     ok = [r for r in tmp if r["failed_stage"] != "layer_unpacked" or r.get("signature") != "R01"]
     ev = {key: list(rows)}
+    what = f"runsc 2022, {_vers(tmp, 'containerd')}"
     if ok:
-        return judged("addendum 2: 2022 unpack", "refuted", ev, "runsc 2022: " + "; ".join(
+        return judged("addendum 2: 2022 unpack", "refuted", ev, f"{what}: " + "; ".join(
             f"{r['snapshotter']}: {'ran' if r['ran'] else _fail_text(r)}" for r in ok), environments=["gvisor:2022"])
     return judged("addendum 2: 2022 unpack", "reproduced", ev,
-                  "runsc 2022, containerd 1.6: " + ", ".join(sorted({r["snapshotter"] for r in tmp}))
+                  f"{what}: " + ", ".join(sorted({r["snapshotter"] for r in tmp}))
                   + " fail at layer_unpacked with the tmpmounts mount EINVAL (R01)", environments=["gvisor:2022"])
 
 

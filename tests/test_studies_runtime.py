@@ -116,9 +116,9 @@ def test_unpack_in_2022():
     assert rt.unpack_in_2022([snap()]).status == "not-testable"
 
 
-def ns(case, ran=True, runtime="runc", env="gvisor:2024", sig=None, cgroup_ns=False):
+def ns(case, ran=True, runtime="runc", env="gvisor:2024", sig=None, cgroup_ns=False, **kw):
     return {"env": env, "runtime": runtime, "case": case, "ran": ran, "cgroup_ns": cgroup_ns if ran else None,
-            "failed_stage": None if ran else "container_created", "signature": sig, "error": "" if ran else "x"}
+            "failed_stage": None if ran else "container_created", "signature": sig, "error": "" if ran else "x", **kw}
 
 
 CASES = ["1 minimal", "2 +network", "3 +user", "4 +cgroup ns", "5 capabilities", "6 k3s-like", "7 caps + cgroup ns"]
@@ -205,3 +205,10 @@ def test_reasons_name_the_measured_versions_or_say_none_was_recorded():
     assert v.reason.startswith("gvisor:2024: containerd 1.6.20~ds1 + runc 1.1.5+ds1 ran the container")
     v = rt.patched_containerd_needed([cfg(on=True, version=None), cfg(version=None)])
     assert v.status == "not-testable" and "containerd (version not recorded) (not 2.x)" in v.reason
+    research = [ns(c, runtime_version="1.1.5+ds1") if c not in rt.EXP26_FAILS
+                else ns(c, ran=False, sig="S33", runtime_version="1.1.5+ds1") for c in CASES]
+    e26, s33 = rt.namespace_progression(research + [ns("4 +cgroup ns", runtime="crun", runtime_version="1.8.1")])
+    assert e26.reason.startswith("gvisor:2024: runc 1.1.5+ds1: 1, 2, 3, 5 run") and "; crun 1.8.1 runs config 4" in e26.reason
+    assert "every runc 1.1.5+ds1 config with a cgroup namespace fails with S33" in s33.reason
+    e26, _ = rt.namespace_progression([ns(c, ran=False, sig="R03") for c in CASES])  # rows without versions
+    assert "runc (version not recorded): the minimal config fails" in e26.reason

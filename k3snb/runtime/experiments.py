@@ -274,7 +274,8 @@ def _progression_in(env: str, runtimes: Sequence[str]) -> list[dict[str, Any]]:
                 a = run_direct(runner, "busybox", ["ls", "/proc/self/ns"], runtime=rt, edit=edit, rules=rules[rt])
                 a.cgroups = cg
                 r = attempt_row(env, a)
-                rows.append({"env": env, "runtime": rt, "case": case, "ran": r["ran"],
+                rows.append({"env": env, "runtime": rt, "runtime_version": r["runtime_version"], "case": case,
+                             "ran": r["ran"],
                              # only the cgroup entry: the host kernel's full list varies by version
                              "cgroup_ns": ("cgroup" in a.stdout.split()) if a.ok else None,
                              "failed_stage": r["failed_stage"], "signature": r["signature"], "error": r["error"]})

@@ -330,26 +330,29 @@ def namespace_progression(rows: Rows, key: str = "namespace_cases") -> list[Verd
         note = ""
         c4 = crun.get("4 +cgroup ns")
         if c4 is not None:
-            note = ("; crun runs config 4 but its container gets no cgroup namespace (none in /proc/self/ns)"
+            cv = _ver(c4, "crun")
+            note = (f"; {cv} runs config 4 but its container gets no cgroup namespace (none in /proc/self/ns)"
                     if c4["ran"] and not c4["cgroup_ns"] else
-                    "; crun runs config 4 with a cgroup namespace" if c4["ran"] else
-                    f"; crun fails config 4 ({c4.get('signature')})")
+                    f"; {cv} runs config 4 with a cgroup namespace" if c4["ran"] else
+                    f"; {cv} fails config 4 ({c4.get('signature')})")
+        rv = _vers(list(runc.values()), "runc")
         failing = sorted(c for c, r in runc.items() if not r["ran"])
         ns_cases = [runc[c] for c in EXP26_FAILS if c in runc]
         base = runc.get("1 minimal")
         if base is None or not base["ran"]:
-            why = "runc's minimal config fails: " + (_fail_text(base) if base else "not run")
+            why = f"{rv}: the minimal config fails: " + (_fail_text(base) if base else "not run")
             e26[env] = ("inconclusive", why)
         elif tuple(failing) == EXP26_FAILS and all(r.get("signature") == "S33" for r in ns_cases):
-            e26[env] = ("reproduced", "runc: 1, 2, 3, 5 run; 4, 6, 7 fail with S33" + note)
+            e26[env] = ("reproduced", f"{rv}: 1, 2, 3, 5 run; 4, 6, 7 fail with S33" + note)
         else:
-            e26[env] = ("refuted", f"runc fails {', '.join(failing) or 'nothing'} (research: 4, 6, 7)" + note)
+            e26[env] = ("refuted", f"{rv} fails {', '.join(failing) or 'nothing'} (research: 4, 6, 7)" + note)
         if any(r["ran"] and r.get("cgroup_ns") for r in ns_cases):
-            s33[env] = ("refuted", "runc ran a config with a cgroup namespace" + note)
+            s33[env] = ("refuted", f"{rv} ran a config with a cgroup namespace" + note)
         elif ns_cases and all(r.get("signature") == "S33" for r in ns_cases):
-            s33[env] = ("reproduced", "every runc config with a cgroup namespace fails with S33" + note)
+            s33[env] = ("reproduced", f"every {rv} config with a cgroup namespace fails with S33" + note)
         elif ns_cases:
-            s33[env] = ("inconclusive", "runc's cgroup-namespace configs fail otherwise: " + _fail_text(ns_cases[0]))
+            s33[env] = ("inconclusive", f"{rv}: the cgroup-namespace configs fail otherwise: "
+                                        + _fail_text(ns_cases[0]))
     ev = {key: list(rows)}
     return [_combine("Exp 26", e26, ev) if e26 else judged("Exp 26", "not-testable", {}, "no runc run in gVisor"),
             _combine("S33", s33, ev) if s33 else judged("S33", "not-testable", {}, "no runc run in gVisor")]

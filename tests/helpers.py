@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 
@@ -23,3 +24,11 @@ def procs_with(needle: str | bytes, argv0_suffixes: tuple[bytes, ...] = ()) -> l
 
 
 RUNSC = (b"runsc", b"runsc-sandbox", b"runsc-gofer")
+
+
+def host_version(prog: str) -> str:
+    """A program's version read here by the test itself, to compare with what a run recorded."""
+    out = subprocess.run([prog, "--version"], capture_output=True, text=True, timeout=30).stdout
+    # "runc version 1.1.5+ds1", "crun version 1.8.1", "containerd github.com/containerd/containerd 1.6.20~ds1 …"
+    words = out.split()
+    return words[2].removeprefix("v") if words[:1] == ["containerd"] else words[words.index("version") + 1]

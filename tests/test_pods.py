@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import procs_with
+from helpers import host_version, procs_with
 
 import k3snb
 from k3snb.errors import UsageError
@@ -202,6 +202,8 @@ def test_gvisor_2024_crun_two_container_pod_with_recorded_workarounds() -> None:
         ev = _two_pods_exercise(rt)
         # the wrapper removed each container's fake freezer.state with the container
         left = rt.runner.run(["find", "/sys/fs/cgroup/freezer", "-name", "freezer.state"], timeout=30)
+    # read inside the sandbox, through the runtime wrapper containerd runs: the binaries' own versions
+    assert rt.versions == {"containerd": host_version("containerd"), "crun": host_version("crun")}
     _check_two_pods(ev, rt.subnet)
     found = {e["id"]: e for e in ev["events"] if e["kind"] == "workaround"}
     assert found["crun-setgroups"]["signature"] == "R05" and found["crun-freezer"]["signature"] == "R10"
@@ -250,6 +252,8 @@ def test_fake_cni_plugin_is_the_pod_network(runner: str, runsc: str | None) -> N
         calls = [c for c in (rt.ipam_dir / "calls.jsonl").read_text().splitlines() if '"ADD"' in c]
         assert calls and p.ip in calls[-1]  # the kit's plugin answered containerd's ADD
         assert p.exec("c", "echo ok")["stdout"] == "ok\n"
+    # what pods.study rows record, read inside the runner (containerd: its daemon's `ctr version`)
+    assert rt.versions == {"containerd": host_version("containerd"), "runc": host_version("runc")}
 
 
 @pytest.mark.root

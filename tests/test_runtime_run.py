@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import host_version
 
 from k3snb import images
 from k3snb.errors import InvalidParameter, K3snbError, MissingDependency, UsageError
@@ -187,14 +188,6 @@ def gvisor2024():
 
     with GVisor("2024") as g:
         yield g
-
-
-def host_version(prog: str) -> str:
-    """A program's version read here by the test itself, to compare with what a run recorded."""
-    out = subprocess.run([prog, "--version"], capture_output=True, text=True, timeout=30).stdout
-    # "runc version 1.1.5+ds1", "crun version 1.8.1", "containerd github.com/containerd/containerd 1.6.20~ds1 …"
-    words = out.split()
-    return words[2].removeprefix("v") if words[:1] == ["containerd"] else words[words.index("version") + 1]
 
 
 def test_version_of_names_the_runtime_and_the_daemon_not_the_client_or_go():

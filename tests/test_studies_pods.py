@@ -10,10 +10,13 @@ ALL = ["cni-link", "cgroup-v1-only", "pid-node"]
 
 
 def row(env="gvisor-2024", runtime="runc", cni="bridge", label=None, passed=(), failed=None, sig=None,
-        share_pid=False, allowed=ALL, workarounds=(), refusing=None):
+        share_pid=False, allowed=ALL, workarounds=(), refusing=None, versions=None):
+    # versions: what pods.study.attempt records, as read inside the runner (absent here unless given)
+    versions = versions or {}
     return {"env": env, "runtime": runtime, "cni": cni, "label": label, "share_pid": share_pid,
             "passed": list(passed), "failed_stage": failed, "signature": sig, "workarounds_allowed": list(allowed),
-            "workarounds": list(workarounds), "refusing": refusing}
+            "workarounds": list(workarounds), "refusing": refusing,
+            "runtime_version": versions.get(runtime), "containerd": versions.get("containerd")}
 
 
 RUNTIME = ["runner", "cgroups", "probes", "network", "containerd", "images"]
@@ -33,6 +36,45 @@ def test_exp32_statuses() -> None:
     assert sp.judge_exp32([HOST]).status == "not-testable"
     # research variants (labelled rows) are not the kit's way: they alone cannot reproduce it
     assert sp.judge_exp32([row(label="own-pid", passed=FULL[:-2])]).status == "not-testable"
+
+
+# -- the versions a reason names are the ones the rows recorded, never assumed ---------------------------
+V24 = {"containerd": "1.6.20~ds1", "runc": "1.1.5+ds1", "crun": "1.8.1"}
+V_OTHER = {"containerd": "1.7.0", "runc": "1.2.0"}
+
+
+def test_exp32_and_c1_name_the_recorded_versions() -> None:
+    ok = row(passed=FULL, workarounds=["cni-link", "pid-node"], versions=V24)
+    crun = row(runtime="crun", passed=FULL, versions=V24)
+    g22 = row(env="gvisor-2022", passed=RUNTIME[:-1], failed="images", sig="R01", versions=V24)
+    for v in (sp.judge_exp32([g22, ok, crun]), sp.judge_c1([g22, ok, crun])):
+        assert "containerd 1.6.20~ds1 + crun 1.8.1 / runc 1.1.5+ds1" in v.reason, v.reason
+        assert "1.6 +" not in v.reason and "runc 1.1," not in v.reason  # no hard-coded versions
+        assert v.evidence["gvisor-2024/runc/bridge.runtime_version"] == "1.1.5+ds1"
+        assert v.evidence["gvisor-2024/crun/bridge.containerd"] == "1.6.20~ds1"
+    # other versions recorded -> those are named; a refuted verdict names them in its scope too
+    v = sp.judge_exp32([row(passed=RUNTIME, failed="sandbox", sig="S29", versions=V_OTHER)])
+    assert v.status == "refuted" and "stock containerd 1.7.0 + runc 1.2.0," in v.reason
+    # rows from several runs: each recorded version once, recorded ones first
+    v = sp.judge_exp32([ok, row(env="gvisor-2022", passed=FULL, versions=V_OTHER), G22])
+    assert "containerd 1.6.20~ds1 / containerd 1.7.0 / containerd (version not recorded)" in v.reason
+
+
+def test_reasons_say_version_not_recorded_when_rows_lack_it() -> None:
+    # e.g. rows recorded before versions were read, or containerd never came up
+    v = sp.judge_exp32([G22, G24_OK])
+    assert v.status == "reproduced"
+    assert "stock containerd (version not recorded) + runc (version not recorded)," in v.reason
+    assert "pods run in gvisor-2024 (containerd (version not recorded) + runc (version not recorded))" in \
+        sp.judge_c1([G24_OK]).reason
+    no_pid = [w for w in ALL if w != "pid-node"]
+    own = row(label="own-pid", allowed=no_pid, passed=RUNTIME + ["sandbox", "running", "logs"])
+    for versions, named in ((None, "runc (version not recorded) nsexec"), (V24, "runc 1.1.5+ds1 nsexec")):
+        shared = row(label="shared-pid", share_pid=True, allowed=no_pid, passed=RUNTIME + ["sandbox"],
+                     failed="running", sig="N03", versions=versions)
+        v = sp.judge_shared_pid([shared, own])
+        assert v.status == "reproduced" and named in v.reason, v.reason
+        assert v.evidence["gvisor-2024/runc/bridge/shared-pid.runtime_version"] == (versions or {}).get("runc")
 
 
 def test_c1_statuses() -> None:

@@ -316,6 +316,9 @@ class PodRuntime(Rich):
         self.failures: list[tuple[Any, str, str]] = []  # (pod, stage, error) for evidence after stop()
         self._cgroup_mounts: list[str] = []
         self.ctd: Any = None  # the supervised containerd (k3snb.runtime.Containerd)
+        # what runs the pods, read inside the runner: {"containerd": "1.6.20~ds1", "runc": "1.1.5+ds1"}
+        # (a program whose version could not be read is absent, never guessed)
+        self.versions: dict[str, str] = {}
         self.cleanup: dict[str, Any] = {}
 
     @staticmethod
@@ -539,10 +542,21 @@ class PodRuntime(Rich):
             text = self.ctd.logs(60)
             raise PodError(f"containerd failed: {e.msg[-600:]}", stage="containerd",
                            signature=next(iter(classify_text(e.msg + "\n" + text)), None)) from e
+        finally:
+            self._read_versions()
         self._proc = self.ctd.proc
         from . import _cri
 
         self.cri_version = self.runner.run_python(_cri.version, self.address, timeout=60)
+
+    def _read_versions(self) -> None:
+        """Record containerd's version (its daemon's, once it served) and the OCI runtime's (``--version`` of
+        the binary containerd runs, in the runner), as :class:`k3snb.runtime.Containerd` reads them."""
+        if self.ctd.version:
+            self.versions["containerd"] = self.ctd.version
+        with contextlib.suppress(K3snbError):  # the runner died: the version is not recorded
+            if ver := self.ctd.runtime_version(self.runtime):
+                self.versions[self.runtime] = ver
 
     def ensure_images(self, sources: list[str]) -> dict[str, str]:
         """Import the kit's images (``busybox``, ``pause`` or archive paths) into containerd's k8s.io namespace."""

@@ -4,7 +4,8 @@ A row says how far a two-step pod got — runtime stages (runner … images), th
 with its CNI network), ``running`` (a container reached CONTAINER_RUNNING), ``logs`` (its output read back
 from the CRI log), ``exec`` (ExecSync answered), ``reach`` (a second pod fetched from the first by pod IP) —
 the first failing stage with its error, signature and the refusing operation where the kit knows it, and
-the probes and workarounds the runtime recorded. Verdicts on these rows live in :mod:`k3snb.studies.pods`.
+the probes and workarounds the runtime recorded, and the versions of containerd (``containerd``) and of the
+OCI runtime (``runtime_version``) as read inside the runner (None: not recorded). Verdicts on these rows live in :mod:`k3snb.studies.pods`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def attempt(runner: str = "gvisor", *, runsc: str | None = "2024", runtime: str 
     ``trace``: containerd and everything it starts run under the kit's tracer; a failing row's
     ``syscall`` is then the refusing call the tracer saw (``refusing`` says it in words)."""
     rt = PodRuntime(runner, runsc=runsc, runtime=runtime, cni=cni, workarounds=workarounds, trace=trace)
-    row: dict[str, Any] = {"label": label, "env": rt.runner_label(), "runtime": runtime, "cni": cni,
+    row: dict[str, Any] = {"label": label, "env": rt.runner_label(), "runtime": runtime, "runtime_version": None,
+                           "containerd": None, "cni": cni,
                            "share_pid": share_pid, "workarounds_allowed": sorted(rt.workarounds_enabled),
                            "passed": [], "failed_stage": None, "error": None, "signature": None, "refusing": None,
                            "ip": None, "exec_exit": None, "reach_body": None, "syscall": None}
@@ -116,6 +118,8 @@ def attempt(runner: str = "gvisor", *, runsc: str | None = "2024", runtime: str 
             row["syscall"] = {k: sc.get(k) for k in ("exe", "syscall", "path", "errno")}
             path = re.sub(r"\b[0-9a-f]{64}\b", "<id>", sc.get("path") or "…")  # container ids vary per run
             row["refusing"] = f"{sc['syscall']}({path}) = {sc['errno']} (traced: {sc.get('exe')})"
+    # the versions read inside the runner (None: not recorded, e.g. containerd never came up)
+    row["runtime_version"], row["containerd"] = rt.versions.get(runtime), rt.versions.get("containerd")
     row["workarounds"] = [w["id"] for w in rt.workarounds]
     row["probes"] = {e["id"]: {k: v for k, v in e.items() if k not in ("t", "kind", "id")}
                      for e in rt.events if e["kind"] == "probe"}
@@ -127,7 +131,7 @@ def frame(rows: list[dict[str, Any]]):
     """The rows as a table (one line per configuration), without machine-specific values."""
     import pandas as pd
 
-    cols = ["label", "env", "runtime", "cni", "share_pid", "furthest", "failed_stage", "signature", "workarounds",
+    cols = ["label", "env", "runtime", "runtime_version", "containerd", "cni", "share_pid", "furthest", "failed_stage", "signature", "workarounds",
             "refusing"]
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
     df["workarounds"] = df["workarounds"].map(lambda w: ", ".join(w) if w else "-")

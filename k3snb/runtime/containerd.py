@@ -279,9 +279,10 @@ class Containerd(Rich):
         return self
 
     def runtime_version(self, name: str) -> str | None:
-        """``<name> --version`` of an OCI runtime as the runner runs it (``1.1.5+ds1``); None if unreadable."""
+        """``<name> --version`` of an OCI runtime as the runner runs it (``1.1.5+ds1``); None if unreadable.
+        Asks the binary this containerd is configured with (a kit wrapper passes ``--version`` through)."""
         if name not in self._runtime_versions:
-            res = self.runner.run([runtime_binary(name), "--version"], timeout=30)
+            res = self.runner.run([self.runtimes.get(name) or runtime_binary(name), "--version"], timeout=30)
             self._runtime_versions[name] = version_of(res.stdout) if res.ok else None
         return self._runtime_versions[name]
 

@@ -114,6 +114,24 @@ def not_testable(claim_id: str, reason: str, evidence: Mapping[str, Any] | None 
     return judged(claim_id, "not-testable", evidence or {}, reason, environments)
 
 
+def version_text(row: Mapping[str, Any] | None, prog: str) -> str:
+    """``runc 1.1.5+ds1``: the version of ``prog`` a row recorded (read inside the runner) — ``containerd``
+    from its ``containerd`` field, the row's own OCI runtime from ``runtime_version``, else the field named
+    ``prog``; a row that has none says so instead of naming one."""
+    r = row or {}
+    if prog == "containerd":
+        v = r.get("containerd")
+    else:
+        v = r.get("runtime_version") if r.get("runtime") == prog else r.get(prog)
+    return f"{prog} {v}" if v else f"{prog} (version not recorded)"
+
+
+def versions_text(rows: Sequence[Mapping[str, Any]], prog: str) -> str:
+    """The versions of ``prog`` a set of rows recorded, each once, recorded ones first (``containerd 1.6.20~ds1``)."""
+    named = sorted({version_text(r, prog) for r in rows}, key=lambda t: ("not recorded" in t, t))
+    return " / ".join(named) or version_text(None, prog)
+
+
 @dataclass(repr=False)
 class VerdictTable(Rich):
     """All verdicts of one experiment, one row each: claim id, the claim, status, reason, evidence keys."""

@@ -3,8 +3,10 @@
 Evidence is the rows of :func:`k3snb.pods.study.attempt` — one per (runsc build × runtime × CNI ×
 workarounds allowed), each with the stages a pod passed (``sandbox`` … ``reach``), the first failing stage
 and its signature. Every function is pure (rows in, :class:`Verdict` out) and names the rows it used as
-evidence keys ``<env>/<runtime>/<cni>[/<variant>].<field>``. What ran: Debian's containerd 1.6, runc 1.1,
-crun, CNI plugins and busybox/pause images built offline — not k3s, not the research's patched binaries.
+evidence keys ``<env>/<runtime>/<cni>[/<variant>].<field>``. What ran: Debian's containerd, runc or crun
+(reasons name the versions the rows recorded — fields ``containerd``, ``runtime_version``, read inside the
+runner — or say "version not recorded"), CNI plugins and busybox/pause images built offline — not k3s, not
+the research's patched binaries.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..experiments._record import Verdict
-from ._core import judged, not_testable
+from ._core import judged, not_testable, version_text, versions_text
 
 Row = Mapping[str, Any]
 
@@ -48,6 +50,13 @@ def _summary(r: Row) -> str:
     return f"{key(r)} passes {', '.join(s for s in FULL if s in r['passed'])}"
 
 
+def _what_ran(rows: Sequence[Row]) -> str:
+    """``containerd 1.6.20~ds1 + runc 1.1.5+ds1 / crun 1.8.1``: the versions these rows recorded."""
+    rts = sorted({str(r["runtime"]) for r in rows})
+    return f"{versions_text(rows, 'containerd')} + " + " / ".join(
+        versions_text([r for r in rows if r["runtime"] == rt], rt) for rt in rts)
+
+
 def _evidence(rows: Sequence[Row], *fields: str) -> dict[str, Any]:
     return {f"{key(r)}.{f}": r.get(f) for r in rows for f in fields}
 
@@ -59,8 +68,8 @@ def judge_exp32(rows: Sequence[Row]) -> Verdict:
     if not gv:
         return not_testable(CLAIM_EXP32, "no gVisor pod attempt ran (needs root and runsc)")
     ran = [r for r in gv if "running" in r["passed"]]
-    ev = _evidence(gv, "furthest", "failed_stage", "signature", "workarounds")
-    scope = ("stock containerd 1.6 + runc/crun, a busybox pod from images built offline, not k3s and not the "
+    ev = _evidence(gv, "furthest", "failed_stage", "signature", "workarounds", "containerd", "runtime_version")
+    scope = (f"stock {_what_ran(gv)}, a busybox pod from images built offline, not k3s and not the "
              "research's patched binaries")
     if ran:
         envs = sorted({r["env"] for r in ran})
@@ -81,13 +90,14 @@ def judge_c1(rows: Sequence[Row]) -> Verdict:
     gv = _kit_default(rows)
     if not gv:
         return not_testable(CLAIM_C1, "no gVisor pod attempt ran (needs root and runsc)")
-    ev = _evidence(gv, "passed", "failed_stage", "signature")
+    ev = _evidence(gv, "passed", "failed_stage", "signature", "containerd", "runtime_version")
     full = [r for r in gv if all(s in r["passed"] for s in FULL)]
     blocked = [r for r in gv if "running" not in r["passed"]]
     others = f"; blocked: {'; '.join(_summary(r) for r in blocked)}" if blocked else ""
     if full:
         return judged(CLAIM_C1, "reproduced", ev,
-                      f"pods run in {', '.join(sorted({r['env'] for r in full}))}: {', '.join(key(r) for r in full)} "
+                      f"pods run in {', '.join(sorted({r['env'] for r in full}))} ({_what_ran(full)}): "
+                      f"{', '.join(key(r) for r in full)} "
                       f"pass sandbox, running, CRI logs, ExecSync and pod-to-pod HTTP — with the kit's workarounds; "
                       f"'blocked' holds only where listed{others}", _envs(full))
     if len(blocked) == len(gv):
@@ -109,7 +119,7 @@ def judge_shared_pid(rows: Sequence[Row]) -> Verdict:
         return not_testable(CLAIM_SHARED_PID, "needs gvisor-2024 rows with and without shareProcessNamespace "
                                               "run without the pid-node workaround")
     s, o = shared[0], own[0]
-    ev = _evidence([s, o], "passed", "failed_stage", "signature")
+    ev = _evidence([s, o], "passed", "failed_stage", "signature", "runtime_version")
     at = ["gvisor-2024"]  # the claim is about runsc 2024
     if "running" in s["passed"]:
         return judged(CLAIM_SHARED_PID, "refuted", ev, f"the shared-PID pod ran: {_summary(s)}", at)
@@ -120,7 +130,8 @@ def judge_shared_pid(rows: Sequence[Row]) -> Verdict:
         extra = (f"; ExecSync into the own-PID container also fails ({o['signature']}): setns(CLONE_NEWPID) is refused "
                  "even into the caller's own PID namespace" if o.get("failed_stage") == "exec" else "")
         return judged(CLAIM_SHARED_PID, "reproduced", ev,
-                      f"{_summary(s)} (runc nsexec: setns into the pid namespace = EINVAL); the own-PID pod runs "
+                      f"{_summary(s)} ({version_text(s, str(s['runtime']))} nsexec: setns into the pid namespace "
+                      "= EINVAL); the own-PID pod runs "
                       f"and its CRI log is read back{extra}", at)
     return judged(CLAIM_SHARED_PID, "inconclusive", ev,
                   f"the shared-PID pod failed, but not with the setns signature: {_summary(s)}", at)

@@ -13,6 +13,8 @@ from typing import Any
 
 from ..experiments._record import Verdict
 from ._core import judged
+from ._core import version_text as _ver
+from ._core import versions_text as _vers
 
 Rows = Sequence[Mapping[str, Any]]
 
@@ -43,23 +45,6 @@ def _combine(claim: str, per: dict[str, tuple[str, str]], evidence: Mapping[str,
     if status == "inconclusive" and len(per) > 1 and len({s for s, _ in per.values()}) > 1:
         reason = "the builds disagree — " + reason
     return judged(claim, status, evidence, reason, environments=sorted(per))
-
-
-def _ver(r: Mapping[str, Any] | None, prog: str) -> str:
-    """``runc 1.1.5+ds1``: the version of ``prog`` the row recorded (read inside the runner); a row that
-    has none says so instead of naming one."""
-    r = r or {}
-    if prog == "containerd":
-        v = r.get("containerd")
-    else:
-        v = r.get("runtime_version") if r.get("runtime") == prog else r.get(prog)
-    return f"{prog} {v}" if v else f"{prog} (version not recorded)"
-
-
-def _vers(rows: Sequence[Mapping[str, Any]], prog: str) -> str:
-    """The versions of ``prog`` a set of rows recorded, each once (``containerd 1.6.20~ds1``)."""
-    named = sorted({_ver(r, prog) for r in rows}, key=lambda t: ("not recorded" in t, t))  # recorded ones first
-    return " / ".join(named) or _ver(None, prog)
 
 
 def _fail_text(r: Mapping[str, Any]) -> str:

@@ -250,3 +250,29 @@ def test_local_workers_2_give_the_same_results_as_workers_1(kit_env, tmp_path):
     assert [r["id"] for r in results[1]] == ["10-env-label=a", "10-env-label=b"]
     assert [r["records"]["label"] for r in results[1]] == ["a", "b"]
     assert list(dirs["state"].iterdir()) == []
+
+
+def test_worker_refuses_a_malformed_address_at_once_and_names_an_unreachable_one(kit_env):
+    """A malformed address is a usage error before anything is prepared; an address nobody listens at is
+    announced on stderr (what it waits for, how long), then one error/fix pair when the wait ends."""
+    env, dirs = kit_env
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "k3snb", "worker", "bogus"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)  # no readiness JSON: nothing was done
+    assert "error: malformed scheduler address 'bogus'" in r.stderr and "fix: pass k3snb worker tcp://" in r.stderr
+    assert time.monotonic() - t0 < 30
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "k3snb", "worker", address, "--timeout", "2"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 2, r.stderr
+    assert "root" in json.loads(r.stdout)  # readiness comes first, as for a worker that will serve
+    lines = r.stderr.splitlines()
+    assert f"waiting up to 2 s for the Dask scheduler at {address}" in lines[0], lines
+    assert f"error: no Dask scheduler at {address} after waiting 2 s" in r.stderr
+    assert "fix:" in r.stderr and "--timeout S" in r.stderr.split("fix:")[1]
+    assert 2 <= took < 30
+    assert list(dirs["state"].iterdir()) == [] and list(dirs["tmp"].iterdir()) == []  # no scratch dir made

@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("--nthreads", type=int, default=1, metavar="N",
                    help="cells this worker runs side by side (default 1)")
     w.add_argument("--check", action="store_true", help="only prepare and print readiness; serve nothing")
+    add_timeout(w, default=60.0, help="seconds to wait for the scheduler to listen before giving up")
     w.set_defaults(func=_worker)
 
 
@@ -128,7 +129,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise UsageError("no scheduler given", hint="pass k3snb worker tcp://HOST:PORT (or --check)")
     if args.nthreads < 1:
         raise UsageError(f"--nthreads must be at least 1, got {args.nthreads}", hint="pass --nthreads 1")
-    return worker_main(args.scheduler, args.nthreads, args.check)
+    return worker_main(args.scheduler, args.nthreads, args.check, wait=args.timeout)
 
 
 def _list(args: argparse.Namespace) -> int:

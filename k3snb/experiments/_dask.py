@@ -28,6 +28,14 @@ STOP_POLL = 0.5
 _KEEP = (".ipynb", ".json", ".txt", ".csv", ".html", ".log", ".png", ".svg", ".arrow")  # what comes home
 
 
+def parse_scheduler(address: str, *, how: str = "pass --scheduler tcp://HOST:PORT") -> tuple[str, int]:
+    """``tcp://HOST:PORT`` → ``(host, port)``; raises UsageError (hint ``how``) for anything else."""
+    m = re.fullmatch(r"tcp://([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})", address or "")
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise UsageError(f"malformed scheduler address {address!r}: expected tcp://HOST:PORT", hint=how)
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
 def check_scheduler(address: str) -> tuple[str, int]:
     """Validate ``tcp://HOST:PORT`` and that something listens there.
 
@@ -35,15 +43,12 @@ def check_scheduler(address: str) -> tuple[str, int]:
         UsageError: malformed address or nothing listening (before anything is created).
         MissingDependency: the ``distributed`` package is not installed.
     """
-    m = re.fullmatch(r"tcp://([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})", address or "")
-    if not m:
-        raise UsageError(f"malformed scheduler address {address!r}", hint="pass --scheduler tcp://HOST:PORT")
+    host, port = parse_scheduler(address)
     try:
         import distributed  # noqa: F401
     except ImportError:
         raise MissingDependency("--scheduler needs the `distributed` package",
                                 hint="pip install distributed (it is a k3snb dependency)") from None
-    host, port = m.group(1).strip("[]"), int(m.group(2))
     try:
         socket.create_connection((host, port), timeout=5).close()
     except OSError as e:
@@ -260,28 +265,45 @@ def _bring_home(res: dict[str, Any], c: Cell, ctx) -> dict[str, Any]:
     return row
 
 
-def worker_main(scheduler: str, nthreads: int, check_only: bool) -> int:
-    """``k3snb worker``: prepare this machine (kernelspec), report readiness, then serve the scheduler."""
+WORKER_WAIT = 60.0  # seconds a worker waits for its scheduler by default (it may come up first)
+
+
+def worker_main(scheduler: str | None, nthreads: int, check_only: bool, wait: float = WORKER_WAIT) -> int:
+    """``k3snb worker``: prepare this machine (kernelspec), report readiness, then serve the scheduler.
+
+    Raises:
+        UsageError: malformed address (before anything else), or nothing listens there after ``wait`` s.
+    """
     import json
 
     from ._kernel import ensure_kernel
 
+    if not check_only:
+        parse_scheduler(scheduler or "", how="pass k3snb worker tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
     ensure_kernel()
     facts = readiness()
-    print(json.dumps(facts, indent=1, default=str))
+    print(json.dumps(facts, indent=1, default=str), flush=True)
     if not facts["root"]:
         print("warning: not root: gVisor cells will be skipped on this worker", file=sys.stderr)
     if check_only:
         return 0
-    deadline = time.monotonic() + 60  # a worker may come up before its scheduler
-    while True:
-        try:
-            check_scheduler(scheduler)
-            break
-        except UsageError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    deadline = time.monotonic() + wait
+    try:
+        check_scheduler(scheduler)
+    except UsageError:  # say what it waits for, so a silent minute is not mistaken for a hang
+        print(f"waiting up to {wait:g} s for the Dask scheduler at {scheduler} (--timeout S to change)",
+              file=sys.stderr, flush=True)
+        while True:
+            if time.monotonic() >= deadline:
+                raise UsageError(f"no Dask scheduler at {scheduler} after waiting {wait:g} s",
+                                 hint="start it first (`dask scheduler`), check HOST:PORT and the firewall, "
+                                      "or wait longer with --timeout S") from None
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            try:
+                check_scheduler(scheduler)
+                break
+            except UsageError:
+                continue
     import asyncio
 
     from distributed import Worker

@@ -365,6 +365,7 @@ BAD = {
     "malformed -p": (["01", "-p", "foo"], "malformed parameter 'foo'"),
     "unknown parameter": (["01", "-p", "nosuch=1"], "unknown parameter 'nosuch'"),
     "unknown scoped parameter": (["01", "02", "-p", "02:label=x"], "unknown parameter 'label' for 02-broken"),
+    "parameter no selected notebook has": (["01", "03", "-p", "timeout=60"], "unknown parameter 'timeout'"),
     "explicit runsc missing": (["05", "--runsc", "/nonexistent/runsc"], "runsc path '/nonexistent/runsc' does not exist"),
     "bad runsc build": (["01", "--runsc", "1999"], "unknown runsc version '1999'"),
     "out under a file": (["01", "--out", "{tmp}/afile/run"], "afile does not exist"),
@@ -374,6 +375,20 @@ BAD = {
     "negative timeout": (["01", "--timeout", "-5"], "must be a positive number"),
     "missing registry": (["01", "--registry", "{tmp}/none.yaml"], "cannot read experiment registry"),
 }
+
+
+def test_a_parameter_some_notebooks_lack_is_named_on_stderr(sandbox_env, open_dir):
+    """-p n=2 reaches 01 (declares n); 03 has no `n`: the run goes on and stderr says 03 ignores it."""
+    env, _ = sandbox_env
+    out = open_dir / "run"
+    r = kit(env, "run", "--registry", str(REG), "01", "03", "-p", "n=2", "-p", "03:seconds=0", "--out", str(out),
+            "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note: -p n ")]
+    assert notes == ["note: -p n is ignored by 03-sleeps: no such parameter there "
+                     "(use -p ID:n=... to aim it at one experiment)"], r.stderr
+    assert json.loads((out / "01-ok" / "results.json").read_text())["records"]["squares"] == [0, 1]
+    assert "n" not in nbformat.read(out / "03-sleeps" / "sleeps.ipynb", as_version=4).metadata.papermill.parameters
 
 
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
@@ -678,21 +693,37 @@ def test_experiments_command_shows_parameters_with_types(sandbox_env):
 @pytest.mark.root
 @pytest.mark.runsc2024
 def test_runner_spec_reaches_the_notebook_and_results_record_what_ran(sandbox_env, open_dir):
-    """Issue 9: --runner gvisor:2024:ptrace starts that sandbox; results.json names runner, runsc version, platform."""
+    """Issue 9: --runner gvisor:2024:ptrace starts that sandbox; results.json names runner, runsc version, platform.
+
+    The notebook starts a host runner first (a context probe, as notebook 00 does): ``runner_used`` is still the
+    cell's gVisor runner, all of its facts from that one runner, and the row carries the local machine columns."""
     env, dirs = sandbox_env
     out = open_dir / "run"
     r = kit(env, "run", "--registry", str(REG), "10", "--runner", "gvisor:2024:ptrace", "-p", "sandbox=True",
-            "-p", "seconds=0", "--out", str(out), "--no-progress")
+            "-p", "host_first=True", "-p", "seconds=0", "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "10-env" / "results.json").read_text())
     assert res["records"]["runner"] == "gvisor:2024:ptrace" and res["records"]["uname"] == "4.4.0"
+    assert res["records"]["host_uname"] == os.uname().release
+    host, sandbox = res["runners_used"]  # in the order the notebook started them
+    assert host["kind"] == "host" and "runsc_version" not in host
+    assert sandbox["kind"] == "gvisor" and sandbox["platform"] == "ptrace"  # the started sandbox said so
     used = res["runner_used"]
-    assert used["kind"] == "gvisor" and "20240729" in used["runsc_version"] and used["platform"] == "ptrace"
-    assert used["source"] == "runner" and res["runners_used"][0]["platform"] == "ptrace"  # the started sandbox said so
+    assert used == {**sandbox, "source": "runner", "spec": "gvisor:2024:ptrace"}  # one runner, not host + spec mixed
+    assert used["label"] == "gvisor-2024" and "20240729" in used["runsc_version"]
     assert not (out / "10-env" / ".runners.jsonl").exists()
     (row,) = json.loads((out / "summary.json").read_text())["rows"]
     assert row["runner"] == "gvisor:2024:ptrace" and "20240729" in row["runsc_version"]
     assert row["platform_used"] == "ptrace"
+    # the same columns a Dask row has (_dask._bring_home), filled with this machine's facts
+    from k3snb.experiments._record import environment_facts
+
+    here = environment_facts()
+    assert row["host"] == here["hostname"] and row["host_kernel"] == os.uname().release
+    assert row["runsc_builds"] == ", ".join(f"{k}={v}" for k, v in here["runsc"].items())
+    assert "2024=0.0~20240729" in row["runsc_builds"] and row["worker"] == "local"
+    header = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"host", "host_kernel", "runsc_builds", "worker", "runsc_version", "platform_used"} <= set(header)
 
 
 @pytest.mark.slow

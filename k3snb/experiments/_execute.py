@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -141,7 +142,7 @@ def run_experiments(
     record = _state.Record(kind="run", id=run_id, paths=[str(kit), str(run_dir / ".k3snb-reserve")],
                            note=str(run_dir)).save()
     summary = RunSummary(run_dir)
-    summary.rows = [_row(c, "skipped", c.skip or NOT_RUN, None, run_dir) for c in cells]
+    summary.rows = [_row(c, "skipped", c.skip or NOT_RUN, None, run_dir, here=scheduler is None) for c in cells]
     failure: RunStorageError | None = None
     from ._record import environment_facts
 
@@ -259,7 +260,7 @@ def _run_local(cells: list[Cell], ctx: RunContext, summary: RunSummary, workers:
                     row = execute_cell(c, ctx)
                 except KeyboardInterrupt:
                     # written once by run_experiments' cleanup
-                    _set_row(summary, ctx, _row(c, "failed", "interrupted", time.monotonic() - t0, ctx.run_dir),
+                    _set_row(summary, ctx, _row(c, "failed", "interrupted", time.monotonic() - t0, ctx.run_dir, here=True),
                              write=False)
                     raise
                 _set_row(summary, ctx, row)
@@ -290,7 +291,7 @@ def _run_local(cells: list[Cell], ctx: RunContext, summary: RunSummary, workers:
                 with contextlib.suppress(BaseException):
                     f.result(timeout=60)
                 _set_row(summary, ctx, _row(c, "failed", "interrupted", time.monotonic() - started[c.name],
-                                            ctx.run_dir), write=False)
+                                            ctx.run_dir, here=True), write=False)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -398,7 +399,7 @@ def execute_cell(c: Cell, ctx: RunContext) -> dict[str, Any]:
     _note_runner_used(d / "results.json", c)
     if status == "passed" and ctx.in_place:
         shutil.copyfile(d / c.exp.notebook, c.exp.path)
-    return _row(c, status, reason, time.monotonic() - t0, ctx.run_dir)
+    return _row(c, status, reason, time.monotonic() - t0, ctx.run_dir, here=True)
 
 
 def runner_facts(spec: str | None) -> dict[str, Any]:
@@ -421,9 +422,23 @@ def runner_facts(spec: str | None) -> dict[str, Any]:
     return facts
 
 
+def _matches(entry: dict[str, Any], facts: dict[str, Any], platform: str | None) -> bool:
+    """Whether a started runner's ``info()`` is the runner the cell's spec resolves to (``facts``)."""
+    if entry.get("kind") != facts.get("kind"):
+        return False
+    if facts.get("runsc") and entry.get("runsc"):
+        with contextlib.suppress(OSError):
+            if Path(entry["runsc"]).resolve() != Path(facts["runsc"]).resolve():
+                return False
+    elif facts.get("runsc_version") and entry.get("runsc_version") != facts["runsc_version"]:
+        return False
+    return not platform or entry.get("platform") in (None, platform)  # only a platform the spec names must match
+
+
 def _note_runner_used(results: Path, c: Cell) -> None:
     """results.json gets ``runners_used`` (every runner the notebook started, from ``$K3SNB_RUNNERS_LOG``) and
-    ``runner_used``: the first of them, else the cell's spec as resolved here (``source: spec``)."""
+    ``runner_used``: the started runner that is the cell's spec (``source: runner``), else the spec as resolved
+    here (``source: spec``); never facts of two runners mixed (a host probe started first is not the cell's runner)."""
     log = results.parent / RUNNERS_LOG
     with contextlib.suppress(OSError, ValueError):
         doc = json.loads(results.read_text())
@@ -432,19 +447,50 @@ def _note_runner_used(results: Path, c: Cell) -> None:
             for line in log.read_text().splitlines():
                 with contextlib.suppress(ValueError):
                     entry = json.loads(line)
-                    if entry not in started:
+                    if isinstance(entry, dict) and entry not in started:
                         started.append(entry)
         if started:
             doc["runners_used"] = started
-        used = (doc.get("runners_used") or [None])[0]
-        doc["runner_used"] = {**runner_facts(c.runner), **(used or {}),
-                              "source": "runner" if used else "spec"} if (used or c.runner) else None
+        runners = [e for e in doc.get("runners_used") or [] if isinstance(e, dict)]
+        used: dict[str, Any] | None = None
+        if c.runner:
+            facts = runner_facts(c.runner)
+            platform = parse_spec(c.runner)[2]
+            match = next((e for e in runners if _matches(e, facts, platform)), None)
+            used = {**match, "source": "runner"} if match else {**facts, "source": "spec"}
+            used["spec"] = c.runner
+        elif runners:  # no spec injected: the notebook chose; its first runner is the one it ran in
+            used = {**runners[0], "source": "runner"}
+        doc["runner_used"] = used
         write_atomic(results, json.dumps(doc, indent=1, default=str))
     with contextlib.suppress(OSError):
         log.unlink()
 
 
-def _row(c: Cell, status: str, reason: str | None, duration: float | None, run_dir: Path) -> dict[str, Any]:
+MACHINE_COLUMNS = ("host", "host_kernel", "runsc_builds", "worker")  # every row has them, local or Dask
+
+
+@functools.cache
+def _this_machine() -> dict[str, Any]:
+    from ._record import environment_facts
+
+    return environment_facts()
+
+
+def _machine_columns(env: Mapping[str, Any] | None) -> dict[str, str]:
+    """Where a cell ran, in the columns every summary row has (a Dask row gets its worker's facts instead):
+    ``host``, ``host_kernel``, ``runsc_builds`` from the notebook's recorded environment, else this machine's."""
+    env = env if isinstance(env, Mapping) and env.get("hostname") else _this_machine()
+    builds = env.get("runsc")
+    return {"host": str(env.get("hostname") or ""), "host_kernel": str(env.get("kernel") or ""),
+            "runsc_builds": ", ".join(f"{k}={v}" for k, v in builds.items()) if isinstance(builds, dict)
+            else str(builds or ""), "worker": "local"}
+
+
+def _row(c: Cell, status: str, reason: str | None, duration: float | None, run_dir: Path,
+         here: bool = False) -> dict[str, Any]:
+    """A summary row; ``here``: the cell ran (or was skipped) on this machine, so its machine columns are
+    filled here (a Dask row gets its worker's facts in ``_bring_home``; one never brought home keeps them empty)."""
     d = run_dir / c.name
     row: dict[str, Any] = {
         "id": c.name, "experiment": c.exp.id, "runner": c.runner, **{k: v for k, v in c.axes.items() if k != "runner"},
@@ -452,6 +498,8 @@ def _row(c: Cell, status: str, reason: str | None, duration: float | None, run_d
         "duration_s": None if duration is None else round(duration, 1),
         **dict.fromkeys(VERDICTS, 0),
         "notebook": "", "results": "", "log": "",
+        "runsc_version": "", "platform_used": "",
+        **(_machine_columns(None) if here else dict.fromkeys(MACHINE_COLUMNS, "")),
     }
     if status == "skipped":
         return row
@@ -464,9 +512,8 @@ def _row(c: Cell, status: str, reason: str | None, duration: float | None, run_d
             if v.get("status") in VERDICTS:
                 row[v["status"]] += 1
         used = doc.get("runner_used") or {}
-        env = doc.get("environment") or {}
         row.update({"runsc_version": used.get("runsc_version", ""), "platform_used": used.get("platform", ""),
-                    "host": env.get("hostname", "")})
+                    **(_machine_columns(doc.get("environment")) if here else {})})
     if status == "passed" and not any(row[v] for v in VERDICTS):
         row["reason"] = "no verdict recorded"
     return row

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,10 @@ def plan(
                 )
             for e in takers:
                 scoped[e.id][key] = check_value(e.id, declared[e.id][key], value)
+            deaf = [e.id for e in selected if e not in takers]
+            if deaf:  # honoured by some: say who ignores it rather than dropping it silently
+                print(f"note: -p {key} is ignored by {', '.join(deaf)}: no such parameter there "
+                      f"(use -p ID:{key}=... to aim it at one experiment)", file=sys.stderr, flush=True)
             if key in param_axes:
                 raise InvalidParameter(f"{key!r} is both a -p parameter and a matrix axis", hint="give it once")
 

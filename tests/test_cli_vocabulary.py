@@ -197,3 +197,34 @@ def test_experiments_listing_never_cuts_a_claim_id():
         assert any(ln.lstrip().startswith(e.id) for ln in lines), e.id
         for claim in e.claims:  # wrapped between ids, each id whole on one line
             assert any(claim in ln for ln in lines), (e.id, claim, r.stdout)
+
+
+def test_pod_and_runtime_run_check_runner_and_runsc_like_every_other_command(tmp_path):
+    """`pod run` (also with --keep) and `runtime run` refuse a bad runsc build, a --runsc the runner would
+    ignore and a contradicting pair as one usage error, before any runner, record or pod exists."""
+    import os
+
+    from k3snb import InvalidParameter, Pod
+
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec:\n  containers:\n"
+                        "  - {name: c, image: busybox, command: [\"true\"]}\n")
+    dirs = {n: tmp_path / n for n in ("state", "tmp")}
+    for d in dirs.values():
+        d.mkdir()
+    env = {**os.environ, "K3SNB_STATE": str(dirs["state"]), "K3SNB_TMP": str(dirs["tmp"])}
+    commands = {"pod run": lambda o: ["pod", "run", *o, str(manifest)],
+                "pod run --keep": lambda o: ["pod", "run", "--keep", *o, str(manifest)],
+                "runtime run": lambda o: ["runtime", "run", *o, "busybox", "--", "true"]}
+    cases = [(["--runner", "gvisor", "--runsc", "2099"], "unknown runsc version '2099'"),
+             (["--runsc", "2024"], "--runsc: the host runner ignores it"),
+             (["--runner", "gvisor:2022", "--runsc", "2024"], "says runsc='2022' but the option says runsc='2024'")]
+    for name, argv in commands.items():
+        for opts, needle in cases:
+            r = subprocess.run([sys.executable, "-m", "k3snb", *argv(opts)], capture_output=True, text=True,
+                               timeout=120, env=env, stdin=subprocess.DEVNULL)
+            assert "runner failed" not in r.stderr, (name, r.stderr)
+            one_error(r, 2, needle)
+    assert [p for d in dirs.values() for p in d.iterdir()] == []
+    with pytest.raises(InvalidParameter, match="unknown runsc version '2099'"):  # the API: at once, not at start
+        Pod(str(manifest), runner="gvisor", runsc="2099")

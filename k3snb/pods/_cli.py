@@ -62,11 +62,11 @@ def _fail(e) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..runners import parse_spec
+    from ..runners import check_spec
     from . import Pod, PodError
     from ._manifest import parse_manifest
 
-    parse_spec(args.runner)  # bad spec: exit 2 before anything starts
+    check_spec(args.runner, runsc=args.runsc)  # bad spec or runsc build: exit 2 before anything starts
     spec = parse_manifest(args.manifest)  # bad input: exit 2 before anything starts
     if args.keep:
         from ._keeper import launch

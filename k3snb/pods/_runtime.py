@@ -282,11 +282,11 @@ class PodRuntime(Rich):
         if cni not in CNI_MODES:
             raise InvalidParameter(f"unknown cni {cni!r}; valid: {', '.join(CNI_MODES)}",
                                    hint="pass cni='bridge' (Debian plugins) or cni='fake' (the kit's plugin)")
-        from ..runners import parse_spec
+        from ..runners import resolve
         from ..runners.base import Runner
 
         if not isinstance(runner, Runner):
-            parse_spec(runner)  # a bad spec is a usage error now, before anything starts
+            resolve(runner, runsc=runsc)  # a bad spec or runsc build is a usage error now, before anything starts
         from ..cni.conflist import check_subnet
 
         self.subnet = check_subnet(subnet)

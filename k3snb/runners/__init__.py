@@ -152,6 +152,24 @@ def ignored_by(spec: str | os.PathLike | None, **options: Any) -> list[str]:
                   if k in REGISTRY[name].IGNORES and v not in (None, False, (), [], {}, ""))
 
 
+def check_spec(spec: str | os.PathLike | None, **options: Any) -> None:
+    """Validate a runner spec and its options as a CLI takes them (``--runner``, ``--runsc`` ...), without
+    starting anything: an option the runner would ignore is refused, then the runner is built, so an
+    unknown runsc build or a missing binary fails here, as a usage error, before any work starts.
+
+    Raises:
+        InvalidParameter: bad spec, an option the runner ignores, or a bad option value.
+    """
+    ignored = ignored_by(spec, **options)
+    if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        takers = sorted(n for n, c in REGISTRY.items() if not set(ignored) & set(c.IGNORES))
+        raise InvalidParameter(f"{flags}: the {parse_spec(spec)[0]} runner ignores it (--runner {spec})",
+                               hint=f"use a runner that takes it (--runner {' or '.join(takers) or '?'}), "
+                                    f"or drop {flags}")
+    resolve(spec, **options)
+
+
 def spec_label(spec: str | os.PathLike | Runner | None, **options: Any) -> str:
     """The label a runner built from this spec would carry (``host``, ``gvisor-2024``), without
     building it (no root or runsc needed)."""
@@ -162,5 +180,5 @@ def spec_label(spec: str | os.PathLike | Runner | None, **options: Any) -> str:
     return REGISTRY[name].spec_label(opts)
 
 
-__all__ = ["REGISTRY", "Capabilities", "GVisor", "Host", "RunResult", "Runner", "expand_spec", "format_spec", "get_runner", "ignored_by", "parse_spec", "requirements",
+__all__ = ["REGISTRY", "Capabilities", "GVisor", "Host", "RunResult", "Runner", "check_spec", "expand_spec", "format_spec", "get_runner", "ignored_by", "parse_spec", "requirements",
            "register_runner", "resolve", "spec_label"]

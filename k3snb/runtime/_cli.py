@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     r = sub.add_parser(
         "run", help="run IMAGE's CMD and report the stages reached",
         description="Run one container and print its stdout/stderr; exit with its status. When a stage "
-                    "fails: exit 1 with 'error: <stage> failed: <message>' and 'signature: <id>'. Everything "
+                    "fails: exit 1 with 'error: <stage> failed: <message>' and 'signature: <id>'; past --timeout: "
+                    "exit 1 with 'error: <stage it was in> timed out after N s: …'. Everything "
                     "started is removed afterwards, also on Ctrl-C.")
     add_runner(r, default="host", help="where it runs: host or gvisor (or gvisor:BUILD) (default host)")
     add_runsc(r)
@@ -43,13 +44,14 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..runners import resolve
+    from ..runners import check_spec, resolve
     from .run import run_container, validate
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     # every input is checked before a sandbox starts: bad input is exit 2 with nothing to clean up
+    check_spec(args.runner, runsc=args.runsc)  # also refuses --runsc for a runner that would ignore it
     validate(args.runtime, args.via, args.snapshotter if args.via == "containerd" else None, args.image)
     runner = resolve(args.runner, runsc=args.runsc)
     with runner:
@@ -60,6 +62,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(a.stdout)
         sys.stderr.write(a.stderr)
+    if a.timed_out:  # not a runtime failure: the stage it was in and the limit it hit
+        print(f"error: {a.failed_stage} {a.error}", file=sys.stderr)
+        print(f"fix: pass a larger --timeout (was {args.timeout:g} s) or a command that ends", file=sys.stderr)
+        return 1
     if not a.ok:
         print(f"error: {a.failed_stage} failed: {a.error}", file=sys.stderr)
         if a.signature:

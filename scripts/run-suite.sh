@@ -6,23 +6,37 @@
 #   bash scripts/run-suite.sh            # all experiments -> runs/<UTC timestamp>/
 #   bash scripts/run-suite.sh 00 05      # just these
 #
-# The last line printed is the path of the run's findings report (report.html).
+# The last line printed is the path of the run's findings report (report.html), also after Ctrl-C.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-set +e
-.venv/bin/k3snb run "$@" | tee "$log"
-rc=${PIPESTATUS[0]}
-set -e
-case $rc in
-  0) echo "run-suite: all experiments passed or were skipped with a reason (see the summary above)" ;;
-  1) echo "run-suite: some experiments failed; their notebooks and logs are in the run folder above" ;;
-esac
-# the findings report (claims x environments, plots, executed notebooks) is the run's last word
-run_dir=$(sed -n 's/^results: //p' "$log" | tail -n 1)
-if [ -n "$run_dir" ] && [ -f "$run_dir/report.html" ]; then
-  echo "report: $run_dir/report.html"
+
+# `k3snb run ARGS`, shown and kept, then the closing lines. tee ignores SIGINT: Ctrl-C reaches the
+# whole process group, and the kit still prints the partial summary and results: after it, which a
+# tee killed by the same Ctrl-C would drop (and the report: line below would never be found).
+run_and_report() {
+  local log rc run_dir
+  log=$(mktemp)
+  set +e
+  .venv/bin/k3snb run "$@" | (trap '' INT; exec tee "$log")
+  rc=${PIPESTATUS[0]}
+  set -e
+  case $rc in
+    0) echo "run-suite: all experiments passed or were skipped with a reason (see the summary above)" ;;
+    1) echo "run-suite: some experiments failed; their notebooks and logs are in the run folder above" ;;
+    130) echo "run-suite: interrupted; the summary above covers the experiments that ran" ;;
+  esac
+  # the findings report (claims x environments, plots, executed notebooks) is the run's last word
+  run_dir=$(sed -n 's/^results: //p' "$log" | tail -n 1)
+  rm -f "$log"
+  if [ -n "$run_dir" ] && [ -f "$run_dir/report.html" ]; then
+    echo "report: $run_dir/report.html"
+  fi
+  return "$rc"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then  # run, not sourced (tests source it to call run_and_report)
+  cd "$(dirname "$0")/.."
+  bash scripts/setup.sh
+  rc=0
+  run_and_report "$@" || rc=$?
+  exit "$rc"
 fi
-exit $rc

@@ -103,7 +103,9 @@ def _run(args: argparse.Namespace) -> int:
             timeout=args.timeout, registry=args.registry, in_place=args.in_place,
             progress=not args.no_progress,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if getattr(e, "summary", None) is not None:  # the partial summary: cells done, interrupted, not run
+            _show(e.summary, args.json)
         print("interrupted: kernels and sandboxes of this run were stopped", file=sys.stderr)
         raise
     except RunStorageError as e:
@@ -111,14 +113,19 @@ def _run(args: argparse.Namespace) -> int:
         if summary is not None:
             print(summary.table())
         raise
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=1, default=str))
-    else:
-        print(summary.table())
-        print(f"results: {summary.run_dir}")
-        if summary.report_path.is_file():
-            print(f"report: {summary.report_path}")  # the findings page: claims x environments, plots, notebooks
+    _show(summary, args.json)
     return summary.exit_code
+
+
+def _show(summary, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=1, default=str), flush=True)
+        return
+    print(summary.table())
+    print(f"results: {summary.run_dir}")
+    if summary.report_path.is_file():
+        print(f"report: {summary.report_path}")  # the findings page: claims x environments, plots, notebooks
+    sys.stdout.flush()
 
 
 def _worker(args: argparse.Namespace) -> int:

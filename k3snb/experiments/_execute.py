@@ -182,6 +182,7 @@ def run_experiments(
     except KeyboardInterrupt as e:
         summary.interrupted = True
         hurry = isinstance(e, _Interrupted)
+        e.summary = summary  # the CLI still shows the partial summary and where the run's files are
         raise
     finally:
         # a second Ctrl-C must not cut the cleanup short

@@ -157,7 +157,15 @@ def test_report_markdown(runs):
     out = RUN_ROOT / "write-up.md"
     rep = k3snb.make_report(runs[0], out)
     text = out.read_text()
-    assert "<script>" not in text and "&lt;script&gt;" in text
+    # markdown, not HTML: plain where nothing needs escaping, backslash escapes where something does
+    assert "rootfs 9p -> ext4" in text and "&lt;" not in text and "&gt;" not in text, text
+    assert "\\<script>window.\\_\\_k3snb_xss=1\\</script>" in text
+    assert f"| kit version | {k3snb.__version__} |" in text  # a number at a cell's start stays as it is
+    # rendered by a markdown renderer, every run string is text again: no tag, emphasis or code of its own
+    tags, rendered = render_md(text)
+    assert not {"script", "b"} & set(tags), tags
+    assert "E1130 kubelet: <script>window.__k3snb_xss=1</script> & \"q\"" in rendered
+    assert "not-testable: " + R3_REASON in rendered
     assert len(rep.claims) == len(expected_matrix(runs[0]))
     for claim in rep.claims:
         assert claim.split(":")[0] in text
@@ -165,6 +173,46 @@ def test_report_markdown(runs):
     assert pngs and all(f"write-up_files/{p.name}" in text for p in pngs)
     for link in (line.split("](")[1].rstrip(")") for line in text.splitlines() if "[executed notebook](" in line):
         assert (RUN_ROOT / link).is_file()
+
+
+R3_REASON = "# no k3s | rootfs 9p -> ext4, *as is*, `mount`, net_raw, a < b & c &amp; <b>x</b>"  # the fixture's
+
+
+def render_md(text: str) -> tuple[list[str], str]:
+    """Markdown -> (HTML start tags, text), rendered by mistune (nbconvert's markdown renderer) with GFM tables."""
+    from html.parser import HTMLParser
+
+    import mistune
+
+    class Collect(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: list[str] = []
+            self.text: list[str] = []
+
+        def handle_starttag(self, tag, attrs) -> None:
+            self.tags.append(tag)
+
+        def handle_data(self, data) -> None:
+            self.text.append(data)
+
+    c = Collect()
+    c.feed(mistune.create_markdown(plugins=["table", "strikethrough"])(text))
+    return c.tags, "".join(c.text).strip()
+
+
+@pytest.mark.parametrize("where", ["| a |\n|---|\n| {} |", "> {}", "- **R1** {}", "{}", "### {}"])
+def test_markdown_escaping_reads_back_as_the_same_text(where):
+    from k3snb.report._report import _md
+
+    texts = [R3_REASON, "__init__ _x_ ~~gone~~ runsc 0.0~20240729.0", "[l](http://x) <http://y> \\<b> back\\slash",
+             "12. x", "3) y", "- y", "> q", "+ z", "= w", "<!-- c -->", "a  |\n b", "**b**", "&#60;", "x\\"]
+    for t in texts:
+        tags, text = render_md(where.format(_md(t, line_start=where.startswith(("{", ">")))))
+        assert text.endswith(" ".join(t.split())), (t, _md(t), text)
+        assert set(tags) <= {"table", "thead", "tbody", "tr", "th", "td", "blockquote", "p", "ul", "li", "strong",
+                             "h3"}, (t, _md(t), tags)
+    assert _md("rootfs 9p -> ext4 net_raw 0.0~20240729.0") == "rootfs 9p -> ext4 net_raw 0.0~20240729.0"
 
 
 def k3snb_cli(*args: str) -> subprocess.CompletedProcess:
@@ -192,6 +240,10 @@ def test_runs_and_compare(runs, browser):
     assert errors(browser) == []
     assert "flipped" in browser.execute_script("return document.querySelector('table.changes').textContent")
 
+    for missing, what in ((a.parent / "no-such-folder", "does not exist"), (a / "summary.json", "is not a folder")):
+        bad = k3snb_cli("runs", str(missing))  # a typo is not "no runs"
+        assert bad.returncode == 2 and f"error: runs folder {missing} {what}" in bad.stderr, bad.stderr
+        assert "fix:" in bad.stderr and bad.stdout == ""
     bad = k3snb_cli("report", str(a.parent / "no-such-run"))
     assert bad.returncode == 2 and "error:" in bad.stderr and "fix:" in bad.stderr
     bad = k3snb_cli("report", str(a), "--out", str(RUN_ROOT / "x.txt"))

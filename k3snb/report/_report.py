@@ -558,10 +558,31 @@ def _value_html(value: Any, rows: int = 20) -> str:
 # -- markdown ------------------------------------------------------------------------------------------
 
 
-def _md(v: Any) -> str:
-    """Escape for a markdown table cell: HTML special characters, pipes, newlines, backticks."""
-    s = html.escape(str(v), quote=False).replace("|", "\\|").replace("`", "\\`")
-    return " ".join(s.split())
+_MD_PUNCT = re.compile(r"[\\`*\[\]|]")  # code, emphasis, links, table cells: always literal
+_MD_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # snake_case stays as it is (no emphasis)
+_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # `<b`, `</`, `<!--`: raw HTML or autolinks; `a < b` stays
+_MD_ENTITY = re.compile(r"&(?=#?[0-9A-Za-z]+;)")  # `&amp;` would render as `&`
+_MD_LEAD = re.compile(r"^(?:[#>+=-]|\d+[.)])")  # a heading, quote, list or rule at a line's start
+
+
+def _md(v: Any, *, line_start: bool = False) -> str:
+    """Inline markdown for text from runs (reasons, claims, facts): one line, every character read
+    literally by a markdown renderer (tables, emphasis, code, links, raw HTML; with ``line_start``, where
+    the text begins a line, also a leading #, >, - or ``1.``), yet plain to read where nothing needs
+    escaping (``9p -> ext4``, ``net_raw``, ``0.0~20240729.0``)."""
+    s = " ".join(str(v).split())
+    s = _MD_PUNCT.sub(lambda m: "\\" + m.group(0), s)
+    s = _MD_UNDERSCORE.sub(r"\\_", s)
+    s = _MD_TAG.sub(r"\\<", s)
+    s = _MD_ENTITY.sub(r"\\&", s)
+    if s.count("~") > 1:  # GFM strikethrough needs a pair; a lone ~ (runsc versions) reads as it is
+        s = s.replace("~", "\\~")
+    return _MD_LEAD.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], s) if line_start else s
+
+
+def _md_code(v: Any) -> str:
+    """A one-line code span (backslashes are literal inside one, so a backtick becomes a quote)."""
+    return "`" + " ".join(str(v).replace("`", "'").split()) + "`"
 
 
 def _markdown(rep: Report, links: dict[tuple[str, str], str], out: Path | None) -> str:
@@ -613,7 +634,7 @@ def _markdown(rep: Report, links: dict[tuple[str, str], str], out: Path | None) 
             if u.title:
                 lines.append(f"*{_md(u.title)}*")
             if u.reason:
-                lines.append(f"> {_md(u.reason)}")
+                lines.append(f"> {_md(u.reason, line_start=True)}")
             if (link := links.get((r.label, u.name))):
                 lines.append(f"[executed notebook]({link})")
             lines.append("")
@@ -621,7 +642,7 @@ def _markdown(rep: Report, links: dict[tuple[str, str], str], out: Path | None) 
                 lines.append(f"- {MARK.get(v.get('status'), '?')} **{_md(v.get('status'))}** — {_md(v['claim'])}: "
                              f"{_md(v.get('reason') or '')}")
                 for k, val in list((v.get("evidence") or {}).items())[:8]:
-                    lines.append(f"  - evidence `{_md(k).replace(chr(92) + '`', '')}`: {_md(excerpt(val, 200))}")
+                    lines.append(f"  - evidence {_md_code(k)}: {_md(excerpt(val, 200))}")
             if img_dir is not None:
                 for png in images_of(_read_nb(u.notebook)):
                     img_dir.mkdir(exist_ok=True)

@@ -315,9 +315,17 @@ class RunList(Table):
 def list_runs(base: str | os.PathLike | None = None) -> RunList:
     """Past runs under ``base`` (default ``$K3SNB_RUNS`` or ``./runs``), oldest first.
 
-    A folder that is not a run is ignored; an empty or missing base gives an empty list.
+    A folder that is not a run is ignored; an empty base, or a missing default one, gives an empty list.
+
+    Raises:
+        UsageError: ``base`` was given and is no folder (a typo must not read as "no runs").
     """
     b = runs_base(base)
+    if base is not None and not b.is_dir():
+        what = "is not a folder" if b.exists() else "does not exist"
+        raise UsageError(f"runs folder {b} {what}",
+                         hint="pass the folder holding the run folders (`k3snb run` writes them under ./runs "
+                              "or $K3SNB_RUNS)")
     rows = []
     for d in sorted(b.iterdir(), key=lambda d: d.name) if b.is_dir() else []:
         if not is_run(d):

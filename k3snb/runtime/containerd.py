@@ -440,14 +440,20 @@ class Containerd(Rich):
             t = time.monotonic()
             # --runc-root: runc/crun state under this instance's run_dir, not the machine-wide
             # /run/containerd/runc that every containerd on the host would share
-            res = self.ctr("run", "--rm", "--snapshotter", self.snapshotter, "--runtime", "io.containerd.runc.v2",
-                           "--runc-binary", binary, "--runc-root", f"{self.run_dir}/{rt}-root",
-                           "--cgroup", f"{self.cgroup_parent}/{cid}",
-                           "--fifo-dir", f"{self.run_dir}/fifo", *(["--net-host"] if net_host else []),
-                           img.ref, cid, *(args or []), timeout=timeout)
+            ctr = [self.ctr_binary, "--address", self.address, "--namespace", self.namespace]
+            res = self.runner.run(
+                ["sh", "-c", _STDIN_EOF_AFTER_START, "sh", f"{self.run_dir}/{cid}", cid, *ctr,
+                 "run", "--rm", "--snapshotter", self.snapshotter, "--runtime", "io.containerd.runc.v2",
+                 "--runc-binary", binary, "--runc-root", f"{self.run_dir}/{rt}-root",
+                 "--cgroup", f"{self.cgroup_parent}/{cid}",
+                 "--fifo-dir", f"{self.run_dir}/fifo", *(["--net-host"] if net_host else []),
+                 img.ref, cid, *(args or [])], timeout=timeout)
             dt = time.monotonic() - t
             a.stdout, a.stderr = res.stdout, res.stderr
-            if _task_failed(res):
+            if res.timed_out:  # its own outcome: how far it got is the task's state, not words in a log
+                a.time_out(timeout, self._task_status(cid), seconds=dt, output=bool(res.stdout or res.stderr),
+                           runtime=rt)
+            elif _task_failed(res):
                 a.fail("container_created", res.stderr or res.stdout, seconds=dt, context=self._log_since(cid))
             else:
                 for s in ("container_created", "runtime_init", "pivot_root", "capabilities_applied"):
@@ -463,6 +469,14 @@ class Containerd(Rich):
             self.ctr("tasks", "delete", "--force", cid, timeout=20)
             self.ctr("containers", "delete", cid, timeout=20)
         return a
+
+    def _task_status(self, cid: str) -> str | None:
+        """The task's status as containerd has it (running, created, stopped, …); None if it has none."""
+        for line in self.ctr("tasks", "ls", timeout=20).stdout.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == cid:
+                return parts[2].lower()
+        return None
 
     def _log_since(self, cid: str) -> str:
         return "\n".join(ln for ln in self.logs(400).splitlines() if cid in ln or "level=error" in ln)[-4000:]
@@ -508,6 +522,27 @@ class Containerd(Rich):
     def _repr_html_(self) -> str:
         return render("containerd", self.summary(), [("log (tail)", self.logs(30) or "(empty)")],
                       text=self._repr_text())
+
+
+# `sh -c` around `ctr run` ($1: path prefix for a fifo, $2: container id, $3..$7: ctr and its
+# --address/--namespace, then the run arguments). ctr copies its stdin into the container's and, at EOF,
+# asks the shim to close it (CloseIO), which the shim needs: it keeps the container's stdin open until
+# then. ctr installs that close only after the task is created, so the immediate EOF of /dev/null comes
+# first and is lost (containerd issue 4489): a process reading stdin (busybox's default sh, cat) never
+# ends. Here ctr's stdin is a fifo held open until the task runs (or ctr has exited), then closed: the
+# process sees EOF, as under `runc run` with /dev/null.
+_STDIN_EOF_AFTER_START = r"""
+p=$1 cid=$2; shift 2
+rm -f "$p.in" "$p.rc"; mkfifo "$p.in" || exit 125
+{ "$@" <"$p.in"; echo $? >"$p.rc"; } &
+exec 3>"$p.in"
+until [ -e "$p.rc" ] || "$1" "$2" "$3" "$4" "$5" tasks ls 2>/dev/null |
+      grep -Eq "^$cid[[:space:]]+[0-9]+[[:space:]]+(RUNNING|STOPPED|PAUSED)"; do sleep 0.05; done
+exec 3>&-
+wait
+rc=$(cat "$p.rc"); rm -f "$p.in" "$p.rc"
+exit "$rc"
+"""
 
 
 def _task_failed(res: RunResult) -> bool:

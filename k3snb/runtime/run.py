@@ -148,7 +148,7 @@ def run_container(runner: Runner, image: Image | str = "busybox", args: list[str
                     a.log = c.logs(400)
             finally:
                 c.stop()
-            if trace and a.failed_stage:
+            if trace and a.failed_stage and not a.timed_out:  # a timeout has no failing syscall
                 tr = c.trace_result()
                 if tr is not None:
                     a.syscall = failing_syscall(tr, a.failed_stage, a.error or "")
@@ -227,9 +227,11 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
         dt = time.monotonic() - t
         a.stdout, a.stderr = out, err
         errors = _log_errors(runner.run(["cat", log], timeout=30).stdout)
-        if rc is None or (rc != 0 and (errors or _RUNTIME_ERR.search(err))):
-            text = "\n".join([*errors, err]) if rc is not None else f"timed out after {timeout}s\n{err}"
-            a.fail("container_created", text, seconds=dt)
+        if rc is None:  # its own outcome: how far it got is the runtime's state of the container
+            a.time_out(timeout, _runtime_state(runner, binary, f"{base}/state", cid), seconds=dt,
+                       output=bool(out or err), runtime=runtime)
+        elif rc != 0 and (errors or _RUNTIME_ERR.search(err)):
+            a.fail("container_created", "\n".join([*errors, err]), seconds=dt)
             if tr is not None:
                 a.syscall = failing_syscall(tr, a.failed_stage, a.error or "")
         else:
@@ -259,6 +261,15 @@ def run_direct(runner: Runner, image: Image | str, args: list[str], *, runtime: 
         if not any(Path(p).exists() for p in rec.paths):
             rec.drop()
 
+
+
+def _runtime_state(runner: Runner, binary: str, root: str, cid: str) -> str | None:
+    """``runc state`` / ``crun state`` status of a container (running, created, stopped); None if none."""
+    res = runner.run([binary, "--root", root, "state", cid], timeout=30)
+    try:
+        return str(json.loads(res.stdout)["status"]) if res.ok else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _log_errors(text: str) -> list[str]:

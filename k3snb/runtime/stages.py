@@ -3,7 +3,9 @@
 Stage names and the patterns that attribute a runtime's error text to a stage are data
 (``k3snb/data/runtime_stages.yaml``). Stages before the failing one are ``ok``; the failing one is
 ``failed`` with its error text, blocker signature (:func:`k3snb.classify`) and, with tracing, the
-failing syscall; later ones are ``not reached``.
+failing syscall; later ones are ``not reached``. A step that does not end within its time limit is
+its own outcome (``timed out``, :meth:`Attempt.time_out`): the stage it was in comes from the runtime's
+own state of the container, never from error text (there is none).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STAGES", "Attempt", "attribute", "stage_labels"]
 
-OK, FAILED, NOT_REACHED, SKIPPED = "ok", "failed", "not reached", "n/a"
+OK, FAILED, NOT_REACHED, SKIPPED, TIMED_OUT = "ok", "failed", "not reached", "n/a", "timed out"
 
 
 @cache
@@ -46,10 +48,25 @@ def attribute(text: str, default: str) -> str:
     Only stages at or after ``default`` are considered: a step cannot fail at a stage it had passed.
     """
     start = STAGES.index(default)
+    text = _log_text(text)
     for rule in _data()["attribution"]:
         if STAGES.index(rule["stage"]) >= start and re.search(rule["pattern"], text, re.I):
             return rule["stage"]
     return default
+
+
+# a logrus line (containerd, runc's text log): time=… level=… msg="…" error="…" plus fields of context
+_LOGRUS = re.compile(r'^time="?[^"\s]+"?\s+level=\w+\s')
+_QUOTED = re.compile(r'\b(msg|error|err)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _log_text(text: str) -> str:
+    """Only what a log line says (its msg/error values): its fields (``namespace=k8s.io``, ``id=…``,
+    ``runtime=io.containerd.runc.v2``) name where it happened, not what failed. Other lines stay whole."""
+    out = []
+    for ln in text.splitlines():
+        out.append(" ".join(v for _, v in _QUOTED.findall(ln)) if _LOGRUS.match(ln) else ln)
+    return "\n".join(out)
 
 
 def _syscalls_for(stage: str) -> list[str]:
@@ -129,6 +146,8 @@ class Attempt(Rich):
     cgroups: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     log: str = ""
+    # the step in failed_stage did not end within its limit (error: "timed out after N s …")
+    timed_out: bool = False
     # what ran, as measured inside the runner: {"runc": "1.1.5+ds1", "containerd": "1.6.20~ds1"}
     # (a program whose version was never read is absent, never guessed)
     versions: dict[str, str] = field(default_factory=dict)
@@ -152,11 +171,45 @@ class Attempt(Rich):
             stage = attribute(context, step_stage)
         for s in STAGES[STAGES.index(step_stage):STAGES.index(stage)]:
             self._set(s, OK, None, "passed (the failure is later)")
-        msg = _message(text)
+        # never an empty message: the daemon's log line, else say that the step printed none
+        msg = (_message(text) or _message(_log_text(context), errors_only=True)
+               or f"{step_stage} step failed without an error message")
         self._set(stage, FAILED, seconds, msg)
         self.failed_stage, self.error = stage, msg
         self.signatures = _classify(text + "\n" + context)
         self.signature = self.signatures[0] if self.signatures else None
+        return stage
+
+    def time_out(self, limit: float, state: str | None, *, seconds: float | None = None, output: bool = False,
+                 runtime: str | None = None) -> str:
+        """Record a container start that did not end within ``limit`` seconds; returns the stage it was in.
+
+        ``state`` is the runtime's own state of the container when the time ran out (``runc state`` /
+        ``ctr tasks ls``: running, created, stopped, paused; None: no container state at all). It decides
+        how far the start got; the error is ``timed out after N s`` and what the process was doing.
+        """
+        state = (state or "").lower() or None
+        created = f"{runtime or 'the runtime'} created the container ({state})"
+        if state in ("running", "stopped", "paused"):
+            for s in ("container_created", "runtime_init", "pivot_root", "capabilities_applied"):
+                self._set(s, OK, None, created)
+            self._set("process_execd", OK, None, f"the process was {state}")
+            if output:
+                self._set("output_seen", OK, None, "output before the time ran out")
+            else:
+                self._set("output_seen", SKIPPED, None, "the process printed nothing")
+            stage, why = "exit_status", ("the process was still running" if state != "stopped"
+                                         else "the process had exited; its status never reached the kit")
+        elif state == "created":
+            for s in ("container_created", "runtime_init", "pivot_root", "capabilities_applied"):
+                self._set(s, OK, None, created)
+            stage, why = "process_execd", "the container was created, its process never started"
+        else:
+            stage, why = "container_created", "no container state: the runtime never finished creating it"
+        msg = f"timed out after {limit:g} s: {why}"
+        self._set(stage, TIMED_OUT, seconds, msg)
+        self.failed_stage, self.error, self.timed_out = stage, msg, True
+        self.signature, self.signatures = None, []
         return stage
 
     def finish(self) -> Attempt:
@@ -216,6 +269,8 @@ class Attempt(Rich):
         where = f"{self.runtime} via {self.via} in {self.runner}"
         if self.ok:
             return f"<Attempt {where}: ran, exit {self.returncode}>"
+        if self.timed_out:
+            return f"<Attempt {where}: {self.failed_stage} {(self.error or '')[:80]}>"
         return f"<Attempt {where}: {self.failed_stage} failed: {(self.error or '')[:80]}>"
 
     def _repr_html_(self) -> str:
@@ -253,11 +308,11 @@ def _syscall_text(sc: dict[str, Any] | None) -> str | None:
 _NOISE = re.compile(r"^(time=\S+ level=\w+ msg=|ctr: |Error: |error: )")
 
 
-def _message(text: str) -> str:
-    """The most telling line of a runtime's error output (the last error-looking one)."""
+def _message(text: str, errors_only: bool = False) -> str:
+    """The most telling line of a runtime's error output (the last error-looking one, else the last)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     errs = [ln for ln in lines if re.search(r"error|fail|invalid|denied|cannot|can't|unable|not found", ln, re.I)]
-    line = (errs or lines or [""])[-1]
+    line = (errs or ([] if errors_only else lines) or [""])[-1]
     return _NOISE.sub("", line)[:600]
 
 

@@ -424,3 +424,44 @@ def test_runtime_on_a_callers_runner_gives_it_back() -> None:
         assert g.alive()  # not closed: it is the caller's
         left = g.run("grep -c ' cgroup ' /proc/self/mountinfo; ps -eo args | grep -c '[c]ontainerd'").stdout.split()
         assert left == ["0", "0"]  # cgroup mounts and containerd/shims are gone from the runner
+
+
+@pytest.mark.root
+def test_restart_policy_always_restarts_a_succeeded_container_until_the_timeout(tmp_path: Path) -> None:
+    """Always (the Kubernetes default) starts a container again after exit 0 (OnFailure would not), with a
+    restart event per attempt; `pod run` then ends at --timeout with one error/fix pair naming the restarts."""
+    import json
+
+    m = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "always"},
+         "spec": {"restartPolicy": "Always",
+                  "containers": [{"name": "a", "image": "busybox", "command": ["sh", "-c", "echo up"]}]}}
+    with PodRuntime("host") as rt:
+        tags = [rt.id, rt.ctd.id]
+        with rt.pod(m) as p:
+            st = p.wait(timeout=6)
+            assert st.get("timed_out") and p.restarts["a"] >= 1, (st, p.restarts)
+            assert p.status()["containers"]["a"]["restarts"] == p.restarts["a"]  # the count status reports
+            restarts = [e for e in p.events() if e["kind"] == "restart"]
+            assert len(restarts) == p.restarts["a"] and {e["exit_code"] for e in restarts} == {0}
+            assert {e["policy"] for e in restarts} == {"Always"}
+            assert p.logs("a", previous=True) == "up\n"
+    assert all(leftovers(t) == [] for t in tags)
+
+    f = tmp_path / "always.yaml"
+    f.write_text(json.dumps(m))  # JSON is YAML
+    proc = subprocess.Popen([sys.executable, "-m", "k3snb", "pod", "run", "--timeout", "6", str(f)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_line(proc, "[a] up")
+        tags = _pods_tags_of(proc.pid)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert tags and proc.returncode == 1, err
+    assert out.count("[a] up\n") >= 1  # the first line was read above; every restart prints its own
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: pod always did not finish within 6s (restartPolicy "
+                                                   "Always restarted a "), err
+    assert lines[1].startswith("  fix: restartPolicy Always never finishes: use --keep"), err
+    assert all(leftovers(t) == [] for t in tags)

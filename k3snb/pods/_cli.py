@@ -88,8 +88,13 @@ def _run(args: argparse.Namespace) -> int:
     except PodError as e:
         return _fail(e)
     if st.get("timed_out"):
-        print(f"error: pod {spec.name} did not finish within {args.timeout:g}s", file=sys.stderr)
-        print("  fix: raise --timeout, or use --keep for long-running pods", file=sys.stderr)
+        restarted = ", ".join(f"{n} {k}x" for n, k in pod.restarts.items() if k)
+        why = f" (restartPolicy {spec.restart_policy} restarted {restarted})" if restarted else ""
+        print(f"error: pod {spec.name} did not finish within {args.timeout:g}s{why}", file=sys.stderr)
+        fix = (f"restartPolicy Always never finishes: use --keep (end it with `k3snb pod delete {spec.name}`) "
+               "or restartPolicy Never/OnFailure" if spec.restart_policy == "Always"
+               else "raise --timeout, or use --keep for long-running pods")
+        print(f"  fix: {fix}", file=sys.stderr)
         return 1
     codes = [c["exit_code"] for c in (st.get("containers") or {}).values()]
     return next((c for c in codes if c), 0)

@@ -406,7 +406,8 @@ class Containerd(Rich):
         into the snapshotter), container_created … process_execd (``ctr run``: the shim runs
         the runtime; its error text is attributed by :mod:`k3snb.runtime.stages`), output_seen,
         exit_status. The container is removed afterwards. ``net_host``: no network namespace of its own
-        (``ctr run --net-host``).
+        (``ctr run --net-host``). The process's stdin ends (EOF) once it runs, as under ``runc run``. Past
+        ``timeout`` the record says so (:meth:`Attempt.time_out`), at the stage the task's state shows.
         """
         from ..images import get_image
 

@@ -13,10 +13,11 @@ set -euo pipefail
 # whole process group, and the kit still prints the partial summary and results: after it, which a
 # tee killed by the same Ctrl-C would drop (and the report: line below would never be found).
 run_and_report() {
-  local log rc run_dir
-  log=$(mktemp)
+  local rc run_dir
+  SUITE_LOG=$(mktemp)
+  trap 'rm -f "$SUITE_LOG"' EXIT  # also when the script itself is stopped
   set +e
-  .venv/bin/k3snb run "$@" | (trap '' INT; exec tee "$log")
+  .venv/bin/k3snb run "$@" | (trap '' INT; exec tee "$SUITE_LOG")
   rc=${PIPESTATUS[0]}
   set -e
   case $rc in
@@ -25,8 +26,7 @@ run_and_report() {
     130) echo "run-suite: interrupted; the summary above covers the experiments that ran" ;;
   esac
   # the findings report (claims x environments, plots, executed notebooks) is the run's last word
-  run_dir=$(sed -n 's/^results: //p' "$log" | tail -n 1)
-  rm -f "$log"
+  run_dir=$(sed -n 's/^results: //p' "$SUITE_LOG" | tail -n 1)
   if [ -n "$run_dir" ] && [ -f "$run_dir/report.html" ]; then
     echo "report: $run_dir/report.html"
   fi

@@ -81,7 +81,7 @@ def test_timeout_via_containerd_is_reported_by_the_cli_with_its_stage(tmp_path):
     rec = json.loads(r.stdout)
     assert r.returncode == 1 and rec["via"] == "containerd"
     _check_timed_out(rec)
-    assert f"error: exit_status {RUNNING}\n" in r.stderr and "fix: pass a larger --timeout (was 2 s)" in r.stderr
+    assert f"error: exit_status {RUNNING}\n" in r.stderr and "\n  fix: pass a larger --timeout (was 2 s)" in r.stderr
     assert "runtime_init" not in r.stderr and not list(state.glob("*.json"))
 
 

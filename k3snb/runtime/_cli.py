@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(a.stderr)
     if a.timed_out:  # not a runtime failure: the stage it was in and the limit it hit
         print(f"error: {a.failed_stage} {a.error}", file=sys.stderr)
-        print(f"fix: pass a larger --timeout (was {args.timeout:g} s) or a command that ends", file=sys.stderr)
+        print(f"  fix: pass a larger --timeout (was {args.timeout:g} s) or a command that ends", file=sys.stderr)
         return 1
     if not a.ok:
         print(f"error: {a.failed_stage} failed: {a.error}", file=sys.stderr)

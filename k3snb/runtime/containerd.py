@@ -529,8 +529,8 @@ class Containerd(Rich):
 # --address/--namespace, then the run arguments). ctr copies its stdin into the container's and, at EOF,
 # asks the shim to close it (CloseIO), which the shim needs: it keeps the container's stdin open until
 # then. ctr installs that close only after the task is created, so the immediate EOF of /dev/null comes
-# first and is lost (the race nerdctl fixed in containerd/nerdctl#5042; ctr 1.6 still has it): a process reading stdin (busybox's default sh, cat) never
-# ends. Here ctr's stdin is a fifo held open until the task runs (or ctr has exited), then closed: the
+# first and is lost (the race nerdctl fixed in containerd/nerdctl#5042; ctr 1.6 still has it): a process
+# reading stdin (busybox's default sh, cat) never ends. Here ctr's stdin is a fifo held open until the task runs (or ctr has exited), then closed: the
 # process sees EOF, as under `runc run` with /dev/null.
 _STDIN_EOF_AFTER_START = r"""
 p=$1 cid=$2; shift 2

@@ -62,6 +62,7 @@ def _fail(e) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..errors import K3snbError
     from ..runners import check_spec
     from . import Pod, PodError
     from ._manifest import parse_manifest
@@ -90,12 +91,10 @@ def _run(args: argparse.Namespace) -> int:
     if st.get("timed_out"):
         restarted = ", ".join(f"{n} {k}x" for n, k in pod.restarts.items() if k)
         why = f" (restartPolicy {spec.restart_policy} restarted {restarted})" if restarted else ""
-        print(f"error: pod {spec.name} did not finish within {args.timeout:g}s{why}", file=sys.stderr)
         fix = (f"restartPolicy Always never finishes: use --keep (end it with `k3snb pod delete {spec.name}`) "
                "or restartPolicy Never/OnFailure" if spec.restart_policy == "Always"
                else "raise --timeout, or use --keep for long-running pods")
-        print(f"  fix: {fix}", file=sys.stderr)
-        return 1
+        raise K3snbError(f"pod {spec.name} did not finish within {args.timeout:g}s{why}", hint=fix)
     codes = [c["exit_code"] for c in (st.get("containers") or {}).values()]
     return next((c for c in codes if c), 0)
 

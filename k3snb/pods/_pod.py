@@ -174,7 +174,8 @@ class Pod(Rich):
 
     def _fail_event(self, stage: str, message: str, signature: str | None) -> None:
         self._add([{"t": time.time(), "kind": "failed", "stage": stage, "error": message, "signature": signature}])
-        self.runtime.failures.append((self, stage, message))  # traced runtimes add the refusing syscall
+        if self.runtime.trace:  # after stop(), the tracer's record names the refusing syscall
+            self.runtime.failures.append((self, stage, message))
 
     def _runtime_debug_text(self) -> str:
         return self.runtime.containerd_log(60)

@@ -44,6 +44,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..errors import K3snbError
     from ..runners import check_spec, resolve
     from .run import run_container, validate
 
@@ -63,9 +64,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(a.stdout)
         sys.stderr.write(a.stderr)
     if a.timed_out:  # not a runtime failure: the stage it was in and the limit it hit
-        print(f"error: {a.failed_stage} {a.error}", file=sys.stderr)
-        print(f"  fix: pass a larger --timeout (was {args.timeout:g} s) or a command that ends", file=sys.stderr)
-        return 1
+        raise K3snbError(f"{a.failed_stage} {a.error}",
+                         hint=f"pass a larger --timeout (was {args.timeout:g} s) or a command that ends")
     if not a.ok:
         print(f"error: {a.failed_stage} failed: {a.error}", file=sys.stderr)
         if a.signature:

@@ -538,7 +538,7 @@ rm -f "$p.in" "$p.rc"; mkfifo "$p.in" || exit 125
 { "$@" <"$p.in"; echo $? >"$p.rc"; } &
 exec 3>"$p.in"
 until [ -e "$p.rc" ] || "$1" "$2" "$3" "$4" "$5" tasks ls 2>/dev/null |
-      grep -Eq "^$cid[[:space:]]+[0-9]+[[:space:]]+(RUNNING|STOPPED|PAUSED)"; do sleep 0.05; done
+      grep -Eq "^$cid[[:space:]]+[0-9]+[[:space:]]+(RUNNING|STOPPED|PAUSED)"; do sleep 0.2; done
 exec 3>&-
 wait
 rc=$(cat "$p.rc"); rm -f "$p.in" "$p.rc"
@@ -548,7 +548,7 @@ exit "$rc"
 
 def _task_failed(res: RunResult) -> bool:
     # `ctr tasks start` exits with the container's status; its own failures print "ctr: ..." on stderr
-    return res.returncode is None or res.timed_out or "ctr: " in res.stderr and (
+    return res.returncode is None or "ctr: " in res.stderr and (
         "failed" in res.stderr or "error" in res.stderr.lower())
 
 

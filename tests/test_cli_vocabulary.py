@@ -108,9 +108,9 @@ def test_probe_out_replaces_a_planted_symlink_instead_of_following_it(tmp_path):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["probe", "--runsc", "2024"], "only for gVisor runners"),
+    (["probe", "--runsc", "2024"], "--runsc: the host runner ignores it"),
     (["probe", "--runner", "nosuch"], "unknown runner 'nosuch'"),
-    (["k3s", "start", "--runsc", "2024"], "only applies to gVisor runners"),
+    (["k3s", "start", "--runsc", "2024"], "--runsc: the host runner ignores it"),
     (["k3s", "start", "-P", "nosuch"], "unknown profile 'nosuch'"),
     (["k3s", "start", "--runner", "gvisor:1999"], "unknown runsc build '1999'"),
     (["k3s", "start", "--flag=--a"], "--a"),
@@ -134,7 +134,7 @@ def test_workarounds_list_and_show():
     assert r.returncode == 0 and r.stdout.startswith("kmsg: ") and "fixes:      S06" in r.stdout, r.stdout
     one_error(kit("workarounds", "show", "nosuch"), 2, "nosuch")
     one_error(kit("workarounds", "apply", "kmsg", "-p", "nope=1"), 2, "no parameter(s) ['nope']")
-    one_error(kit("workarounds", "verify", "kmsg", "--runsc", "2024"), 2, "only applies to gVisor runners")
+    one_error(kit("workarounds", "verify", "kmsg", "--runsc", "2024"), 2, "--runsc: the host runner ignores it")
 
 
 @pytest.mark.root

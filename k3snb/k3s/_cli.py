@@ -98,16 +98,13 @@ def _select(ident: str | None) -> list[Record]:
 
 def _start(a: argparse.Namespace) -> int:
     # validate here, before any process, record or directory exists
-    from ..runners import ignored_by, resolve
+    from ..runners import check_spec
     from .binary import find_k3s
     from .profiles import get_profile, validate_flags
 
     get_profile(a.profile)
     validate_flags(a.flags, strict=not a.no_strict_flags)
-    if ignored_by(a.runner, runsc=a.runsc):
-        raise UsageError(f"--runsc {a.runsc} only applies to gVisor runners, not --runner {a.runner}",
-                         hint="use --runner gvisor (or gvisor:BUILD), or drop --runsc")
-    resolve(a.runner, runsc=a.runsc)  # a bad spec or runsc build fails here, before any process exists
+    check_spec(a.runner, runsc=a.runsc)  # a bad spec, ignored --runsc or runsc build fails before any process
     k3s = find_k3s()
     _ = k3s.version
     did = new_id("k3sd-")

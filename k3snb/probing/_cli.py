@@ -25,16 +25,11 @@ def register(subparsers) -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from ..errors import InvalidParameter
-    from ..runners import ignored_by
+    from ..runners import check_spec
     from . import probe
 
     options = {"runsc": args.runsc, "cgroupfs": args.cgroupfs, "net_raw": args.net_raw}
-    ignored = ignored_by(args.runner, **options)
-    if ignored:
-        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
-        raise InvalidParameter(f"{flags}: only for gVisor runners, not --runner {args.runner}",
-                               hint="use --runner gvisor (or gvisor:BUILD), or drop those options")
+    check_spec(args.runner, **{k: v for k, v in options.items() if v})  # before any sandbox exists
     if args.out:  # before probing: a bad path must not cost a sandbox
         check_out_parent(args.out)
     p = probe(args.runner, label=args.label, timeout=args.timeout,

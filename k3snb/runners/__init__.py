@@ -152,10 +152,11 @@ def ignored_by(spec: str | os.PathLike | None, **options: Any) -> list[str]:
                   if k in REGISTRY[name].IGNORES and v not in (None, False, (), [], {}, ""))
 
 
-def check_spec(spec: str | os.PathLike | None, **options: Any) -> None:
+def check_spec(spec: str | os.PathLike | None, **options: Any) -> Runner:
     """Validate a runner spec and its options as a CLI takes them (``--runner``, ``--runsc`` ...), without
     starting anything: an option the runner would ignore is refused, then the runner is built, so an
     unknown runsc build or a missing binary fails here, as a usage error, before any work starts.
+    Returns that runner (not started).
 
     Raises:
         InvalidParameter: bad spec, an option the runner ignores, or a bad option value.
@@ -167,7 +168,7 @@ def check_spec(spec: str | os.PathLike | None, **options: Any) -> None:
         raise InvalidParameter(f"{flags}: the {parse_spec(spec)[0]} runner ignores it (--runner {spec})",
                                hint=f"use a runner that takes it (--runner {' or '.join(takers) or '?'}), "
                                     f"or drop {flags}")
-    resolve(spec, **options)
+    return resolve(spec, **options)
 
 
 def spec_label(spec: str | os.PathLike | Runner | None, **options: Any) -> str:

@@ -45,16 +45,15 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ..errors import K3snbError
-    from ..runners import check_spec, resolve
+    from ..runners import check_spec
     from .run import run_container, validate
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     # every input is checked before a sandbox starts: bad input is exit 2 with nothing to clean up
-    check_spec(args.runner, runsc=args.runsc)  # also refuses --runsc for a runner that would ignore it
+    runner = check_spec(args.runner, runsc=args.runsc)  # built, not started; refuses an ignored --runsc
     validate(args.runtime, args.via, args.snapshotter if args.via == "containerd" else None, args.image)
-    runner = resolve(args.runner, runsc=args.runsc)
     with runner:
         a = run_container(runner, args.image, cmd, runtime=args.runtime, via=args.via,
                           snapshotter=args.snapshotter, trace=args.trace, timeout=args.timeout)

@@ -111,16 +111,12 @@ def _params(ids: list[str], items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _act(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from ..runners import ignored_by, resolve
+    from ..runners import check_spec
     from . import get_workaround
 
-    if ignored_by(args.runner, runsc=args.runsc):
-        raise UsageError(f"--runsc {args.runsc} only applies to gVisor runners, not --runner {args.runner}",
-                         hint="use --runner gvisor (or gvisor:BUILD), or drop --runsc")
+    runner = check_spec(args.runner, runsc=args.runsc)  # built, not started
     params = _params(args.ids, args.param)
     ws = [get_workaround(i, **params[i]) for i in args.ids]  # bad ids/params fail before any runner starts
-    runner = resolve(args.runner, runsc=args.runsc)
     results = []
     with runner:
         try:
